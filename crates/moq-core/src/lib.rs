@@ -1,0 +1,40 @@
+//! # moq-core
+//!
+//! Mixture-of-Quantization (MoQ) without a framework: everything of the algorithm that does not
+//! need tensors on a device. DESIGN.md section 3 is the specification; each piece lives in the
+//! module named after it there:
+//!
+//! - [`config`]: DeepSpeed's `quantize_training` section, parsed with errors that name the key,
+//!   and a typed builder;
+//! - [`schedule`]: the per-layer bit schedule (offset, doubling period, eigenvalue factor,
+//!   mixing ratio), serialisable so runs resume bit for bit;
+//! - [`plan`]: when each layer reaches each width, and the largest period that reaches the target;
+//! - [`quantizer`]: group-wise fake and real quantization on f32 / f16 / bf16 slices (symmetric,
+//!   asymmetric, ternary, binary; nearest or reproducible stochastic rounding);
+//! - [`noise`]: the counter-based generator behind stochastic rounding;
+//! - [`pack`]: int8 and packed-u32 code layouts with f32/f16 scales, as the kernels read them.
+//!
+//! This crate depends on neither burn nor cubecl; `moq-burn` and `moq-kernels` build on it, and
+//! its quantizer is the reference their kernels are tested against.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod noise;
+pub mod pack;
+pub mod plan;
+pub mod quantizer;
+pub mod schedule;
+
+pub use config::{
+    EigenvalueConfig, MixingConfig, QuantType, QuantizeConfig, QuantizeConfigBuilder, Rounding,
+};
+pub use error::{MoqError, Result};
+pub use noise::NoiseKey;
+pub use pack::{CodeLayout, PackedCodes, PackedScales, PackedTensor, ScaleFormat, pack, unpack};
+pub use plan::{LayerPlan, Plan, plan};
+pub use quantizer::{
+    Element, QuantSpec, QuantizedTensor, dequantize, fake_quantize, fake_quantize_in_place,
+    fake_quantize_mixed, quantize,
+};
+pub use schedule::{BitDrop, LayerSpec, LayerState, Schedule, StepReport};

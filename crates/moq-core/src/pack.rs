@@ -1,0 +1,349 @@
+//! Packed storage of quantized codes: the formats the GPU kernels and the export read.
+//!
+//! # Code storage: signed, offset for asymmetric grids
+//! A stored code `c` and stored zero point `z'` give the value `(c − z')·scale` in every layout.
+//! - Symmetric grids store the code itself (`c = q`, `z' = 0`): two's complement, so an 8-bit
+//!   code is an `i8` exactly as burn's `Q8S` holds it.
+//! - Asymmetric grids store `c = q − 2^(b−1)` and `z' = z − 2^(b−1)`, which keeps `c` in the
+//!   signed `b`-bit range and leaves `c − z' = q − z` unchanged.
+//! - Binary (1 bit) is the one exception: bit 1 means `+1` and bit 0 means `−1`.
+//!
+//! # Layouts
+//! - [`CodeLayout::Int8`]: one `i8` per element, row-major (any width ≤ 8).
+//! - [`CodeLayout::Packed32`]: `per_word = 32 / b` codes per little-endian `u32` word (8 for
+//!   4-bit, 4 for 8-bit, 10 for 3-bit with the top 2 bits zero). Element `j` of a row lives in
+//!   word `j / per_word`, bits `[(j % per_word)·b, (j % per_word)·b + b)`: element 0 in the
+//!   lowest bits. Each row starts on a new word: a row of `n` elements takes
+//!   `ceil(n / per_word)` words, the unused high fields of its last word are zero. To read a
+//!   signed field, shift it to the top of the word and arithmetic-shift it back down.
+//! - Scales are one per group, in f32 or f16 ([`ScaleFormat`]); zero points (asymmetric only)
+//!   are one `i32` per group.
+//!
+//! Groups split the flat element sequence (DESIGN.md section 3), independently of rows.
+//!
+//! ```
+//! use moq_core::{CodeLayout, QuantSpec, QuantType, ScaleFormat, pack, quantize, unpack};
+//! let w: Vec<f32> = (0..24).map(|i| i as f32 - 11.5).collect();
+//! let q = quantize("w", &w, &QuantSpec::new(4, QuantType::Symmetric, 2)).unwrap();
+//! let packed = pack(&q, 12, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+//! assert_eq!(packed.words().unwrap().len(), 2 * 2); // two rows of 12 codes, 8 per word
+//! assert_eq!(unpack(&packed).unwrap(), q);
+//! ```
+
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+use crate::config::QuantType;
+use crate::error::{MoqError, Result};
+use crate::quantizer::QuantizedTensor;
+
+/// How codes are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CodeLayout {
+    /// One `i8` per element.
+    Int8,
+    /// `32 / bits` codes per `u32` word, rows padded to whole words.
+    Packed32,
+}
+
+/// How per-group scales are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScaleFormat {
+    /// f32: unpacking gives the quantizer's scales back exactly.
+    F32,
+    /// f16: half the size; unpacking gives the scales rounded to f16.
+    F16,
+}
+
+/// Stored codes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PackedCodes {
+    /// [`CodeLayout::Int8`].
+    Int8(Vec<i8>),
+    /// [`CodeLayout::Packed32`].
+    Words(Vec<u32>),
+}
+
+/// Stored scales.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PackedScales {
+    /// f32 scales.
+    F32(Vec<f32>),
+    /// f16 scales.
+    F16(Vec<f16>),
+}
+
+/// A quantized tensor in a packed layout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackedTensor {
+    /// Bit width of each code.
+    pub bits: u32,
+    /// Grid type.
+    pub quant_type: QuantType,
+    /// Number of groups (over the flat element sequence).
+    pub groups: usize,
+    /// Number of elements.
+    pub len: usize,
+    /// Elements per row (the innermost dimension).
+    pub row_len: usize,
+    /// The codes.
+    pub codes: PackedCodes,
+    /// One scale per group.
+    pub scales: PackedScales,
+    /// Stored zero points `z − 2^(b−1)`, one per group; empty for symmetric grids.
+    pub zero_points: Vec<i32>,
+}
+
+impl PackedTensor {
+    /// The words of a [`CodeLayout::Packed32`] tensor.
+    pub fn words(&self) -> Option<&[u32]> {
+        match &self.codes {
+            PackedCodes::Words(w) => Some(w),
+            PackedCodes::Int8(_) => None,
+        }
+    }
+
+    /// The bytes of a [`CodeLayout::Int8`] tensor.
+    pub fn int8(&self) -> Option<&[i8]> {
+        match &self.codes {
+            PackedCodes::Int8(c) => Some(c),
+            PackedCodes::Words(_) => None,
+        }
+    }
+
+    /// Bytes taken by codes, scales and zero points.
+    pub fn size_bytes(&self) -> usize {
+        let codes = match &self.codes {
+            PackedCodes::Int8(c) => c.len(),
+            PackedCodes::Words(w) => w.len() * 4,
+        };
+        let scales = match &self.scales {
+            PackedScales::F32(s) => s.len() * 4,
+            PackedScales::F16(s) => s.len() * 2,
+        };
+        codes + scales + self.zero_points.len() * 4
+    }
+}
+
+/// Codes per `u32` word at `bits` per code.
+pub fn codes_per_word(bits: u32) -> usize {
+    (32 / bits) as usize
+}
+
+/// The stored-code offset: `2^(b−1)` for asymmetric grids, 0 for symmetric.
+fn offset(bits: u32, quant_type: QuantType) -> i32 {
+    match quant_type {
+        QuantType::Symmetric => 0,
+        QuantType::Asymmetric => 1 << (bits - 1),
+    }
+}
+
+/// Packs codes with rows of `row_len` elements.
+pub fn pack(
+    q: &QuantizedTensor,
+    row_len: usize,
+    layout: CodeLayout,
+    scales: ScaleFormat,
+) -> Result<PackedTensor> {
+    let len = q.codes.len();
+    if !(1..=8).contains(&q.bits) {
+        return Err(MoqError::UnsupportedMode {
+            tensor: "pack".into(),
+            reason: format!(
+                "{} bits cannot be packed: packed layouts hold 1 to 8 bits",
+                q.bits
+            ),
+        });
+    }
+    if row_len == 0 || len % row_len != 0 {
+        return Err(MoqError::InvalidGroups {
+            tensor: "pack rows".into(),
+            len,
+            groups: row_len,
+        });
+    }
+    let off = offset(q.bits, q.quant_type);
+    let stored = |c: i32| {
+        if q.bits == 1 {
+            i32::from(c > 0)
+        } else {
+            c - off
+        }
+    };
+    let codes = match layout {
+        CodeLayout::Int8 => PackedCodes::Int8(q.codes.iter().map(|&c| stored(c) as i8).collect()),
+        CodeLayout::Packed32 => {
+            let per_word = codes_per_word(q.bits);
+            let mask = (1u32 << q.bits) - 1;
+            let words_per_row = row_len.div_ceil(per_word);
+            let mut words = vec![0u32; len / row_len * words_per_row];
+            for (row, codes) in q.codes.chunks(row_len).enumerate() {
+                let row_words = &mut words[row * words_per_row..(row + 1) * words_per_row];
+                for (j, &c) in codes.iter().enumerate() {
+                    let field = (stored(c) as u32) & mask;
+                    row_words[j / per_word] |= field << ((j % per_word) as u32 * q.bits);
+                }
+            }
+            PackedCodes::Words(words)
+        }
+    };
+    let scales = match scales {
+        ScaleFormat::F32 => PackedScales::F32(q.scales.clone()),
+        ScaleFormat::F16 => PackedScales::F16(q.scales.iter().map(|&s| f16::from_f32(s)).collect()),
+    };
+    Ok(PackedTensor {
+        bits: q.bits,
+        quant_type: q.quant_type,
+        groups: q.groups,
+        len,
+        row_len,
+        codes,
+        scales,
+        zero_points: q.zero_points.iter().map(|&z| z - off).collect(),
+    })
+}
+
+/// Unpacks into codes, f32 scales and zero points (the inverse of [`pack`]).
+pub fn unpack(p: &PackedTensor) -> Result<QuantizedTensor> {
+    if !(1..=8).contains(&p.bits) || p.row_len == 0 || p.len % p.row_len != 0 {
+        return Err(MoqError::InvalidGroups {
+            tensor: "unpack".into(),
+            len: p.len,
+            groups: p.row_len,
+        });
+    }
+    let off = offset(p.bits, p.quant_type);
+    let code = |stored: i32| {
+        if p.bits == 1 {
+            2 * stored - 1
+        } else {
+            stored + off
+        }
+    };
+    let codes = match &p.codes {
+        PackedCodes::Int8(c) => {
+            if c.len() != p.len {
+                return Err(MoqError::LengthMismatch {
+                    what: "int8 codes".into(),
+                    expected: p.len,
+                    found: c.len(),
+                });
+            }
+            c.iter()
+                .map(|&s| code(if p.bits == 1 { i32::from(s) } else { s as i32 }))
+                .collect()
+        }
+        PackedCodes::Words(words) => {
+            let per_word = codes_per_word(p.bits);
+            let words_per_row = p.row_len.div_ceil(per_word);
+            let expected = p.len / p.row_len * words_per_row;
+            if words.len() != expected {
+                return Err(MoqError::LengthMismatch {
+                    what: "packed words".into(),
+                    expected,
+                    found: words.len(),
+                });
+            }
+            let shift_up = 32 - p.bits;
+            let mut codes = Vec::with_capacity(p.len);
+            for row in words.chunks(words_per_row) {
+                for j in 0..p.row_len {
+                    let word = row[j / per_word];
+                    let shift = (j % per_word) as u32 * p.bits;
+                    let field = if p.bits == 1 {
+                        ((word >> shift) & 1) as i32
+                    } else {
+                        // Sign-extend the b-bit field.
+                        ((word << (shift_up - shift)) as i32) >> shift_up
+                    };
+                    codes.push(code(field));
+                }
+            }
+            codes
+        }
+    };
+    let scales = match &p.scales {
+        PackedScales::F32(s) => s.clone(),
+        PackedScales::F16(s) => s.iter().map(|s| s.to_f32()).collect(),
+    };
+    Ok(QuantizedTensor {
+        bits: p.bits,
+        quant_type: p.quant_type,
+        groups: p.groups,
+        codes,
+        scales,
+        zero_points: p.zero_points.iter().map(|&z| z + off).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantizer::{QuantSpec, quantize};
+
+    #[test]
+    fn four_bit_layout_is_as_documented() {
+        let q = QuantizedTensor {
+            bits: 4,
+            quant_type: QuantType::Symmetric,
+            groups: 1,
+            codes: vec![1, -1, 7, -7, 0, 2, 3, 4, 5],
+            scales: vec![1.0],
+            zero_points: vec![],
+        };
+        let p = pack(&q, 9, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+        // Nibbles from the lowest: 1, F, 7, 9, 0, 2, 3, 4 | 5.
+        assert_eq!(p.words().unwrap(), [0x4320_97F1, 0x0000_0005]);
+        assert_eq!(unpack(&p).unwrap(), q);
+    }
+
+    #[test]
+    fn asymmetric_int8_is_offset() {
+        let x: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let q = quantize("x", &x, &QuantSpec::new(8, QuantType::Asymmetric, 1)).unwrap();
+        let p = pack(&q, 10, CodeLayout::Int8, ScaleFormat::F32).unwrap();
+        assert_eq!(p.int8().unwrap()[0], -128);
+        assert_eq!(p.int8().unwrap()[9], 127);
+        assert_eq!(p.zero_points, [-128]);
+        assert_eq!(unpack(&p).unwrap(), q);
+    }
+
+    #[test]
+    fn binary_and_bad_input() {
+        let q = quantize(
+            "x",
+            &[1.0f32, -2.0, 0.0, 3.0],
+            &QuantSpec::new(1, QuantType::Symmetric, 1),
+        )
+        .unwrap();
+        let p = pack(&q, 4, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+        assert_eq!(p.words().unwrap(), [0b1101]);
+        assert_eq!(unpack(&p).unwrap(), q);
+        let wide = quantize(
+            "x",
+            &[1.0f32, 2.0],
+            &QuantSpec::new(9, QuantType::Symmetric, 1),
+        )
+        .unwrap();
+        assert!(pack(&wide, 2, CodeLayout::Int8, ScaleFormat::F32).is_err());
+        assert!(pack(&q, 3, CodeLayout::Int8, ScaleFormat::F32).is_err());
+        let mut broken = p.clone();
+        broken.codes = PackedCodes::Words(vec![]);
+        assert!(unpack(&broken).is_err());
+    }
+
+    #[test]
+    fn f16_scales_round() {
+        let q = quantize(
+            "x",
+            &[0.1f32, -0.3, 0.2],
+            &QuantSpec::new(8, QuantType::Symmetric, 1),
+        )
+        .unwrap();
+        let p = pack(&q, 3, CodeLayout::Int8, ScaleFormat::F16).unwrap();
+        assert_eq!(p.size_bytes(), 3 + 2);
+        let back = unpack(&p).unwrap();
+        assert_eq!(back.codes, q.codes);
+        assert_eq!(back.scales[0], f16::from_f32(q.scales[0]).to_f32());
+    }
+}
