@@ -8,11 +8,11 @@
 //!   and a typed builder;
 //! - [`schedule`]: the per-layer bit schedule (offset, doubling period, eigenvalue factor,
 //!   mixing ratio), serialisable so runs resume bit for bit;
-//! - [`plan`]: when each layer reaches each width, and the largest period that reaches the target;
+//! - [`plan`](mod@plan): when each layer reaches each width, and the largest period that reaches the target;
 //! - [`quantizer`]: group-wise fake and real quantization on f32 / f16 / bf16 slices (symmetric,
 //!   asymmetric, ternary, binary; nearest or reproducible stochastic rounding);
 //! - [`noise`]: the counter-based generator behind stochastic rounding;
-//! - [`pack`]: int8 and packed-u32 code layouts with f32/f16 scales, as the kernels read them.
+//! - [`pack`](mod@pack): int8 and packed-u32 code layouts with f32/f16 scales, as the kernels read them.
 //!
 //! This crate depends on neither burn nor cubecl; `moq-burn` and `moq-kernels` build on it, and
 //! its quantizer is the reference their kernels are tested against.
@@ -38,3 +38,8 @@ pub use quantizer::{
     fake_quantize_mixed, quantize,
 };
 pub use schedule::{BitDrop, LayerSpec, LayerState, Schedule, StepReport};
+
+/// The README's Rust examples, compiled and run as doctests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -155,7 +155,7 @@ pub fn pack(
             ),
         });
     }
-    if row_len == 0 || len % row_len != 0 {
+    if row_len == 0 || !len.is_multiple_of(row_len) {
         return Err(MoqError::InvalidGroups {
             tensor: "pack rows".into(),
             len,
@@ -205,7 +205,7 @@ pub fn pack(
 
 /// Unpacks into codes, f32 scales and zero points (the inverse of [`pack`]).
 pub fn unpack(p: &PackedTensor) -> Result<QuantizedTensor> {
-    if !(1..=8).contains(&p.bits) || p.row_len == 0 || p.len % p.row_len != 0 {
+    if !(1..=8).contains(&p.bits) || p.row_len == 0 || !p.len.is_multiple_of(p.row_len) {
         return Err(MoqError::InvalidGroups {
             tensor: "unpack".into(),
             len: p.len,

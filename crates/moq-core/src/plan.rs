@@ -46,6 +46,9 @@ pub struct LayerPlan {
     /// same offset and eigenvalue; `None` when no period can (the run ends before
     /// `schedule_offset + 2^(drops−1)·f^(drops−1)`).
     pub suggested_period: Option<u64>,
+    /// Steps a run needs for this layer to reach its target with its current period
+    /// (saturating at `u64::MAX`).
+    pub steps_needed: u64,
 }
 
 impl LayerPlan {
@@ -83,12 +86,16 @@ pub fn plan(schedule: &Schedule, steps: u64) -> Plan {
                 }
                 reached.push((bits, step));
             }
+            let target_step = width_steps(spec, offset, factor)
+                .last()
+                .map_or(offset, |(_, s)| s);
             LayerPlan {
                 layer,
                 spec: *spec,
                 eigenvalue,
                 reached,
                 suggested_period: largest_period(spec, offset, factor, steps),
+                steps_needed: target_step.saturating_add(1),
             }
         })
         .collect();
@@ -150,6 +157,7 @@ mod tests {
         assert_eq!(p.layers[1].target_step(), Some(79));
         // 10·8 = 80 quantizing steps are needed and 100 available: period 12 still fits.
         assert_eq!(p.layers[1].suggested_period, Some(12));
+        assert_eq!(p.layers[1].steps_needed, 80);
         let short = plan(&Schedule::new(&cfg, 1).unwrap(), 79);
         assert_eq!(short.layers[0].final_bits(), Some(9));
         assert_eq!(short.layers[0].target_step(), None);

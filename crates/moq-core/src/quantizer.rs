@@ -157,7 +157,7 @@ impl QuantSpec {
                 self.bits
             )));
         }
-        if self.groups == 0 || len % self.groups != 0 {
+        if self.groups == 0 || !len.is_multiple_of(self.groups) {
             return Err(MoqError::InvalidGroups {
                 tensor: tensor.to_string(),
                 len,
@@ -334,7 +334,7 @@ pub fn dequantize<T: Element>(quantized: &QuantizedTensor, output: &mut [T]) -> 
         });
     }
     if quantized.groups == 0
-        || len % quantized.groups != 0
+        || !len.is_multiple_of(quantized.groups)
         || quantized.scales.len() != quantized.groups
     {
         return Err(MoqError::InvalidGroups {

@@ -1,0 +1,154 @@
+//! `moq schedule`: the planned bit schedule, as CSV or as a summary for humans.
+
+use std::io::{self, Write};
+
+use anyhow::{Context, Result, bail};
+use moq_core::{LayerPlan, Plan, QuantizeConfig, Schedule, plan};
+
+use crate::{ScheduleArgs, read_config};
+
+/// Runs the subcommand.
+pub fn run(args: &ScheduleArgs) -> Result<()> {
+    let config = read_config(&args.config)?;
+    let layers = match (args.layers, &args.eigenvalues) {
+        (Some(0), _) => bail!("--layers must be at least 1"),
+        (Some(layers), Some(e)) if e.len() != layers => {
+            bail!("--eigenvalues gives {} values for {layers} layers", e.len())
+        }
+        (Some(layers), _) => layers,
+        (None, Some(e)) => e.len(),
+        (None, None) => 1,
+    };
+    let mut schedule = Schedule::new(&config, layers).context("schedule")?;
+    if let Some(e) = &args.eigenvalues {
+        schedule.set_eigenvalues(e).context("--eigenvalues")?;
+    }
+    let plan = plan(&schedule, args.steps);
+    let text = if args.summary {
+        summary(args, &config, &plan)
+    } else {
+        csv(&plan)
+    };
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// `step,layer,bits` rows: one whenever a layer's bits after step s differ from its bits after
+/// step s − 1 (the first quantizing step always differs from "not yet quantized").
+fn csv(plan: &Plan) -> String {
+    let mut rows: Vec<(u64, usize, u32)> = plan
+        .layers
+        .iter()
+        .flat_map(|l| {
+            l.reached
+                .iter()
+                .map(move |&(bits, step)| (step, l.layer, bits))
+        })
+        .collect();
+    rows.sort_unstable();
+    let mut out = String::from("step,layer,bits\n");
+    for (step, layer, bits) in rows {
+        out.push_str(&format!("{step},{layer},{bits}\n"));
+    }
+    out
+}
+
+fn summary(args: &ScheduleArgs, config: &QuantizeConfig, plan: &Plan) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    let eigen = match &args.eigenvalues {
+        Some(_) => "fixed eigenvalues (--eigenvalues)".to_string(),
+        None => "eigenvalues off".to_string(),
+    };
+    line(format!("config: {}", args.config.display()));
+    line(format!(
+        "schedule: {} → {} bits, quantize_period {}, schedule_offset {}, {} groups, {}, {} rounding, {eigen}",
+        config.start_bits,
+        config.target_bits,
+        config.period,
+        config.schedule_offset,
+        config.groups,
+        config.quant_type.as_str(),
+        config.rounding.as_str(),
+    ));
+    line(format!(
+        "run: {} optimizer steps, {} layer(s)",
+        plan.steps,
+        plan.layers.len()
+    ));
+    if !config.enabled {
+        line("note: quantize_training.enabled is false: DeepSpeed and the MoQ optimizer wrapper would not quantize".into());
+    }
+    if config.eigenvalue.enabled && args.eigenvalues.is_none() {
+        line(
+            "note: eigenvalue.enabled is true: the real schedule stretches periods by measured eigenvalues; \
+             planned here without them (pass --eigenvalues to fix them)"
+                .into(),
+        );
+    }
+    line(String::new());
+    line(format!(
+        "{:<6} {:<8} {:<7} {:<22} bits@step",
+        "layer", "eigen", "final", "target"
+    ));
+    for l in &plan.layers {
+        let eigen = l.eigenvalue.map_or("-".to_string(), |e| format!("{e}"));
+        let final_bits = l.final_bits().map_or("-".to_string(), |b| b.to_string());
+        let target = match l.target_step() {
+            Some(step) => format!("{} bits at step {step}", l.spec.target_bits),
+            None => format!("{} bits NOT REACHED", l.spec.target_bits),
+        };
+        let widths: Vec<String> = l.reached.iter().map(|(b, s)| format!("{b}@{s}")).collect();
+        line(format!(
+            "{:<6} {:<8} {:<7} {:<22} {}",
+            l.layer,
+            eigen,
+            final_bits,
+            target,
+            widths.join(" ")
+        ));
+    }
+    let mut warnings = Vec::new();
+    for l in &plan.layers {
+        if l.target_step().is_none() {
+            warnings.push(warning(plan, l));
+        }
+    }
+    if !warnings.is_empty() {
+        line(String::new());
+        warnings.dedup();
+        for w in warnings {
+            line(w);
+        }
+    } else {
+        line(String::new());
+        line(format!(
+            "every layer reaches its target within {} steps",
+            plan.steps
+        ));
+    }
+    out
+}
+
+fn warning(plan: &Plan, l: &LayerPlan) -> String {
+    let head = match l.final_bits() {
+        None => format!(
+            "warning: layer {}: the run ends before schedule_offset ({}): nothing is quantized",
+            l.layer, plan.schedule_offset
+        ),
+        Some(bits) => format!(
+            "warning: layer {} ends at {bits} bits, above its target of {}: reaching it takes {} steps, the run has {}",
+            l.layer, l.spec.target_bits, l.steps_needed, plan.steps
+        ),
+    };
+    let advice = match l.suggested_period {
+        Some(p) => format!("; quantize_period {p} or less reaches it in time (now {})", l.spec.period),
+        None => "; no quantize_period reaches it in time: lower schedule_offset or start_bits, or train longer".into(),
+    };
+    format!("{head}{advice}")
+}

@@ -1,0 +1,528 @@
+//! End-to-end tests of the `moq` binary: each subcommand, and each kind of bad input.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use half::{bf16, f16};
+use moq_core::{NoiseKey, QuantSpec, QuantType, QuantizeConfig, Schedule, fake_quantize};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+fn moq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moq"))
+        .args(args)
+        .output()
+        .expect("run moq")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Asserts exit status 2, a single stderr line containing `needle`, and nothing left in `dir`
+/// but the files that were there before.
+fn assert_bad(o: &Output, needle: &str, dir: &Path, before: usize) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(err.contains(needle), "`{needle}` not in: {err}");
+    assert_eq!(
+        std::fs::read_dir(dir).unwrap().count(),
+        before,
+        "files left behind in {}",
+        dir.display()
+    );
+}
+
+const HAND_CONFIG: &str = r#"{"quantize_training": {"enabled": true,
+    "quantize_bits": {"start_bits": 12, "target_bits": 8},
+    "quantize_schedule": {"quantize_period": 10, "schedule_offset": 0}}}"#;
+
+#[test]
+fn schedule_csv_reproduces_hand_computed_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "ds.json", HAND_CONFIG);
+    let o = moq(&[
+        "schedule",
+        "--config",
+        config.to_str().unwrap(),
+        "--steps",
+        "1000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "step,layer,bits\n0,0,12\n9,0,11\n19,0,10\n39,0,9\n79,0,8\n"
+    );
+    // A run that stops before the last drop.
+    let o = moq(&[
+        "schedule",
+        "--config",
+        config.to_str().unwrap(),
+        "--steps",
+        "79",
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "step,layer,bits\n0,0,12\n9,0,11\n19,0,10\n39,0,9\n"
+    );
+}
+
+#[test]
+fn schedule_csv_matches_the_state_machine_with_eigenvalues() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"{"quantize_bits": {"start_bits": 16, "target_bits": 4},
+        "quantize_schedule": {"quantize_period": 3, "schedule_offset": 7}}"#;
+    let config = write(dir.path(), "section.json", text);
+    let eigen = [0.0f32, 0.3, 0.99];
+    let o = moq(&[
+        "schedule",
+        "--config",
+        config.to_str().unwrap(),
+        "--steps",
+        "5000",
+        "--eigenvalues",
+        "0,0.3,0.99",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let mut schedule = Schedule::new(&QuantizeConfig::from_json_str(text).unwrap(), 3).unwrap();
+    schedule.set_eigenvalues(&eigen).unwrap();
+    let mut expected = String::from("step,layer,bits\n");
+    let mut last = [None; 3];
+    for _ in 0..5000 {
+        let step = schedule.step().step;
+        for (layer, last) in last.iter_mut().enumerate() {
+            if schedule.bits(layer) != *last {
+                *last = schedule.bits(layer);
+                expected.push_str(&format!("{step},{layer},{}\n", last.unwrap()));
+            }
+        }
+    }
+    assert_eq!(stdout(&o), expected);
+}
+
+#[test]
+fn schedule_summary_warns_with_a_period_that_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "ds.json", HAND_CONFIG);
+    let o = moq(&[
+        "schedule",
+        "--config",
+        config.to_str().unwrap(),
+        "--steps",
+        "50",
+        "--layers",
+        "2",
+        "--summary",
+    ]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    assert!(out.contains("8 bits NOT REACHED"), "{out}");
+    // 10·8 = 80 quantizing steps needed; with 50 steps, period 6 (6·8 = 48) is the largest.
+    assert!(out.contains("warning: layer 0 ends at 9 bits, above its target of 8: reaching it takes 80 steps, the run has 50; quantize_period 6 or less"), "{out}");
+    let o = moq(&[
+        "schedule",
+        "--config",
+        config.to_str().unwrap(),
+        "--steps",
+        "80",
+        "--summary",
+    ]);
+    assert!(stdout(&o).contains("every layer reaches its target within 80 steps"));
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    f32_weight: Vec<f32>,
+    f16_weight: Vec<f16>,
+    bf16_weight: Vec<bf16>,
+    bias: Vec<f32>,
+}
+
+fn le<T: Copy, const N: usize>(values: &[T], to: fn(T) -> [u8; N]) -> Vec<u8> {
+    values.iter().flat_map(|&v| to(v)).collect()
+}
+
+fn fixture(poison: Option<f32>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f32_weight: Vec<f32> = (0..48)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.013)
+        .collect();
+    if let Some(p) = poison {
+        f32_weight[17] = p;
+    }
+    let f16_weight: Vec<f16> = (0..32)
+        .map(|i| f16::from_f32((i as f32 * 0.7).sin()))
+        .collect();
+    let bf16_weight: Vec<bf16> = (0..32)
+        .map(|i| bf16::from_f32((i as f32 * 0.3).cos()))
+        .collect();
+    let bias: Vec<f32> = vec![0.1, -0.2, 0.3, 0.123_456];
+    let steps: Vec<i64> = vec![12, 13];
+    let bytes = [
+        le(&f32_weight, f32::to_le_bytes),
+        le(&f16_weight, f16::to_le_bytes),
+        le(&bf16_weight, bf16::to_le_bytes),
+        le(&bias, f32::to_le_bytes),
+        le(&steps, i64::to_le_bytes),
+    ];
+    let tensors = vec![
+        (
+            "enc.w",
+            TensorView::new(Dtype::F32, vec![6, 8], &bytes[0]).unwrap(),
+        ),
+        (
+            "enc.w16",
+            TensorView::new(Dtype::F16, vec![4, 8], &bytes[1]).unwrap(),
+        ),
+        (
+            "head.wb",
+            TensorView::new(Dtype::BF16, vec![2, 2, 8], &bytes[2]).unwrap(),
+        ),
+        (
+            "enc.b",
+            TensorView::new(Dtype::F32, vec![4], &bytes[3]).unwrap(),
+        ),
+        (
+            "step",
+            TensorView::new(Dtype::I64, vec![2], &bytes[4]).unwrap(),
+        ),
+    ];
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let data = safetensors::serialize(tensors, Some(meta)).unwrap();
+    let input = dir.path().join("in.safetensors");
+    std::fs::write(&input, data).unwrap();
+    Fixture {
+        dir,
+        input,
+        f32_weight,
+        f16_weight,
+        bf16_weight,
+        bias,
+    }
+}
+
+fn read<T, const N: usize>(
+    file: &SafeTensors,
+    name: &str,
+    dtype: Dtype,
+    from: fn([u8; N]) -> T,
+) -> Vec<T> {
+    let view = file.tensor(name).unwrap();
+    assert_eq!(view.dtype(), dtype, "{name}");
+    view.data()
+        .chunks_exact(N)
+        .map(|c| from(c.try_into().unwrap()))
+        .collect()
+}
+
+fn expected<T: moq_core::Element>(name: &str, x: &[T], spec: &QuantSpec) -> Vec<T> {
+    let mut out = x.to_vec();
+    fake_quantize(name, x, &mut out, spec).unwrap();
+    out
+}
+
+#[test]
+fn quantize_fake_quantizes_float_matrices_and_copies_the_rest() {
+    let fx = fixture(None);
+    let output = fx.dir.path().join("out.safetensors");
+    let o = moq(&[
+        "quantize",
+        "--input",
+        fx.input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--bits",
+        "4",
+        "--groups",
+        "4",
+        "--type",
+        "asymmetric",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("3 tensor(s) fake-quantized to 4 bits"),
+        "{}",
+        stderr(&o)
+    );
+    let bytes = std::fs::read(&output).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let spec = QuantSpec::new(4, QuantType::Asymmetric, 4);
+    assert_eq!(
+        read(&file, "enc.w", Dtype::F32, f32::from_le_bytes),
+        expected("enc.w", &fx.f32_weight, &spec)
+    );
+    assert_ne!(
+        read(&file, "enc.w", Dtype::F32, f32::from_le_bytes),
+        fx.f32_weight
+    );
+    assert_eq!(
+        read(&file, "enc.w16", Dtype::F16, f16::from_le_bytes),
+        expected("enc.w16", &fx.f16_weight, &spec)
+    );
+    assert_eq!(
+        read(&file, "head.wb", Dtype::BF16, bf16::from_le_bytes),
+        expected("head.wb", &fx.bf16_weight, &spec)
+    );
+    assert_eq!(file.tensor("head.wb").unwrap().shape(), [2, 2, 8]);
+    assert_eq!(
+        read(&file, "enc.b", Dtype::F32, f32::from_le_bytes),
+        fx.bias
+    );
+    assert_eq!(
+        read(&file, "step", Dtype::I64, i64::from_le_bytes),
+        [12, 13]
+    );
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(header.metadata().as_ref().unwrap()["format"], "pt");
+
+    // --all includes the bias; stochastic rounding follows the seed.
+    let o = moq(&[
+        "quantize",
+        "--input",
+        fx.input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--bits",
+        "3",
+        "--all",
+        "--rounding",
+        "stochastic",
+        "--seed",
+        "9",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&output).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    // Tensors are numbered by sorted name for their noise stream: enc.b is 0, enc.w is 1.
+    let spec = QuantSpec::new(3, QuantType::Symmetric, 1);
+    let noisy = |stream| {
+        spec.stochastic(NoiseKey {
+            seed: 9,
+            step: 0,
+            stream,
+        })
+    };
+    assert_eq!(
+        read(&file, "enc.b", Dtype::F32, f32::from_le_bytes),
+        expected("enc.b", &fx.bias, &noisy(0))
+    );
+    assert_eq!(
+        read(&file, "enc.w", Dtype::F32, f32::from_le_bytes),
+        expected("enc.w", &fx.f32_weight, &noisy(1))
+    );
+}
+
+#[test]
+fn quantize_takes_type_groups_and_rounding_from_a_config() {
+    let fx = fixture(None);
+    let config = write(
+        fx.dir.path(),
+        "ds.json",
+        r#"{"quantize_training": {"quantize_groups": 2, "quantize_algo": {"q_type": "asymmetric"}}}"#,
+    );
+    let output = fx.dir.path().join("out.safetensors");
+    let o = moq(&[
+        "quantize",
+        "--input",
+        fx.input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--bits",
+        "5",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&output).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let spec = QuantSpec::new(5, QuantType::Asymmetric, 2);
+    assert_eq!(
+        read(&file, "enc.w", Dtype::F32, f32::from_le_bytes),
+        expected("enc.w", &fx.f32_weight, &spec)
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_and_writes_nothing() {
+    let fx = fixture(None);
+    let dir = fx.dir.path();
+    let input = fx.input.to_str().unwrap();
+    let output = dir.join("out.safetensors");
+    let out = output.to_str().unwrap();
+    let bad_json = write(dir, "bad.json", "{\"quantize_training\": {");
+    let bad_key = write(
+        dir,
+        "key.json",
+        r#"{"quantize_training": {"quantize_group": 2}}"#,
+    );
+    let garbage = write(dir, "garbage.safetensors", "this is not a safetensors file");
+    let before = std::fs::read_dir(dir).unwrap().count();
+
+    let missing = dir.join("missing.safetensors");
+    let o = moq(&[
+        "quantize",
+        "--input",
+        missing.to_str().unwrap(),
+        "--output",
+        out,
+        "--bits",
+        "8",
+    ]);
+    assert_bad(&o, "missing.safetensors", dir, before);
+
+    let o = moq(&[
+        "quantize",
+        "--input",
+        garbage.to_str().unwrap(),
+        "--output",
+        out,
+        "--bits",
+        "8",
+    ]);
+    assert_bad(
+        &o,
+        "garbage.safetensors` is not a valid safetensors file",
+        dir,
+        before,
+    );
+
+    let o = moq(&[
+        "quantize",
+        "--input",
+        input,
+        "--output",
+        out,
+        "--bits",
+        "8",
+        "--config",
+        bad_json.to_str().unwrap(),
+    ]);
+    assert_bad(&o, "bad.json`: config is not valid JSON", dir, before);
+
+    let o = moq(&[
+        "schedule",
+        "--config",
+        bad_key.to_str().unwrap(),
+        "--steps",
+        "10",
+    ]);
+    assert_bad(
+        &o,
+        "unknown config key `quantize_training.quantize_group` (did you mean `quantize_groups`?)",
+        dir,
+        before,
+    );
+
+    let o = moq(&[
+        "quantize", "--input", input, "--output", out, "--bits", "8", "--groups", "5",
+    ]);
+    assert_bad(
+        &o,
+        "tensor `enc.w`: 48 elements cannot be split into 5 equal groups",
+        dir,
+        before,
+    );
+
+    let o = moq(&[
+        "quantize", "--input", input, "--output", out, "--bits", "17",
+    ]);
+    assert_bad(&o, "17", dir, before);
+
+    let o = moq(&[
+        "quantize", "--input", input, "--output", out, "--bits", "8", "--typo",
+    ]);
+    assert_bad(&o, "--typo", dir, before);
+
+    let o = moq(&[
+        "quantize",
+        "--input",
+        input,
+        "--output",
+        out,
+        "--bits",
+        "2",
+        "--type",
+        "asymmetric",
+    ]);
+    assert_bad(&o, "symmetric only", dir, before);
+
+    let o = moq(&[
+        "schedule",
+        "--config",
+        bad_key.to_str().unwrap(),
+        "--steps",
+        "ten",
+    ]);
+    assert_bad(&o, "ten", dir, before);
+
+    let o = moq(&[
+        "schedule",
+        "--config",
+        write(dir, "ok.json", HAND_CONFIG).to_str().unwrap(),
+        "--steps",
+        "9",
+        "--layers",
+        "2",
+        "--eigenvalues",
+        "0.5",
+    ]);
+    assert_bad(
+        &o,
+        "--eigenvalues gives 1 values for 2 layers",
+        dir,
+        before + 1,
+    );
+
+    for poison in [f32::NAN, f32::INFINITY] {
+        let fx = fixture(Some(poison));
+        let dir = fx.dir.path();
+        let before = std::fs::read_dir(dir).unwrap().count();
+        let out = dir.join("out.safetensors");
+        let o = moq(&[
+            "quantize",
+            "--input",
+            fx.input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--bits",
+            "8",
+        ]);
+        assert_bad(&o, "tensor `enc.w`: element 17 is", dir, before);
+    }
+}
+
+#[test]
+fn existing_output_survives_a_failed_run() {
+    let fx = fixture(Some(f32::NAN));
+    let output = fx.dir.path().join("out.safetensors");
+    std::fs::write(&output, b"previous result").unwrap();
+    let o = moq(&[
+        "quantize",
+        "--input",
+        fx.input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--bits",
+        "8",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read(&output).unwrap(), b"previous result");
+}
