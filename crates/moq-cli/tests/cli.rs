@@ -16,6 +16,26 @@ fn moq(args: &[&str]) -> Output {
         .expect("run moq")
 }
 
+/// `moq schedule --config CONFIG EXTRA...`
+fn schedule(config: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["schedule", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    moq(&args)
+}
+
+/// `moq quantize --input INPUT --output OUTPUT EXTRA...`
+fn quantize(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "quantize",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    moq(&args)
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
@@ -57,26 +77,14 @@ const HAND_CONFIG: &str = r#"{"quantize_training": {"enabled": true,
 fn schedule_csv_reproduces_hand_computed_drops() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "ds.json", HAND_CONFIG);
-    let o = moq(&[
-        "schedule",
-        "--config",
-        config.to_str().unwrap(),
-        "--steps",
-        "1000",
-    ]);
+    let o = schedule(&config, &["--steps", "1000"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
         "step,layer,bits\n0,0,12\n9,0,11\n19,0,10\n39,0,9\n79,0,8\n"
     );
     // A run that stops before the last drop.
-    let o = moq(&[
-        "schedule",
-        "--config",
-        config.to_str().unwrap(),
-        "--steps",
-        "79",
-    ]);
+    let o = schedule(&config, &["--steps", "79"]);
     assert_eq!(
         stdout(&o),
         "step,layer,bits\n0,0,12\n9,0,11\n19,0,10\n39,0,9\n"
@@ -89,27 +97,18 @@ fn schedule_csv_matches_the_state_machine_with_eigenvalues() {
     let text = r#"{"quantize_bits": {"start_bits": 16, "target_bits": 4},
         "quantize_schedule": {"quantize_period": 3, "schedule_offset": 7}}"#;
     let config = write(dir.path(), "section.json", text);
-    let eigen = [0.0f32, 0.3, 0.99];
-    let o = moq(&[
-        "schedule",
-        "--config",
-        config.to_str().unwrap(),
-        "--steps",
-        "5000",
-        "--eigenvalues",
-        "0,0.3,0.99",
-    ]);
+    let o = schedule(&config, &["--steps", "5000", "--eigenvalues", "0,0.3,0.99"]);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let mut schedule = Schedule::new(&QuantizeConfig::from_json_str(text).unwrap(), 3).unwrap();
-    schedule.set_eigenvalues(&eigen).unwrap();
+    let mut machine = Schedule::new(&QuantizeConfig::from_json_str(text).unwrap(), 3).unwrap();
+    machine.set_eigenvalues(&[0.0, 0.3, 0.99]).unwrap();
     let mut expected = String::from("step,layer,bits\n");
     let mut last = [None; 3];
     for _ in 0..5000 {
-        let step = schedule.step().step;
+        let step = machine.step().step;
         for (layer, last) in last.iter_mut().enumerate() {
-            if schedule.bits(layer) != *last {
-                *last = schedule.bits(layer);
+            if machine.bits(layer) != *last {
+                *last = machine.bits(layer);
                 expected.push_str(&format!("{step},{layer},{}\n", last.unwrap()));
             }
         }
@@ -121,29 +120,15 @@ fn schedule_csv_matches_the_state_machine_with_eigenvalues() {
 fn schedule_summary_warns_with_a_period_that_works() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "ds.json", HAND_CONFIG);
-    let o = moq(&[
-        "schedule",
-        "--config",
-        config.to_str().unwrap(),
-        "--steps",
-        "50",
-        "--layers",
-        "2",
-        "--summary",
-    ]);
+    let o = schedule(&config, &["--steps", "50", "--layers", "2", "--summary"]);
     assert!(o.status.success());
     let out = stdout(&o);
     assert!(out.contains("8 bits NOT REACHED"), "{out}");
     // 10·8 = 80 quantizing steps needed; with 50 steps, period 6 (6·8 = 48) is the largest.
-    assert!(out.contains("warning: layer 0 ends at 9 bits, above its target of 8: reaching it takes 80 steps, the run has 50; quantize_period 6 or less"), "{out}");
-    let o = moq(&[
-        "schedule",
-        "--config",
-        config.to_str().unwrap(),
-        "--steps",
-        "80",
-        "--summary",
-    ]);
+    let warning = "warning: layer 0 ends at 9 bits, above its target of 8: reaching it takes 80 steps, \
+                   the run has 50; quantize_period 6 or less";
+    assert!(out.contains(warning), "{out}");
+    let o = schedule(&config, &["--steps", "80", "--summary"]);
     assert!(stdout(&o).contains("every layer reaches its target within 80 steps"));
 }
 
@@ -243,19 +228,11 @@ fn expected<T: moq_core::Element>(name: &str, x: &[T], spec: &QuantSpec) -> Vec<
 fn quantize_fake_quantizes_float_matrices_and_copies_the_rest() {
     let fx = fixture(None);
     let output = fx.dir.path().join("out.safetensors");
-    let o = moq(&[
-        "quantize",
-        "--input",
-        fx.input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--bits",
-        "4",
-        "--groups",
-        "4",
-        "--type",
-        "asymmetric",
-    ]);
+    let o = quantize(
+        &fx.input,
+        &output,
+        &["--bits", "4", "--groups", "4", "--type", "asymmetric"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("3 tensor(s) fake-quantized to 4 bits"),
@@ -265,22 +242,13 @@ fn quantize_fake_quantizes_float_matrices_and_copies_the_rest() {
     let bytes = std::fs::read(&output).unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
     let spec = QuantSpec::new(4, QuantType::Asymmetric, 4);
-    assert_eq!(
-        read(&file, "enc.w", Dtype::F32, f32::from_le_bytes),
-        expected("enc.w", &fx.f32_weight, &spec)
-    );
-    assert_ne!(
-        read(&file, "enc.w", Dtype::F32, f32::from_le_bytes),
-        fx.f32_weight
-    );
-    assert_eq!(
-        read(&file, "enc.w16", Dtype::F16, f16::from_le_bytes),
-        expected("enc.w16", &fx.f16_weight, &spec)
-    );
-    assert_eq!(
-        read(&file, "head.wb", Dtype::BF16, bf16::from_le_bytes),
-        expected("head.wb", &fx.bf16_weight, &spec)
-    );
+    let w = read(&file, "enc.w", Dtype::F32, f32::from_le_bytes);
+    assert_eq!(w, expected("enc.w", &fx.f32_weight, &spec));
+    assert_ne!(w, fx.f32_weight);
+    let w16 = read(&file, "enc.w16", Dtype::F16, f16::from_le_bytes);
+    assert_eq!(w16, expected("enc.w16", &fx.f16_weight, &spec));
+    let wb = read(&file, "head.wb", Dtype::BF16, bf16::from_le_bytes);
+    assert_eq!(wb, expected("head.wb", &fx.bf16_weight, &spec));
     assert_eq!(file.tensor("head.wb").unwrap().shape(), [2, 2, 8]);
     assert_eq!(
         read(&file, "enc.b", Dtype::F32, f32::from_le_bytes),
@@ -294,20 +262,19 @@ fn quantize_fake_quantizes_float_matrices_and_copies_the_rest() {
     assert_eq!(header.metadata().as_ref().unwrap()["format"], "pt");
 
     // --all includes the bias; stochastic rounding follows the seed.
-    let o = moq(&[
-        "quantize",
-        "--input",
-        fx.input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--bits",
-        "3",
-        "--all",
-        "--rounding",
-        "stochastic",
-        "--seed",
-        "9",
-    ]);
+    let o = quantize(
+        &fx.input,
+        &output,
+        &[
+            "--bits",
+            "3",
+            "--all",
+            "--rounding",
+            "stochastic",
+            "--seed",
+            "9",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(&output).unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
@@ -320,53 +287,37 @@ fn quantize_fake_quantizes_float_matrices_and_copies_the_rest() {
             stream,
         })
     };
-    assert_eq!(
-        read(&file, "enc.b", Dtype::F32, f32::from_le_bytes),
-        expected("enc.b", &fx.bias, &noisy(0))
-    );
-    assert_eq!(
-        read(&file, "enc.w", Dtype::F32, f32::from_le_bytes),
-        expected("enc.w", &fx.f32_weight, &noisy(1))
-    );
+    let b = read(&file, "enc.b", Dtype::F32, f32::from_le_bytes);
+    assert_eq!(b, expected("enc.b", &fx.bias, &noisy(0)));
+    let w = read(&file, "enc.w", Dtype::F32, f32::from_le_bytes);
+    assert_eq!(w, expected("enc.w", &fx.f32_weight, &noisy(1)));
 }
 
 #[test]
 fn quantize_takes_type_groups_and_rounding_from_a_config() {
     let fx = fixture(None);
-    let config = write(
-        fx.dir.path(),
-        "ds.json",
-        r#"{"quantize_training": {"quantize_groups": 2, "quantize_algo": {"q_type": "asymmetric"}}}"#,
-    );
+    let text = r#"{"quantize_training": {"quantize_groups": 2, "quantize_algo": {"q_type": "asymmetric"}}}"#;
+    let config = write(fx.dir.path(), "ds.json", text);
     let output = fx.dir.path().join("out.safetensors");
-    let o = moq(&[
-        "quantize",
-        "--input",
-        fx.input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--bits",
-        "5",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let o = quantize(
+        &fx.input,
+        &output,
+        &["--bits", "5", "--config", config.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(&output).unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
     let spec = QuantSpec::new(5, QuantType::Asymmetric, 2);
-    assert_eq!(
-        read(&file, "enc.w", Dtype::F32, f32::from_le_bytes),
-        expected("enc.w", &fx.f32_weight, &spec)
-    );
+    let w = read(&file, "enc.w", Dtype::F32, f32::from_le_bytes);
+    assert_eq!(w, expected("enc.w", &fx.f32_weight, &spec));
 }
 
 #[test]
 fn bad_input_exits_2_with_one_line_and_writes_nothing() {
     let fx = fixture(None);
     let dir = fx.dir.path();
-    let input = fx.input.to_str().unwrap();
-    let output = dir.join("out.safetensors");
-    let out = output.to_str().unwrap();
+    let input = fx.input.as_path();
+    let out = dir.join("out.safetensors");
     let bad_json = write(dir, "bad.json", "{\"quantize_training\": {");
     let bad_key = write(
         dir,
@@ -374,29 +325,14 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         r#"{"quantize_training": {"quantize_group": 2}}"#,
     );
     let garbage = write(dir, "garbage.safetensors", "this is not a safetensors file");
+    let ok = write(dir, "ok.json", HAND_CONFIG);
     let before = std::fs::read_dir(dir).unwrap().count();
 
-    let missing = dir.join("missing.safetensors");
-    let o = moq(&[
-        "quantize",
-        "--input",
-        missing.to_str().unwrap(),
-        "--output",
-        out,
-        "--bits",
-        "8",
-    ]);
-    assert_bad(&o, "missing.safetensors", dir, before);
+    let o = quantize(&dir.join("missing.safetensors"), &out, &["--bits", "8"]);
+    assert_bad(&o, "cannot read `", dir, before);
+    assert!(stderr(&o).contains("missing.safetensors"));
 
-    let o = moq(&[
-        "quantize",
-        "--input",
-        garbage.to_str().unwrap(),
-        "--output",
-        out,
-        "--bits",
-        "8",
-    ]);
+    let o = quantize(&garbage, &out, &["--bits", "8"]);
     assert_bad(
         &o,
         "garbage.safetensors` is not a valid safetensors file",
@@ -404,36 +340,19 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         before,
     );
 
-    let o = moq(&[
-        "quantize",
-        "--input",
+    let o = quantize(
         input,
-        "--output",
-        out,
-        "--bits",
-        "8",
-        "--config",
-        bad_json.to_str().unwrap(),
-    ]);
+        &out,
+        &["--bits", "8", "--config", bad_json.to_str().unwrap()],
+    );
     assert_bad(&o, "bad.json`: config is not valid JSON", dir, before);
 
-    let o = moq(&[
-        "schedule",
-        "--config",
-        bad_key.to_str().unwrap(),
-        "--steps",
-        "10",
-    ]);
-    assert_bad(
-        &o,
-        "unknown config key `quantize_training.quantize_group` (did you mean `quantize_groups`?)",
-        dir,
-        before,
-    );
+    let o = schedule(&bad_key, &["--steps", "10"]);
+    let message =
+        "unknown config key `quantize_training.quantize_group` (did you mean `quantize_groups`?)";
+    assert_bad(&o, message, dir, before);
 
-    let o = moq(&[
-        "quantize", "--input", input, "--output", out, "--bits", "8", "--groups", "5",
-    ]);
+    let o = quantize(input, &out, &["--bits", "8", "--groups", "5"]);
     assert_bad(
         &o,
         "tensor `enc.w`: 48 elements cannot be split into 5 equal groups",
@@ -441,70 +360,37 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         before,
     );
 
-    let o = moq(&[
-        "quantize", "--input", input, "--output", out, "--bits", "17",
-    ]);
+    let o = quantize(input, &out, &["--bits", "17"]);
     assert_bad(&o, "17", dir, before);
 
-    let o = moq(&[
-        "quantize", "--input", input, "--output", out, "--bits", "8", "--typo",
-    ]);
+    let o = quantize(input, &out, &["--bits", "8", "--typo"]);
     assert_bad(&o, "--typo", dir, before);
 
-    let o = moq(&[
-        "quantize",
-        "--input",
-        input,
-        "--output",
-        out,
-        "--bits",
-        "2",
-        "--type",
-        "asymmetric",
-    ]);
+    let o = quantize(input, &out, &["--bits", "2", "--type", "asymmetric"]);
     assert_bad(&o, "symmetric only", dir, before);
 
-    let o = moq(&[
-        "schedule",
-        "--config",
-        bad_key.to_str().unwrap(),
-        "--steps",
-        "ten",
-    ]);
+    let o = schedule(&ok, &["--steps", "ten"]);
     assert_bad(&o, "ten", dir, before);
 
-    let o = moq(&[
-        "schedule",
-        "--config",
-        write(dir, "ok.json", HAND_CONFIG).to_str().unwrap(),
-        "--steps",
-        "9",
-        "--layers",
-        "2",
-        "--eigenvalues",
-        "0.5",
-    ]);
+    let o = schedule(
+        &ok,
+        &["--steps", "9", "--layers", "2", "--eigenvalues", "0.5"],
+    );
+    assert_bad(&o, "--eigenvalues gives 1 values for 2 layers", dir, before);
+
+    let o = schedule(&ok, &["--steps", "9", "--eigenvalues", "0.5,1.5"]);
     assert_bad(
         &o,
-        "--eigenvalues gives 1 values for 2 layers",
+        "normalized eigenvalue 1.5 is not in [0, 1]",
         dir,
-        before + 1,
+        before,
     );
 
     for poison in [f32::NAN, f32::INFINITY] {
         let fx = fixture(Some(poison));
         let dir = fx.dir.path();
         let before = std::fs::read_dir(dir).unwrap().count();
-        let out = dir.join("out.safetensors");
-        let o = moq(&[
-            "quantize",
-            "--input",
-            fx.input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--bits",
-            "8",
-        ]);
+        let o = quantize(&fx.input, &dir.join("out.safetensors"), &["--bits", "8"]);
         assert_bad(&o, "tensor `enc.w`: element 17 is", dir, before);
     }
 }
@@ -514,15 +400,7 @@ fn existing_output_survives_a_failed_run() {
     let fx = fixture(Some(f32::NAN));
     let output = fx.dir.path().join("out.safetensors");
     std::fs::write(&output, b"previous result").unwrap();
-    let o = moq(&[
-        "quantize",
-        "--input",
-        fx.input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--bits",
-        "8",
-    ]);
+    let o = quantize(&fx.input, &output, &["--bits", "8"]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(std::fs::read(&output).unwrap(), b"previous result");
 }

@@ -163,6 +163,20 @@ pub fn pack(
         });
     }
     let off = offset(q.bits, q.quant_type);
+    let (lo, hi) = match (q.quant_type, q.bits) {
+        (QuantType::Asymmetric, b) => (0, (1 << b) - 1),
+        (QuantType::Symmetric, 1) => (-1, 1),
+        (QuantType::Symmetric, b) => (-(1 << (b - 1)), (1 << (b - 1)) - 1),
+    };
+    if let Some(index) = q.codes.iter().position(|c| !(lo..=hi).contains(c)) {
+        return Err(MoqError::UnsupportedMode {
+            tensor: "pack".into(),
+            reason: format!(
+                "code {} at element {index} does not fit in {} bits",
+                q.codes[index], q.bits
+            ),
+        });
+    }
     let stored = |c: i32| {
         if q.bits == 1 {
             i32::from(c > 0)
@@ -327,6 +341,9 @@ mod tests {
         .unwrap();
         assert!(pack(&wide, 2, CodeLayout::Int8, ScaleFormat::F32).is_err());
         assert!(pack(&q, 3, CodeLayout::Int8, ScaleFormat::F32).is_err());
+        let mut too_big = q.clone();
+        too_big.codes[0] = 2;
+        assert!(pack(&too_big, 4, CodeLayout::Int8, ScaleFormat::F32).is_err());
         let mut broken = p.clone();
         broken.codes = PackedCodes::Words(vec![]);
         assert!(unpack(&broken).is_err());

@@ -137,7 +137,11 @@ impl QuantSpec {
         }
     }
 
-    fn check(&self, tensor: &str, len: usize) -> Result<usize> {
+    /// Checks that this spec can quantize a tensor of `len` elements named `tensor` (bit width,
+    /// type and rounding go together; the groups divide the length), and returns the group
+    /// length. Call it when a tensor is first registered, so a bad group count is an error at
+    /// setup rather than at the first quantizing step.
+    pub fn check(&self, tensor: &str, len: usize) -> Result<usize> {
         let unsupported = |reason: String| MoqError::UnsupportedMode {
             tensor: tensor.to_string(),
             reason,

@@ -102,8 +102,10 @@ pub struct StepReport {
     pub drops: Vec<BitDrop>,
 }
 
-/// The per-layer bit schedule of one run.
+/// The per-layer bit schedule of one run. Deserializing checks the state (a checkpoint is user
+/// input): layer counts must agree and every layer must be a valid schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ScheduleState")]
 pub struct Schedule {
     specs: Vec<LayerSpec>,
     schedule_offset: u64,
@@ -116,6 +118,68 @@ pub struct Schedule {
     layers: Vec<LayerState>,
     /// Normalized eigenvalue per layer, when eigenvalues are in use.
     eigenvalues: Option<Vec<f32>>,
+}
+
+/// The serialized form of a [`Schedule`], checked on the way in.
+#[derive(Deserialize)]
+struct ScheduleState {
+    specs: Vec<LayerSpec>,
+    schedule_offset: u64,
+    mixing: Option<f64>,
+    step: u64,
+    quantizing_steps: u64,
+    layers: Vec<LayerState>,
+    eigenvalues: Option<Vec<f32>>,
+}
+
+impl TryFrom<ScheduleState> for Schedule {
+    type Error = MoqError;
+
+    fn try_from(s: ScheduleState) -> Result<Self> {
+        let bad = |reason: String| {
+            Err(MoqError::Schedule {
+                reason: format!("saved state: {reason}"),
+            })
+        };
+        if s.specs.is_empty() || s.specs.len() != s.layers.len() {
+            return bad(format!(
+                "{} layer specs for {} layer states",
+                s.specs.len(),
+                s.layers.len()
+            ));
+        }
+        for (layer, (spec, state)) in s.specs.iter().zip(&s.layers).enumerate() {
+            spec.validate(layer)?;
+            if !(spec.target_bits..=spec.start_bits).contains(&state.bits) {
+                return bad(format!(
+                    "layer {layer} is at {} bits, outside its schedule",
+                    state.bits
+                ));
+            }
+        }
+        if s.quantizing_steps > s.step {
+            return bad(format!(
+                "{} quantizing steps in {} steps",
+                s.quantizing_steps, s.step
+            ));
+        }
+        if s.mixing.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
+            return bad("mixing change ratio outside (0, 1]".into());
+        }
+        let mut schedule = Schedule {
+            specs: s.specs,
+            schedule_offset: s.schedule_offset,
+            mixing: s.mixing,
+            step: s.step,
+            quantizing_steps: s.quantizing_steps,
+            layers: s.layers,
+            eigenvalues: None,
+        };
+        if let Some(e) = s.eigenvalues {
+            schedule.set_eigenvalues(&e)?;
+        }
+        Ok(schedule)
+    }
 }
 
 impl Schedule {
@@ -441,5 +505,25 @@ mod tests {
         b.extend(drop_steps(&mut resumed, 263));
         assert_eq!(a, b);
         assert_eq!(straight, resumed);
+    }
+
+    #[test]
+    fn corrupt_saved_state_is_an_error() {
+        let s = Schedule::new(&cfg(12, 8, 10, 0), 2).unwrap();
+        let mut v = serde_json::to_value(&s).unwrap();
+        v["eigenvalues"] = serde_json::json!([0.5]);
+        let err = serde_json::from_value::<Schedule>(v)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1 eigenvalues given for 2 layers"), "{err}");
+        let mut v = serde_json::to_value(&s).unwrap();
+        v["layers"][1]["bits"] = serde_json::json!(3);
+        let err = serde_json::from_value::<Schedule>(v)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layer 1 is at 3 bits"), "{err}");
+        let mut v = serde_json::to_value(&s).unwrap();
+        v["specs"] = serde_json::json!([]);
+        assert!(serde_json::from_value::<Schedule>(v).is_err());
     }
 }
