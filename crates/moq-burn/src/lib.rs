@@ -1,21 +1,31 @@
 //! # moq-burn
 //!
-//! Mixture-of-Quantization for burn users: wrap the optimizer, train as before, and export
-//! weights that run as real INT8/INT4 at inference.
+//! Mixture-of-Quantization for burn users: wrap the optimizer, train as before.
 //!
-//! **Status: the algorithm is in [`moq_core`] (re-exported here); the burn integration is not
-//! implemented yet** (tracked by the issues "Train with MoQ in burn" and "moq-kernels"). It will
-//! hold:
-//! - a backend extension trait with quantize / fake-quantize / dequantize / low-bit matmul,
-//!   implemented from tensor ops for any backend (NdArray), with a straight-through backward for
-//!   `Autodiff<B>`, and with the `moq-kernels` cubecl kernels for burn-wgpu and burn-cuda
-//!   (including their default `Fusion` wrapping);
-//! - the optimizer wrapper that keeps full-precision masters and writes the scheduled
-//!   fake-quantized weights after each step (DESIGN.md section 3, "Where it runs");
-//! - `QuantizedLinear` and safetensors export/import of codes and scales.
+//! - [`Moq`] / [`MoqOptimizer`] ([`optim`]): the optimizer wrapper. It keeps full-precision
+//!   masters, lets the inner optimizer (SGD, Adam, AdamW, with gradient clipping and learning-rate
+//!   schedules as you had them) update them with the gradient taken at the quantized weights, and
+//!   writes the scheduled fake-quantized weights into the model after each step.
+//! - [`select`]: module-path patterns choosing the quantized parameters, their layers and bit
+//!   groups (`encoder.layers.{i}`).
+//! - [`MoqBackend`] ([`backend`]): the quantization operations as an extension of burn's
+//!   `Backend`: a generic implementation (NdArray), and a straight-through backward for
+//!   `Autodiff<B>`.
 //!
-//! Backends are chosen by features passed down to burn and the kernels: `ndarray` (default),
-//! `wgpu`, `vulkan`, `cuda`.
+//! The algorithm itself is [`moq_core`] (re-exported). Not implemented yet: the cubecl kernels
+//! for burn-wgpu and burn-cuda, `QuantizedLinear` and export (the moq-kernels issue), and the
+//! Hessian eigenvalue provider (the moq-hessian issue; [`EigenvalueProvider`] is the hook).
+//!
+//! Backends are chosen by features passed down to burn: `ndarray` (default), `wgpu`, `vulkan`,
+//! `cuda`.
 #![warn(missing_docs)]
 
+pub mod backend;
+pub mod error;
+pub mod optim;
+pub mod select;
+
+pub use backend::{MoqBackend, fake_quantize, fake_quantize_on_host};
+pub use error::{MoqBurnError, Result};
 pub use moq_core;
+pub use optim::{EigenvalueProvider, FixedEigenvalues, Moq, MoqLayer, MoqOptimizer, MoqRecord};

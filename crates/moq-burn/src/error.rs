@@ -1,0 +1,59 @@
+//! The one error type of `moq-burn`.
+
+use thiserror::Error;
+
+/// What can go wrong when setting up or running MoQ on a burn model.
+#[derive(Debug, Error)]
+pub enum MoqBurnError {
+    /// An error of the algorithm itself (config, groups, non-finite values, …).
+    #[error(transparent)]
+    Core(#[from] moq_core::MoqError),
+
+    /// A module-path pattern that is not well formed.
+    #[error("pattern `{pattern}`: {reason}")]
+    BadPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A pattern that selects no parameter of the model: almost always a typo.
+    #[error(
+        "pattern `{pattern}` ({role}) matches no parameter of the model; parameter paths look like `{example}`"
+    )]
+    NoMatch {
+        /// The pattern as given.
+        pattern: String,
+        /// Where it was given (selection, exclusion, layers, bit group).
+        role: &'static str,
+        /// One real parameter path, to compare with.
+        example: String,
+    },
+
+    /// The selection leaves no parameter to quantize.
+    #[error("no parameter is selected for quantization (the model has {params} float parameters)")]
+    NothingSelected {
+        /// Float parameters in the model.
+        params: usize,
+    },
+
+    /// A tensor could not be read back from its device.
+    #[error("tensor `{tensor}`: reading it from the device failed: {message}")]
+    Read {
+        /// Parameter path.
+        tensor: String,
+        /// The backend's message.
+        message: String,
+    },
+
+    /// A saved optimizer state that does not fit the model or is corrupt.
+    #[error("saved MoQ state: {reason}")]
+    Record {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Result alias for `moq-burn`.
+pub type Result<T, E = MoqBurnError> = std::result::Result<T, E>;

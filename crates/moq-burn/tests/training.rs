@@ -1,0 +1,413 @@
+//! The MoQ optimizer wrapper on NdArray: straight-through gradients, the schedule it follows,
+//! mixing, skipped steps, resume, and every setup error.
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use moq_burn::{FixedEigenvalues, Moq, MoqBurnError, fake_quantize};
+use moq_core::{QuantSpec, QuantType, QuantizeConfig, Schedule, plan};
+
+type B = Autodiff<NdArray>;
+type Inner = NdArray;
+
+#[derive(Module, Debug)]
+struct Net<B: Backend> {
+    layers: Vec<Linear<B>>,
+    head: Linear<B>,
+}
+
+impl<B: Backend> Net<B> {
+    fn new(device: &B::Device) -> Self {
+        // Deterministic weights without the backend's RNG (burn initializes parameters lazily,
+        // so clones of a freshly built model would otherwise draw different ones).
+        let linear = |d_in: usize, d_out: usize, salt: usize| {
+            let w: Vec<f32> = (0..d_in * d_out)
+                .map(|i| ((i * 7 + salt) as f32 * 0.61).sin() / (d_in as f32).sqrt())
+                .collect();
+            let b: Vec<f32> = (0..d_out)
+                .map(|i| ((i + salt) as f32 * 1.3).cos() * 0.1)
+                .collect();
+            let mut l = LinearConfig::new(d_in, d_out).init(device);
+            l.weight =
+                Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device));
+            l.bias = Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(b, [d_out]),
+                device,
+            )));
+            l
+        };
+        Self {
+            layers: vec![linear(8, 16, 1), linear(16, 16, 2)],
+            head: linear(16, 4, 3),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let x = self
+            .layers
+            .iter()
+            .fold(x, |x, l| burn::tensor::activation::tanh(l.forward(x)));
+        self.head.forward(x)
+    }
+}
+
+fn batch(step: usize) -> Tensor<B, 2> {
+    let values: Vec<f32> = (0..32)
+        .map(|i| (((i * 31 + step * 17) % 13) as f32 - 6.0) / 6.0)
+        .collect();
+    Tensor::from_data(TensorData::new(values, [4, 8]), &Default::default())
+}
+
+fn grads(model: &Net<B>, step: usize) -> GradientsParams {
+    let loss = model.forward(batch(step)).powi_scalar(2).mean();
+    GradientsParams::from_grads(loss.backward(), model)
+}
+
+fn config(start: u32, target: u32, period: u64, offset: u64) -> QuantizeConfig {
+    QuantizeConfig::builder()
+        .bits(start, target)
+        .period(period)
+        .schedule_offset(offset)
+        .groups(4)
+        .build()
+        .unwrap()
+}
+
+fn values<BB: Backend, const D: usize>(t: Tensor<BB, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn generic_fake_quantize_matches_the_reference_and_passes_gradients_straight_through() {
+    let device = Default::default();
+    let x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();
+    let spec = QuantSpec::new(4, QuantType::Asymmetric, 3);
+    let mut expected = x.clone();
+    moq_core::fake_quantize("w", &x, &mut expected, &spec).unwrap();
+
+    let w = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [4, 6]), &device).require_grad();
+    let q = fake_quantize(w.clone(), "w", &spec, 0.0).unwrap();
+    assert_eq!(values(q.clone()), expected);
+    // d/dw Σ c·Q(w) = c with the straight-through estimator.
+    let c = Tensor::<B, 2>::from_data(
+        TensorData::new((0..24).map(|i| i as f32).collect::<Vec<_>>(), [4, 6]),
+        &device,
+    );
+    let g = (q * c.clone()).sum().backward();
+    let grad = w.grad(&g).unwrap();
+    assert_eq!(grad.into_data().to_vec::<f32>().unwrap(), values(c));
+
+    let bad = Tensor::<Inner, 1>::from_floats([1.0, f32::NAN, 2.0], &device);
+    let err = fake_quantize(
+        bad,
+        "enc.w",
+        &QuantSpec::new(8, QuantType::Symmetric, 1),
+        0.0,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor `enc.w`: element 1 is NaN; nothing was written"
+    );
+}
+
+#[test]
+fn weights_are_the_quantized_masters_and_masters_get_the_gradient() {
+    let device = Default::default();
+    let mut model = Net::<B>::new(&device);
+    let cfg = config(8, 4, 3, 0);
+    let mut optim = Moq::new(cfg.clone())
+        .init(SgdConfig::new().init(), &model)
+        .unwrap();
+    assert_eq!(
+        optim.quantized_params(),
+        ["layers.0.weight", "layers.1.weight", "head.weight"]
+    );
+
+    let mut previous_masters: Option<Vec<Vec<f32>>> = None;
+    for step in 0..10 {
+        let g = grads(&model, step);
+        let weight_grad = values(g.get::<Inner, 2>(model.head.weight.id).unwrap());
+        model = optim.step(0.1, model, g);
+        let masters: Vec<Vec<f32>> = optim
+            .to_record()
+            .masters
+            .into_iter()
+            .map(|m| values(m.unwrap()))
+            .collect();
+        // The head's master moved by −lr · (gradient taken at the quantized weights).
+        if let Some(prev) = &previous_masters {
+            for ((m, p), g) in masters[2].iter().zip(&prev[2]).zip(&weight_grad) {
+                assert!(
+                    (m - (p - 0.1 * g)).abs() < 1e-6,
+                    "step {step}: {m} vs {p} − 0.1·{g}"
+                );
+            }
+        }
+        // The model holds Q(master) at the layer's current bits.
+        let bits = optim.bits(2).unwrap();
+        let spec = QuantSpec::from_config(&cfg, bits);
+        let mut q = masters[2].clone();
+        moq_core::fake_quantize("head.weight", &masters[2], &mut q, &spec).unwrap();
+        assert_eq!(values(model.head.weight.val()), q, "step {step}");
+        assert!(model.head.weight.val().is_require_grad());
+        // Biases stay full precision (rank 1).
+        assert_eq!(optim.layers().len(), 3);
+        previous_masters = Some(masters);
+    }
+}
+
+#[test]
+fn bits_follow_the_planned_schedule_with_layer_patterns_and_eigenvalues() {
+    let device = Default::default();
+    let mut model = Net::<B>::new(&device);
+    let cfg = QuantizeConfig {
+        eigenvalue: moq_core::EigenvalueConfig {
+            enabled: true,
+            ..Default::default()
+        },
+        ..config(9, 5, 2, 3)
+    };
+    let mut optim = Moq::new(cfg.clone())
+        .layers("layers.{i}")
+        .min_rank(1)
+        .init(AdamConfig::new().init(), &model)
+        .unwrap()
+        .with_eigenvalues(FixedEigenvalues(vec![0.0, 0.6, 1.0]));
+    let names: Vec<&str> = optim.layers().iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["layers.0", "layers.1", "head.weight", "head.bias"]);
+    assert_eq!(
+        optim.layers()[0].params,
+        ["layers.0.weight", "layers.0.bias"]
+    );
+
+    // The eigenvalues cover 3 of 4 layers: the schedule refuses them and says so.
+    let g = grads(&model, 0);
+    model = optim.step(1e-3, model, g);
+    assert!(
+        optim
+            .take_error()
+            .unwrap()
+            .to_string()
+            .contains("3 eigenvalues given for 4 layers")
+    );
+
+    let mut optim = Moq::new(cfg.clone())
+        .layers("layers.{i}")
+        .min_rank(1)
+        .init(AdamConfig::new().init(), &model)
+        .unwrap()
+        .with_eigenvalues(FixedEigenvalues(vec![0.0, 0.6, 1.0, 0.3]));
+    let mut seen = Vec::new();
+    let mut last = [None; 4];
+    let steps = 120;
+    for step in 0..steps {
+        let g = grads(&model, step as usize);
+        model = optim.step(1e-3, model, g);
+        for (layer, last) in last.iter_mut().enumerate() {
+            if optim.bits(layer) != *last {
+                *last = optim.bits(layer);
+                seen.push((step, layer, last.unwrap()));
+            }
+        }
+    }
+    assert!(optim.take_error().is_none());
+    let mut schedule = Schedule::new(&cfg, 4).unwrap();
+    schedule.set_eigenvalues(&[0.0, 0.6, 1.0, 0.3]).unwrap();
+    let planned = plan(&schedule, steps);
+    let mut expected: Vec<(u64, usize, u32)> = planned
+        .layers
+        .iter()
+        .flat_map(|l| l.reached.iter().map(move |&(b, s)| (s, l.layer, b)))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(seen, expected);
+    let finals: Vec<Option<u32>> = planned.layers.iter().map(|l| l.final_bits()).collect();
+    assert_eq!(optim.layer_bits(), finals);
+}
+
+#[test]
+fn mixing_blends_master_and_quantized_weights() {
+    let device = Default::default();
+    let mut model = Net::<B>::new(&device);
+    let cfg = QuantizeConfig::builder()
+        .bits(4, 3)
+        .period(100)
+        .schedule_offset(0)
+        .mixing(0.25)
+        .build()
+        .unwrap();
+    let mut optim = Moq::new(cfg.clone())
+        .include("head")
+        .init(SgdConfig::new().init(), &model)
+        .unwrap();
+    for step in 0..3 {
+        let g = grads(&model, step);
+        model = optim.step(0.01, model, g);
+        let rho = optim.mix_ratio(0);
+        assert_eq!(rho, 1.0 - 0.25 * (step + 1) as f32);
+        let master = values(optim.to_record().masters.remove(0).unwrap());
+        let mut expected = master.clone();
+        moq_core::fake_quantize_mixed(
+            "head.weight",
+            &master,
+            &mut expected,
+            &QuantSpec::from_config(&cfg, 4),
+            rho,
+        )
+        .unwrap();
+        assert_eq!(values(model.head.weight.val()), expected);
+    }
+}
+
+#[test]
+fn non_finite_gradients_skip_the_step() {
+    let device = Default::default();
+    let model = Net::<B>::new(&device);
+    let mut optim = Moq::new(config(8, 4, 3, 0))
+        .init(SgdConfig::new().init(), &model)
+        .unwrap();
+    let before = values(model.head.weight.val());
+    let mut g = grads(&model, 0);
+    let id = model.layers[0].bias.as_ref().unwrap().id;
+    g.register::<Inner, 1>(id, Tensor::from_floats([f32::NAN; 16], &device));
+    let model = optim.step(0.1, model, g);
+    assert_eq!(optim.skipped_steps(), 1);
+    assert_eq!(optim.schedule().steps_taken(), 0);
+    assert_eq!(values(model.head.weight.val()), before);
+}
+
+#[test]
+fn resume_continues_bit_for_bit() {
+    let device = Default::default();
+    let start = Net::<B>::new(&device);
+    let cfg = QuantizeConfig::builder()
+        .bits(10, 4)
+        .period(2)
+        .schedule_offset(1)
+        .groups(2)
+        .rounding(moq_core::Rounding::Stochastic)
+        .mixing(0.1)
+        .build()
+        .unwrap();
+    let setup = |model: &Net<B>| {
+        Moq::new(cfg.clone())
+            .seed(5)
+            .init(AdamConfig::new().init(), model)
+            .unwrap()
+    };
+    let n = 12;
+
+    let mut straight = start.clone();
+    let mut optim = setup(&straight);
+    for step in 0..2 * n {
+        let g = grads(&straight, step);
+        straight = optim.step(1e-2, straight, g);
+    }
+
+    let mut resumed = start.clone();
+    let mut first = setup(&resumed);
+    for step in 0..n {
+        let g = grads(&resumed, step);
+        resumed = first.step(1e-2, resumed, g);
+    }
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let optim_bytes = recorder.record(first.to_record(), ()).unwrap();
+    let model_bytes = recorder.record(resumed.into_record(), ()).unwrap();
+    drop(first);
+
+    let mut resumed =
+        Net::<B>::new(&device).load_record(recorder.load(model_bytes, &device).unwrap());
+    let mut second = setup(&resumed).load_record(recorder.load(optim_bytes, &device).unwrap());
+    assert!(second.take_error().is_none());
+    for step in n..2 * n {
+        let g = grads(&resumed, step);
+        resumed = second.step(1e-2, resumed, g);
+    }
+    assert_eq!(second.layer_bits(), optim.layer_bits());
+    for (a, b) in straight.layers.iter().zip(&resumed.layers) {
+        assert_eq!(values(a.weight.val()), values(b.weight.val()));
+    }
+    assert_eq!(
+        values(straight.head.weight.val()),
+        values(resumed.head.weight.val())
+    );
+}
+
+#[test]
+fn a_record_for_another_model_is_refused() {
+    let device = Default::default();
+    let model = Net::<B>::new(&device);
+    let all = Moq::new(config(8, 4, 3, 0))
+        .init(SgdConfig::new().init(), &model)
+        .unwrap();
+    let head_only = Moq::new(config(8, 4, 3, 0))
+        .include("head")
+        .init(SgdConfig::new().init(), &model)
+        .unwrap();
+    let head_only = head_only.load_record(all.to_record());
+    let err = head_only.take_error().unwrap().to_string();
+    assert!(
+        err.starts_with("saved MoQ state: it quantizes 3 parameters"),
+        "{err}"
+    );
+}
+
+#[test]
+fn setup_errors_name_the_pattern_or_parameter() {
+    let device = Default::default();
+    let model = Net::<B>::new(&device);
+    let sgd = || SgdConfig::new().init();
+    let err = |moq: Moq| match moq.init::<_, _, B>(sgd(), &model) {
+        Ok(_) => panic!("setup should fail"),
+        Err(e) => e,
+    };
+    let e = err(Moq::new(config(8, 4, 3, 0)).include("encoder"));
+    assert_eq!(
+        e.to_string(),
+        "pattern `encoder` (include) matches no parameter of the model; parameter paths look like `layers.0.weight`"
+    );
+    assert!(matches!(
+        err(Moq::new(config(8, 4, 3, 0)).layers("blocks.{i}")),
+        MoqBurnError::NoMatch { .. }
+    ));
+    assert!(matches!(
+        err(Moq::new(config(8, 4, 3, 0)).layers("layers")),
+        MoqBurnError::BadPattern { .. }
+    ));
+    assert!(matches!(
+        err(Moq::new(config(8, 4, 3, 0)).exclude("**.weight")),
+        MoqBurnError::NothingSelected { .. }
+    ));
+    // head.weight has 64 elements: 3 groups do not divide it.
+    let cfg = QuantizeConfig {
+        groups: 3,
+        ..config(8, 4, 3, 0)
+    };
+    assert_eq!(
+        err(Moq::new(cfg).include("head")).to_string(),
+        "tensor `head.weight`: 64 elements cannot be split into 3 equal groups"
+    );
+    let e = err(Moq::new(config(8, 4, 3, 0))
+        .layers("layers.{i}")
+        .min_rank(1)
+        .bits_for("layers.0.bias", 8, 2));
+    assert!(e.to_string().contains("different bit groups"), "{e}");
+    // Parameters are never quantized silently with a broken config.
+    let bad = QuantizeConfig {
+        period: 0,
+        ..config(8, 4, 3, 0)
+    };
+    assert!(matches!(err(Moq::new(bad)), MoqBurnError::Core(_)));
+    // Distinct bits per group work.
+    let optim = Moq::new(config(8, 4, 3, 0))
+        .bits_for("head", 12, 8)
+        .init::<_, _, B>(sgd(), &model)
+        .unwrap();
+    assert_eq!(optim.layers()[2].spec.start_bits, 12);
+    assert_eq!(optim.layers()[0].spec.start_bits, 8);
+}
