@@ -152,3 +152,37 @@ impl<B: MoqBackend, C: CheckpointStrategy> MoqBackend for Autodiff<B, C> {
             .stateless(output))
     }
 }
+
+/// burn's cubecl backends (burn-wgpu, burn-cuda) through the generic path, until `moq-kernels`
+/// provides fused kernels for them.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl<R, F, I, BT> MoqBackend for burn_cubecl::CubeBackend<R, F, I, BT>
+where
+    R: burn_cubecl::CubeRuntime,
+    F: burn_cubecl::FloatElement,
+    I: burn_cubecl::IntElement,
+    BT: burn_cubecl::BoolElement,
+{
+    fn fake_quantize(
+        tensor: FloatTensor<Self>,
+        name: &str,
+        spec: &QuantSpec,
+        mix_ratio: f32,
+    ) -> Result<FloatTensor<Self>> {
+        fake_quantize_on_host::<Self>(tensor, name, spec, mix_ratio)
+    }
+}
+
+/// `Fusion<B>`, which is what `burn::backend::Wgpu` and `Cuda` are with default features:
+/// reading the tensor flushes the fusion stream, then the generic path runs.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl<B: burn_fusion::FusionBackend + MoqBackend> MoqBackend for burn_fusion::Fusion<B> {
+    fn fake_quantize(
+        tensor: FloatTensor<Self>,
+        name: &str,
+        spec: &QuantSpec,
+        mix_ratio: f32,
+    ) -> Result<FloatTensor<Self>> {
+        fake_quantize_on_host::<Self>(tensor, name, spec, mix_ratio)
+    }
+}

@@ -29,3 +29,8 @@ pub use backend::{MoqBackend, fake_quantize, fake_quantize_on_host};
 pub use error::{MoqBurnError, Result};
 pub use moq_core;
 pub use optim::{EigenvalueProvider, FixedEigenvalues, Moq, MoqLayer, MoqOptimizer, MoqRecord};
+
+/// The README's Rust examples, compiled and run as doctests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

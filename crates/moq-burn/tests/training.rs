@@ -411,3 +411,51 @@ fn setup_errors_name_the_pattern_or_parameter() {
     assert_eq!(optim.layers()[2].spec.start_bits, 12);
     assert_eq!(optim.layers()[0].spec.start_bits, 8);
 }
+
+/// Data-parallel replicas (as burn-train's multi-device strategy and DDP run them) see the same
+/// summed gradients and hold identical quantized weights, stochastic rounding included:
+/// quantization depends only on the step, the seed and the parameter.
+#[test]
+fn replicas_agree_bit_for_bit() {
+    use burn::optim::MultiGradientsParams;
+    use burn::tensor::backend::DeviceOps;
+
+    let device: burn::backend::ndarray::NdArrayDevice = Default::default();
+    let cfg = QuantizeConfig::builder()
+        .bits(10, 4)
+        .period(1)
+        .schedule_offset(0)
+        .groups(4)
+        .rounding(moq_core::Rounding::Stochastic)
+        .build()
+        .unwrap();
+    let setup = |model: &Net<B>| {
+        Moq::new(cfg.clone())
+            .seed(11)
+            .init(AdamConfig::new().init(), model)
+            .unwrap()
+    };
+    let mut replicas: Vec<Net<B>> = vec![Net::new(&device), Net::new(&device)];
+    let mut optims: Vec<_> = replicas.iter().map(setup).collect();
+    for step in 0..40 {
+        for (model, optim) in replicas.iter_mut().zip(optims.iter_mut()) {
+            // Two shards of the batch, one per (virtual) device; step_multi sums them.
+            let multi = MultiGradientsParams {
+                grads: vec![
+                    (grads(model, 2 * step), device.id()),
+                    (grads(model, 2 * step + 1), device.id()),
+                ],
+            };
+            *model = optim.step_multi(1e-2, model.clone(), multi);
+        }
+    }
+    assert_eq!(optims[0].layer_bits(), optims[1].layer_bits());
+    assert_eq!(optims[0].layer_bits(), [Some(4); 3]);
+    for (a, b) in replicas[0].layers.iter().zip(&replicas[1].layers) {
+        assert_eq!(values(a.weight.val()), values(b.weight.val()));
+    }
+    assert_eq!(
+        values(replicas[0].head.weight.val()),
+        values(replicas[1].head.weight.val())
+    );
+}

@@ -38,8 +38,3 @@ pub use quantizer::{
     fake_quantize_mixed, quantize,
 };
 pub use schedule::{BitDrop, LayerSpec, LayerState, Schedule, StepReport};
-
-/// The README's Rust examples, compiled and run as doctests so they cannot drift.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;

@@ -1,0 +1,282 @@
+//! MoQ on the UCI handwritten digits: an MLP (64 → 128 → 128 → 10) trained four ways (full
+//! precision, basic QAT, MoQ, MoQ with mixing) at 8, 4 and 2 bits over several seeds; prints the
+//! test-accuracy table and writes it to `docs/results.md`.
+//!
+//! `cargo run --release -p moq-examples --bin digits`
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::backend::{Autodiff, NdArray};
+use burn::module::{AutodiffModule, Module};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig, Relu};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::Parser;
+use moq_burn::MoqBackend;
+use moq_examples::{QuantSetup, Results, Rng, Variant, train, variant_config, write_section};
+
+/// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Backend: ndarray (CPU) or wgpu (needs the `wgpu` feature).
+    #[arg(long, default_value = "ndarray")]
+    backend: String,
+    /// Number of seeds per cell.
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Training epochs.
+    #[arg(long, default_value_t = 40)]
+    epochs: u64,
+    /// Target bit widths, one column each.
+    #[arg(long, value_delimiter = ',', default_value = "8,4,2")]
+    targets: Vec<u32>,
+    /// Where the table goes (a section of this markdown file).
+    #[arg(long, default_value = "docs/results.md")]
+    out: PathBuf,
+}
+
+const FEATURES: usize = 64;
+const CLASSES: usize = 10;
+const TRAIN: usize = 1437;
+const BATCH: usize = 32;
+
+struct Digits {
+    x: Vec<f32>,
+    y: Vec<i64>,
+}
+
+impl Digits {
+    fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    fn load(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open `{}`", path.display()))?;
+        let reader = BufReader::new(flate2::read::GzDecoder::new(file));
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (row, line) in reader.lines().enumerate() {
+            let line = line
+                .with_context(|| format!("`{}`: cannot read line {}", path.display(), row + 1))?;
+            let values: Vec<&str> = line.split(',').collect();
+            if values.len() != FEATURES + 1 {
+                bail!(
+                    "`{}` line {}: {} fields, expected {}",
+                    path.display(),
+                    row + 1,
+                    values.len(),
+                    FEATURES + 1
+                );
+            }
+            for v in &values[..FEATURES] {
+                let pixel: f32 = v
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("`{}` line {}", path.display(), row + 1))?;
+                x.push(pixel / 16.0);
+            }
+            let label: i64 = values[FEATURES]
+                .trim()
+                .parse()
+                .with_context(|| format!("`{}` line {}", path.display(), row + 1))?;
+            if !(0..CLASSES as i64).contains(&label) {
+                bail!(
+                    "`{}` line {}: label {label} outside 0..10",
+                    path.display(),
+                    row + 1
+                );
+            }
+            y.push(label);
+        }
+        Ok(Self { x, y })
+    }
+
+    /// The fixed split: a permutation seeded with 0, first 1437 rows train, the other 360 test.
+    fn split(self) -> (Digits, Digits) {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        Rng::new(0).shuffle(&mut order);
+        let pick = |rows: &[usize]| Digits {
+            x: rows
+                .iter()
+                .flat_map(|&r| self.x[r * FEATURES..(r + 1) * FEATURES].iter().copied())
+                .collect(),
+            y: rows.iter().map(|&r| self.y[r]).collect(),
+        };
+        (pick(&order[..TRAIN]), pick(&order[TRAIN..]))
+    }
+
+    fn tensors<B: Backend>(
+        &self,
+        rows: &[usize],
+        device: &B::Device,
+    ) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+        let x: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| self.x[r * FEATURES..(r + 1) * FEATURES].iter().copied())
+            .collect();
+        let y: Vec<i64> = rows.iter().map(|&r| self.y[r]).collect();
+        (
+            Tensor::from_data(TensorData::new(x, [rows.len(), FEATURES]), device),
+            Tensor::from_data(TensorData::new(y, [rows.len()]), device),
+        )
+    }
+}
+
+#[derive(Module, Debug)]
+struct Mlp<B: Backend> {
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+    out: Linear<B>,
+    relu: Relu,
+}
+
+impl<B: Backend> Mlp<B> {
+    fn new(device: &B::Device) -> Self {
+        Self {
+            fc1: LinearConfig::new(FEATURES, 128).init(device),
+            fc2: LinearConfig::new(128, 128).init(device),
+            out: LinearConfig::new(128, CLASSES).init(device),
+            relu: Relu::new(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let x = self.relu.forward(self.fc1.forward(x));
+        let x = self.relu.forward(self.fc2.forward(x));
+        self.out.forward(x)
+    }
+}
+
+fn accuracy<B: Backend>(model: &Mlp<B>, data: &Digits, device: &B::Device) -> f64 {
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let (x, y) = data.tensors::<B>(&rows, device);
+    let predicted = model.forward(x).argmax(1).squeeze_dim::<1>(1);
+    let correct: i64 = predicted.equal(y).int().sum().into_scalar().elem();
+    correct as f64 / data.len() as f64
+}
+
+use burn::tensor::ElementConversion;
+
+fn run<B>(args: &Args, device: B::Device) -> Result<()>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
+    let (train_set, test_set) = Digits::load(&path)?.split();
+    let batches = TRAIN.div_ceil(BATCH) as u64;
+    let steps = args.epochs * batches;
+    let setup = QuantSetup {
+        steps,
+        groups: 16,
+        start_bits: 12,
+        reach_by: 0.6,
+    };
+    println!(
+        "UCI digits: {} train / {} test, MLP 64-128-128-10, Adam lr 2e-3, batch {BATCH}, {} epochs = {steps} steps, \
+         quantize_groups {}, MoQ from {} bits",
+        train_set.len(),
+        test_set.len(),
+        args.epochs,
+        setup.groups,
+        setup.start_bits
+    );
+    let mut results = Results {
+        targets: args.targets.clone(),
+        cells: Vec::new(),
+    };
+    let mut schedules = Vec::new();
+    for (column, &target) in args.targets.iter().enumerate() {
+        for variant in Variant::ALL {
+            if variant == Variant::FullPrecision && column > 0 {
+                continue;
+            }
+            let config = variant_config(variant, target, setup)?;
+            if let Some(cfg) = config.as_ref().filter(|_| variant == Variant::Moq) {
+                schedules.push(format!(
+                    "{target}-bit: {} → {} bits, quantize_period {}",
+                    cfg.start_bits, cfg.target_bits, cfg.period
+                ));
+            }
+            for seed in 0..args.seeds {
+                B::seed(&device, seed);
+                let model = Mlp::<B>::new(&device);
+                let loss_fn = CrossEntropyLossConfig::new().init(&device);
+                let loss = |model: &Mlp<B>, step: u64| {
+                    let epoch = step / batches;
+                    let mut order: Vec<usize> = (0..TRAIN).collect();
+                    Rng::new(seed * 1_000_003 + epoch).shuffle(&mut order);
+                    let b = (step % batches) as usize;
+                    let rows = &order[b * BATCH..((b + 1) * BATCH).min(TRAIN)];
+                    let (x, y) = train_set.tensors::<B>(rows, &device);
+                    loss_fn.forward(model.forward(x), y)
+                };
+                let trained = train(model, config.clone(), |moq| moq, steps, 2e-3, loss)?;
+                let acc = accuracy(&trained.model.valid(), &test_set, &device);
+                results.add(variant, column, acc);
+                let bits = trained
+                    .bits
+                    .iter()
+                    .map(|b| b.map_or("-".into(), |b| b.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let label = if variant == Variant::FullPrecision {
+                    "fp32".to_string()
+                } else {
+                    format!("{target}-bit")
+                };
+                println!(
+                    "  {:<38} {label:<6} seed {seed}: test accuracy {:6.2}%  final bits {:<9} ({:.1} s)",
+                    variant.label(),
+                    100.0 * acc,
+                    if bits.is_empty() { "-".into() } else { bits },
+                    trained.seconds
+                );
+            }
+        }
+    }
+    let table = results.markdown();
+    println!(
+        "\nTest accuracy (%), mean ± std over {} seeds:\n\n{table}",
+        args.seeds
+    );
+    let command = format!(
+        "cargo run --release -p moq-examples --bin digits -- --seeds {} --epochs {} --targets {}",
+        args.seeds,
+        args.epochs,
+        args.targets
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let body = format!(
+        "## UCI digits, MLP 64-128-128-10\n\nProduced by `{command}` (backend {}).\n\n{steps} Adam steps (lr 2e-3, batch {BATCH}), \
+         {} train / {} test images (fixed split), quantize_groups {}. MoQ schedules (period chosen by the planner to reach the \
+         target by 60% of training): {}. Mixing uses a change ratio of 2/period. Test accuracy in %, mean ± std over {} seeds:\n\n{table}",
+        args.backend,
+        train_set.len(),
+        test_set.len(),
+        setup.groups,
+        schedules.join("; "),
+        args.seeds
+    );
+    write_section(&args.out, "digits", &body)?;
+    println!("table written to {}", args.out.display());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    match args.backend.as_str() {
+        "ndarray" => run::<Autodiff<NdArray>>(&args, Default::default()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(&args, Default::default()),
+        #[cfg(not(feature = "wgpu"))]
+        "wgpu" => bail!("this build has no wgpu backend: rebuild with `--features wgpu`"),
+        other => bail!("unknown backend `{other}` (ndarray or wgpu)"),
+    }
+}

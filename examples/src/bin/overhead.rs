@@ -1,0 +1,147 @@
+//! Overhead of the MoQ wrapper: the transformer example's training step with and without it,
+//! measured in the same process in alternating blocks, printed as `moq_step/plain_step = R`
+//! (target: R ≤ 1.10 on NdArray with the generic quantization path).
+//!
+//! `cargo run --release -p moq-examples --bin overhead [-- --backend wgpu]`
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use burn::backend::{Autodiff, NdArray};
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use clap::Parser;
+use moq_burn::{Moq, MoqBackend};
+use moq_core::QuantizeConfig;
+use moq_examples::Rng;
+use moq_examples::permutation::{BATCH, Classifier, LR, TRAIN, Task};
+
+/// Time the transformer example's step with and without MoQ.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Backend: ndarray (CPU) or wgpu (needs the `wgpu` feature).
+    #[arg(long, default_value = "ndarray")]
+    backend: String,
+    /// Steps per timed block.
+    #[arg(long, default_value_t = 20)]
+    block: u64,
+    /// Blocks per contender (the median ratio of paired blocks is reported).
+    #[arg(long, default_value_t = 15)]
+    rounds: usize,
+}
+
+fn timed_block<B, M, O>(
+    model: M,
+    optim: &mut O,
+    steps: std::ops::Range<u64>,
+    loss: &impl Fn(&M, u64) -> burn::tensor::Tensor<B, 1>,
+) -> (M, Duration)
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let start = Instant::now();
+    let mut model = model;
+    for step in steps {
+        let grads = GradientsParams::from_grads(loss(&model, step).backward(), &model);
+        model = optim.step(LR, model, grads);
+    }
+    // Make sure queued device work is done before the clock stops.
+    let _ = loss(&model, 0).into_scalar();
+    (model, start.elapsed())
+}
+
+fn run<B>(args: &Args, device: B::Device) -> Result<()>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    let data = Task::generate(TRAIN, 12_345);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let batches = (TRAIN / BATCH) as u64;
+    let loss = |model: &Classifier<B>, step: u64| {
+        let mut order: Vec<usize> = (0..TRAIN).collect();
+        Rng::new(step / batches).shuffle(&mut order);
+        let b = (step % batches) as usize;
+        let (x, y) = data.tensors::<B>(&order[b * BATCH..(b + 1) * BATCH], &device);
+        loss_fn.forward(model.forward(x), y)
+    };
+    B::seed(&device, 0);
+    let mut plain_model = Classifier::<B>::new(&device);
+    B::seed(&device, 0);
+    let mut moq_model = Classifier::<B>::new(&device);
+    let mut plain = AdamConfig::new().init();
+    // Quantizing from step 0 at 8 bits, one schedule per encoder layer: every step pays the
+    // full cost (masters, fake quantization of every weight, the finiteness check).
+    let config = QuantizeConfig::builder()
+        .bits(12, 8)
+        .period(10)
+        .schedule_offset(0)
+        .groups(8)
+        .build()?;
+    let mut moq = Moq::new(config)
+        .layers("encoder.layers.{i}")
+        .init(AdamConfig::new().init(), &moq_model)?;
+    println!(
+        "transformer example step (batch {BATCH}), {} blocks of {} steps each, alternating; backend {}",
+        args.rounds, args.block, args.backend
+    );
+    // Warm-up block for each.
+    (plain_model, _) = timed_block(plain_model, &mut plain, 0..args.block, &loss);
+    (moq_model, _) = timed_block(moq_model, &mut moq, 0..args.block, &loss);
+    let (mut plain_times, mut moq_times) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        let steps = (round as u64 + 1) * args.block..(round as u64 + 2) * args.block;
+        let (m, t) = timed_block(plain_model, &mut plain, steps.clone(), &loss);
+        plain_model = m;
+        plain_times.push(t);
+        let (m, t) = timed_block(moq_model, &mut moq, steps, &loss);
+        moq_model = m;
+        moq_times.push(t);
+    }
+    // Adjacent blocks are paired, so slow drifts of a shared machine cancel; the median of the
+    // per-round ratios is the figure.
+    let mut ratios: Vec<f64> = moq_times
+        .iter()
+        .zip(&plain_times)
+        .map(|(m, p)| m.as_secs_f64() / p.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    plain_times.sort();
+    moq_times.sort();
+    let per_step = |t: Duration| t.as_secs_f64() * 1e3 / args.block as f64;
+    let (p, m) = (
+        per_step(plain_times[args.rounds / 2]),
+        per_step(moq_times[args.rounds / 2]),
+    );
+    println!(
+        "plain step {p:.2} ms  moq step {m:.2} ms (medians)  per-round ratios {:.3}..{:.3}",
+        ratios[0],
+        ratios[args.rounds - 1]
+    );
+    println!("moq_step/plain_step = {:.3}", ratios[args.rounds / 2]);
+    println!(
+        "(quantized parameters: {}; bits now {:?})",
+        moq.quantized_params().len(),
+        moq.layer_bits()
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.rounds == 0 || args.block == 0 {
+        bail!("--rounds and --block must be at least 1");
+    }
+    match args.backend.as_str() {
+        "ndarray" => run::<Autodiff<NdArray>>(&args, Default::default()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(&args, Default::default()),
+        #[cfg(not(feature = "wgpu"))]
+        "wgpu" => bail!("this build has no wgpu backend: rebuild with `--features wgpu`"),
+        other => bail!("unknown backend `{other}` (ndarray or wgpu)"),
+    }
+}

@@ -1,0 +1,370 @@
+//! Shared pieces of the MoQ examples: the four ways a model is trained (full precision, basic
+//! QAT, MoQ, MoQ with mixing), the training loop, seeded shuffling and the results table.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+use moq_burn::{Moq, MoqBackend};
+use moq_core::{QuantizeConfig, Schedule, plan};
+
+pub mod permutation;
+
+/// How a model is trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// No quantization: the baseline.
+    FullPrecision,
+    /// Basic quantization-aware training: the target bits from step 0.
+    Qat,
+    /// MoQ: start high, lose a bit per period (doubling) down to the target.
+    Moq,
+    /// MoQ with `fp16_mixed_quantize`: each drop blends in gradually.
+    MoqMixing,
+}
+
+impl Variant {
+    /// Every variant, in table order.
+    pub const ALL: [Variant; 4] = [
+        Variant::FullPrecision,
+        Variant::Qat,
+        Variant::Moq,
+        Variant::MoqMixing,
+    ];
+
+    /// Row label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Variant::FullPrecision => "full precision",
+            Variant::Qat => "basic QAT (target bits from step 0)",
+            Variant::Moq => "MoQ (scheduled)",
+            Variant::MoqMixing => "MoQ + mixing",
+        }
+    }
+}
+
+/// What every quantized variant shares.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantSetup {
+    /// Optimizer steps in the run.
+    pub steps: u64,
+    /// `quantize_groups`.
+    pub groups: usize,
+    /// MoQ's start bits.
+    pub start_bits: u32,
+    /// Fraction of the run by which MoQ must have reached its target.
+    pub reach_by: f64,
+}
+
+/// The `quantize_training` config of `variant` at `target` bits; `None` for full precision.
+/// MoQ's period is the planner's largest one that reaches the target by `reach_by` of the run.
+pub fn variant_config(
+    variant: Variant,
+    target: u32,
+    setup: QuantSetup,
+) -> Result<Option<QuantizeConfig>> {
+    let base = QuantizeConfig::builder()
+        .schedule_offset(0)
+        .groups(setup.groups);
+    let config = match variant {
+        Variant::FullPrecision => return Ok(None),
+        Variant::Qat => base.bits(target, target).period(1).build()?,
+        Variant::Moq | Variant::MoqMixing => {
+            let start = setup.start_bits.max(target);
+            let horizon = (setup.steps as f64 * setup.reach_by) as u64;
+            let probe = base.clone().bits(start, target).period(1).build()?;
+            let planned = plan(&Schedule::new(&probe, 1)?, horizon);
+            let Some(period) = planned.layers[0].suggested_period else {
+                bail!("{start} → {target} bits cannot be scheduled within {horizon} steps");
+            };
+            let period = period.min(setup.steps);
+            let builder = base.bits(start, target).period(period);
+            if variant == Variant::MoqMixing {
+                // The full-precision share fades out over half a period.
+                builder.mixing((2.0 / period as f64).min(1.0)).build()?
+            } else {
+                builder.build()?
+            }
+        }
+    };
+    Ok(Some(config))
+}
+
+/// A trained model and what the schedule reached.
+pub struct Trained<M> {
+    /// The model as the last step left it (fake-quantized weights for quantized variants).
+    pub model: M,
+    /// Bits per layer at the end (empty for full precision).
+    pub bits: Vec<Option<u32>>,
+    /// Steps skipped for non-finite gradients.
+    pub skipped: u64,
+    /// Wall time of the training loop, in seconds.
+    pub seconds: f64,
+}
+
+/// Trains `model` for `steps` Adam steps at learning rate `lr`, wrapped by MoQ when `config`
+/// is given (`customize` adds layer patterns and the like). `loss(model, step)` is the loss of
+/// the step's batch.
+pub fn train<B, M>(
+    model: M,
+    config: Option<QuantizeConfig>,
+    customize: impl FnOnce(Moq) -> Moq,
+    steps: u64,
+    lr: f64,
+    loss: impl Fn(&M, u64) -> Tensor<B, 1>,
+) -> Result<Trained<M>>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+    M: AutodiffModule<B>,
+{
+    let adam = AdamConfig::new().init();
+    let start = Instant::now();
+    match config {
+        None => {
+            let (model, _) = run_loop(model, adam, steps, lr, &loss);
+            Ok(Trained {
+                model,
+                bits: Vec::new(),
+                skipped: 0,
+                seconds: start.elapsed().as_secs_f64(),
+            })
+        }
+        Some(config) => {
+            let optim = customize(Moq::new(config)).init(adam, &model)?;
+            let (model, optim) = run_loop(model, optim, steps, lr, &loss);
+            if let Some(err) = optim.take_error() {
+                bail!("MoQ reported an error during training: {err}");
+            }
+            Ok(Trained {
+                model,
+                bits: optim.layer_bits(),
+                skipped: optim.skipped_steps(),
+                seconds: start.elapsed().as_secs_f64(),
+            })
+        }
+    }
+}
+
+fn run_loop<B, M, O>(
+    mut model: M,
+    mut optim: O,
+    steps: u64,
+    lr: f64,
+    loss: &impl Fn(&M, u64) -> Tensor<B, 1>,
+) -> (M, O)
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    for step in 0..steps {
+        let grads = GradientsParams::from_grads(loss(&model, step).backward(), &model);
+        model = optim.step(lr, model, grads);
+    }
+    (model, optim)
+}
+
+/// A small seeded generator (xorshift64*) for shuffling: reproducible, independent of the
+/// backend's random stream.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeds the generator (any seed, 0 included).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Fisher–Yates shuffle.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// Test accuracies per variant and target bit width.
+pub struct Results {
+    /// Target bit widths, in column order.
+    pub targets: Vec<u32>,
+    /// `(variant, column, accuracies over seeds)`; full precision uses column 0 only.
+    pub cells: Vec<(Variant, usize, Vec<f64>)>,
+}
+
+impl Results {
+    /// Records the accuracy of one run.
+    pub fn add(&mut self, variant: Variant, column: usize, accuracy: f64) {
+        match self
+            .cells
+            .iter_mut()
+            .find(|(v, c, _)| *v == variant && *c == column)
+        {
+            Some((_, _, values)) => values.push(accuracy),
+            None => self.cells.push((variant, column, vec![accuracy])),
+        }
+    }
+
+    /// A markdown table: one row per variant, one column per target; `mean ± std` in percent.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("| variant |");
+        for t in &self.targets {
+            let _ = write!(out, " {t}-bit |");
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---|".repeat(self.targets.len()));
+        out.push('\n');
+        for variant in Variant::ALL {
+            let _ = write!(out, "| {} |", variant.label());
+            for column in 0..self.targets.len() {
+                let column = if variant == Variant::FullPrecision {
+                    0
+                } else {
+                    column
+                };
+                match self
+                    .cells
+                    .iter()
+                    .find(|(v, c, _)| *v == variant && *c == column)
+                {
+                    Some((_, _, values)) => {
+                        let (mean, std) = mean_std(values);
+                        let _ = write!(out, " {:.2} ± {:.2} |", 100.0 * mean, 100.0 * std);
+                    }
+                    None => out.push_str(" – |"),
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Replaces the section `name` of the markdown file at `path` (between `<!-- name:begin -->`
+/// and `<!-- name:end -->`), or appends it; the file is written whole or not at all.
+pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
+    let begin = format!("<!-- {name}:begin -->");
+    let end = format!("<!-- {name}:end -->");
+    let old = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Results\n".to_string(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+    };
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{section}{}", &old[..b], &old[e + end.len()..]),
+        _ => format!("{}\n{section}\n", old.trim_end()),
+    };
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, new).with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moq_configs_reach_their_target_in_time() {
+        let setup = QuantSetup {
+            steps: 1800,
+            groups: 16,
+            start_bits: 12,
+            reach_by: 0.6,
+        };
+        for target in [8, 4, 2] {
+            for variant in [Variant::Moq, Variant::MoqMixing] {
+                let cfg = variant_config(variant, target, setup).unwrap().unwrap();
+                let p = plan(&Schedule::new(&cfg, 1).unwrap(), 1080);
+                assert!(p.layers[0].target_step().is_some(), "{variant:?} {target}");
+                assert_eq!(cfg.mixing.enabled, variant == Variant::MoqMixing);
+            }
+            let qat = variant_config(Variant::Qat, target, setup)
+                .unwrap()
+                .unwrap();
+            assert_eq!((qat.start_bits, qat.target_bits), (target, target));
+        }
+        assert!(
+            variant_config(Variant::FullPrecision, 8, setup)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn table_and_sections() {
+        let mut r = Results {
+            targets: vec![8, 4],
+            cells: Vec::new(),
+        };
+        r.add(Variant::FullPrecision, 0, 0.9);
+        r.add(Variant::FullPrecision, 0, 0.92);
+        r.add(Variant::Moq, 1, 0.5);
+        let md = r.markdown();
+        assert!(
+            md.contains("| full precision | 91.00 ± 1.41 | 91.00 ± 1.41 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| MoQ (scheduled) | – | 50.00 ± 0.00 |"),
+            "{md}"
+        );
+        let dir = std::env::temp_dir().join(format!("moq-results-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("results.md");
+        write_section(&path, "a", "first").unwrap();
+        write_section(&path, "b", "second").unwrap();
+        write_section(&path, "a", "third").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("<!-- a:begin -->\nthird\n<!-- a:end -->"),
+            "{text}"
+        );
+        assert!(text.contains("second") && !text.contains("first"), "{text}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn shuffles_are_seeded_permutations() {
+        let mut a: Vec<usize> = (0..100).collect();
+        let mut b = a.clone();
+        Rng::new(3).shuffle(&mut a);
+        Rng::new(3).shuffle(&mut b);
+        assert_eq!(a, b);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_ne!(a, (0..100).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,132 @@
+//! The permutation task and its transformer classifier, shared by the `transformer` example and
+//! the `overhead` benchmark: is the second half of a token sequence a permutation of the first
+//! half? Answering needs attention, since every token must be compared with the other half.
+
+use burn::module::Module;
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+
+use crate::Rng;
+
+/// Token vocabulary.
+pub const VOCAB: usize = 6;
+/// Tokens per half.
+pub const HALF: usize = 4;
+/// Sequence length.
+pub const LEN: usize = 2 * HALF;
+/// Model width.
+pub const D_MODEL: usize = 32;
+/// Encoder layers.
+pub const LAYERS: usize = 2;
+/// Batch size.
+pub const BATCH: usize = 64;
+/// Adam learning rate.
+pub const LR: f64 = 2e-3;
+/// Training sequences.
+pub const TRAIN: usize = 8192;
+/// Test sequences.
+pub const TEST: usize = 2048;
+
+/// Token sequences and labels (1: the second half is a permutation of the first).
+pub struct Task {
+    tokens: Vec<i64>,
+    labels: Vec<i64>,
+}
+
+impl Task {
+    /// `n` balanced examples from `seed`; a negative differs from a permutation in exactly one
+    /// token.
+    pub fn generate(n: usize, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let (mut tokens, mut labels) = (Vec::with_capacity(n * LEN), Vec::with_capacity(n));
+        for i in 0..n {
+            let first: Vec<i64> = (0..HALF).map(|_| rng.below(VOCAB) as i64).collect();
+            let mut second = first.clone();
+            rng.shuffle(&mut second);
+            let positive = i % 2 == 0;
+            if !positive {
+                let at = rng.below(HALF);
+                second[at] = ((second[at] as usize + 1 + rng.below(VOCAB - 1)) % VOCAB) as i64;
+            }
+            tokens.extend(first);
+            tokens.extend(second);
+            labels.push(i64::from(positive));
+        }
+        Self { tokens, labels }
+    }
+
+    /// Number of sequences.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no sequences.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Tokens `[rows, LEN]` and labels `[rows]` of the given rows.
+    pub fn tensors<B: Backend>(
+        &self,
+        rows: &[usize],
+        device: &B::Device,
+    ) -> (Tensor<B, 2, Int>, Tensor<B, 1, Int>) {
+        let t: Vec<i64> = rows
+            .iter()
+            .flat_map(|&r| self.tokens[r * LEN..(r + 1) * LEN].iter().copied())
+            .collect();
+        let y: Vec<i64> = rows.iter().map(|&r| self.labels[r]).collect();
+        (
+            Tensor::from_data(TensorData::new(t, [rows.len(), LEN]), device),
+            Tensor::from_data(TensorData::new(y, [rows.len()]), device),
+        )
+    }
+}
+
+/// Token and position embeddings, a transformer encoder, mean pooling and a linear head.
+#[derive(Module, Debug)]
+pub struct Classifier<B: Backend> {
+    token: Embedding<B>,
+    position: Embedding<B>,
+    encoder: TransformerEncoder<B>,
+    head: Linear<B>,
+}
+
+impl<B: Backend> Classifier<B> {
+    /// A fresh classifier, initialized from the backend's (seeded) generator.
+    pub fn new(device: &B::Device) -> Self {
+        Self {
+            token: EmbeddingConfig::new(VOCAB, D_MODEL).init(device),
+            position: EmbeddingConfig::new(LEN, D_MODEL).init(device),
+            encoder: TransformerEncoderConfig::new(D_MODEL, 2 * D_MODEL, 4, LAYERS)
+                .with_dropout(0.0)
+                .init(device),
+            head: LinearConfig::new(D_MODEL, 2).init(device),
+        }
+    }
+
+    /// Logits `[batch, 2]` for token sequences `[batch, LEN]`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let [batch, len] = tokens.dims();
+        let device = tokens.device();
+        let positions = Tensor::<B, 1, Int>::arange(0..len as i64, &device)
+            .unsqueeze::<2>()
+            .repeat_dim(0, batch);
+        let x = self.token.forward(tokens) + self.position.forward(positions);
+        let x = self.encoder.forward(TransformerEncoderInput::new(x));
+        self.head.forward(x.mean_dim(1).squeeze_dim::<2>(1))
+    }
+}
+
+/// Accuracy of `model` on `data`.
+pub fn accuracy<B: Backend>(model: &Classifier<B>, data: &Task, device: &B::Device) -> f64 {
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let (x, y) = data.tensors::<B>(&rows, device);
+    let predicted = model.forward(x).argmax(1).squeeze_dim::<1>(1);
+    let correct: i64 = predicted.equal(y).int().sum().into_scalar().elem();
+    correct as f64 / data.len() as f64
+}
