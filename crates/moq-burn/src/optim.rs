@@ -314,6 +314,11 @@ struct QuantParam {
 type SharedProvider<M> = Arc<Mutex<dyn EigenvalueProvider<M>>>;
 
 /// The MoQ optimizer: an [`Optimizer`] wrapping another one. Built by [`Moq::init`].
+///
+/// The full-precision masters live here, not in the model: after the first step the model holds
+/// quantized weights, and each step starts from the masters. To continue a saved run, load the
+/// model's record *and* this optimizer's record; weights loaded into the model alone are
+/// overwritten by the masters at the next step (build a new optimizer to start from them).
 pub struct MoqOptimizer<O, M, B: AutodiffBackend> {
     inner: O,
     config: QuantizeConfig,

@@ -1,0 +1,115 @@
+//! MoqBackend on burn-wgpu (the `Fusion<CubeBackend<WgpuRuntime>>` type users hold, and the bare
+//! `CubeBackend`): results equal `moq-core`'s reference, gradients pass straight through, and the
+//! optimizer wrapper trains on it. Needs a wgpu adapter (lavapipe in CI): run with
+//! `cargo test -p moq-burn --features wgpu -- --include-ignored`.
+#![cfg(feature = "wgpu")]
+
+use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
+use burn::backend::{Autodiff, Wgpu};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use moq_burn::{Moq, fake_quantize};
+use moq_core::{NoiseKey, QuantSpec, QuantType, QuantizeConfig};
+
+fn reference(x: &[f32], spec: &QuantSpec, mix: f32) -> Vec<f32> {
+    let mut out = x.to_vec();
+    moq_core::fake_quantize_mixed("w", x, &mut out, spec, mix).unwrap();
+    out
+}
+
+fn check_backend<B: moq_burn::MoqBackend>() {
+    let device = Default::default();
+    let x: Vec<f32> = (0..96).map(|i| (i as f32 * 0.71).sin() * 0.3).collect();
+    for (spec, mix) in [
+        (QuantSpec::new(4, QuantType::Symmetric, 4), 0.0),
+        (
+            QuantSpec::new(8, QuantType::Asymmetric, 3).stochastic(NoiseKey {
+                seed: 1,
+                step: 2,
+                stream: 3,
+            }),
+            0.0,
+        ),
+        (QuantSpec::new(2, QuantType::Symmetric, 2), 0.25),
+    ] {
+        let t = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [8, 12]), &device);
+        let q = fake_quantize(t, "w", &spec, mix).unwrap();
+        assert_eq!(q.dims(), [8, 12]);
+        assert_eq!(
+            q.into_data().to_vec::<f32>().unwrap(),
+            reference(&x, &spec, mix),
+            "{spec:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn wgpu_fusion_and_cube_backends_match_the_reference() {
+    check_backend::<Wgpu>();
+    check_backend::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
+}
+
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn wgpu_straight_through_and_training() {
+    type B = Autodiff<Wgpu>;
+    let device = Default::default();
+    let w = Tensor::<B, 2>::from_data(
+        TensorData::new(
+            (0..16).map(|i| i as f32 / 7.0 - 1.0).collect::<Vec<_>>(),
+            [4, 4],
+        ),
+        &device,
+    )
+    .require_grad();
+    let q = fake_quantize(
+        w.clone(),
+        "w",
+        &QuantSpec::new(3, QuantType::Symmetric, 1),
+        0.0,
+    )
+    .unwrap();
+    let grads = (q * 3.0).sum().backward();
+    assert_eq!(
+        w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
+        vec![3.0; 16]
+    );
+
+    <B as Backend>::seed(&device, 0);
+    let mut model: Linear<B> = LinearConfig::new(16, 8).init(&device);
+    let config = QuantizeConfig::builder()
+        .bits(8, 4)
+        .period(1)
+        .schedule_offset(0)
+        .groups(4)
+        .build()
+        .unwrap();
+    let mut optim = Moq::new(config.clone())
+        .init(AdamConfig::new().init(), &model)
+        .unwrap();
+    for _ in 0..12 {
+        let x = Tensor::<B, 2>::ones([2, 16], &device);
+        let grads =
+            GradientsParams::from_grads(model.forward(x).powi_scalar(2).mean().backward(), &model);
+        model = optim.step(1e-2, model, grads);
+    }
+    assert_eq!(optim.bits(0), Some(4));
+    assert!(optim.take_error().is_none());
+    // The weight holds the 4-bit quantization of its master.
+    let master = optim
+        .to_record()
+        .masters
+        .remove(0)
+        .unwrap()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let weight = model.weight.val().into_data().to_vec::<f32>().unwrap();
+    assert_eq!(
+        weight,
+        reference(&master, &QuantSpec::from_config(&config, 4), 0.0)
+    );
+}
