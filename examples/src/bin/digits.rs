@@ -8,15 +8,16 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use clap::Parser;
 use moq_burn::MoqBackend;
-use moq_examples::{QuantSetup, Results, Rng, Variant, train, variant_config, write_section};
+use moq_examples::{
+    Experiment, QuantSetup, Results, Rng, Variant, run_on, train, variant_config, write_section,
+};
 
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
 #[derive(Parser, Debug)]
@@ -158,8 +159,6 @@ fn accuracy<B: Backend>(model: &Mlp<B>, data: &Digits, device: &B::Device) -> f6
     correct as f64 / data.len() as f64
 }
 
-use burn::tensor::ElementConversion;
-
 fn run<B>(args: &Args, device: B::Device) -> Result<()>
 where
     B: AutodiffBackend,
@@ -271,12 +270,15 @@ where
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    match args.backend.as_str() {
-        "ndarray" => run::<Autodiff<NdArray>>(&args, Default::default()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(&args, Default::default()),
-        #[cfg(not(feature = "wgpu"))]
-        "wgpu" => bail!("this build has no wgpu backend: rebuild with `--features wgpu`"),
-        other => bail!("unknown backend `{other}` (ndarray or wgpu)"),
+    run_on(&args.backend, &args)
+}
+
+impl Experiment for Args {
+    fn run<B>(&self, device: B::Device) -> Result<()>
+    where
+        B: AutodiffBackend,
+        B::InnerBackend: MoqBackend,
+    {
+        run::<B>(self, device)
     }
 }

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
@@ -15,8 +14,8 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use moq_burn::{Moq, MoqBackend};
 use moq_core::QuantizeConfig;
-use moq_examples::Rng;
 use moq_examples::permutation::{BATCH, Classifier, LR, TRAIN, Task};
+use moq_examples::{Experiment, Rng, run_on};
 
 /// Time the transformer example's step with and without MoQ.
 #[derive(Parser, Debug)]
@@ -136,12 +135,15 @@ fn main() -> Result<()> {
     if args.rounds == 0 || args.block == 0 {
         bail!("--rounds and --block must be at least 1");
     }
-    match args.backend.as_str() {
-        "ndarray" => run::<Autodiff<NdArray>>(&args, Default::default()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(&args, Default::default()),
-        #[cfg(not(feature = "wgpu"))]
-        "wgpu" => bail!("this build has no wgpu backend: rebuild with `--features wgpu`"),
-        other => bail!("unknown backend `{other}` (ndarray or wgpu)"),
+    run_on(&args.backend, &args)
+}
+
+impl Experiment for Args {
+    fn run<B>(&self, device: B::Device) -> Result<()>
+    where
+        B: AutodiffBackend,
+        B::InnerBackend: MoqBackend,
+    {
+        run::<B>(self, device)
     }
 }

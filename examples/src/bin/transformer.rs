@@ -10,8 +10,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
-use burn::backend::{Autodiff, NdArray};
+use anyhow::Result;
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::backend::AutodiffBackend;
@@ -20,7 +19,9 @@ use moq_burn::MoqBackend;
 use moq_examples::permutation::{
     BATCH, Classifier, D_MODEL, LAYERS, LEN, LR, TEST, TRAIN, Task, VOCAB, accuracy,
 };
-use moq_examples::{QuantSetup, Results, Rng, Variant, train, variant_config, write_section};
+use moq_examples::{
+    Experiment, QuantSetup, Results, Rng, Variant, run_on, train, variant_config, write_section,
+};
 
 /// Train a small transformer on a permutation task with and without MoQ.
 #[derive(Parser, Debug)]
@@ -161,12 +162,15 @@ where
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    match args.backend.as_str() {
-        "ndarray" => run::<Autodiff<NdArray>>(&args, Default::default()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(&args, Default::default()),
-        #[cfg(not(feature = "wgpu"))]
-        "wgpu" => bail!("this build has no wgpu backend: rebuild with `--features wgpu`"),
-        other => bail!("unknown backend `{other}` (ndarray or wgpu)"),
+    run_on(&args.backend, &args)
+}
+
+impl Experiment for Args {
+    fn run<B>(&self, device: B::Device) -> Result<()>
+    where
+        B: AutodiffBackend,
+        B::InnerBackend: MoqBackend,
+    {
+        run::<B>(self, device)
     }
 }
