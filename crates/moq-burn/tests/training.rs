@@ -459,3 +459,135 @@ fn replicas_agree_bit_for_bit() {
         values(replicas[1].head.weight.val())
     );
 }
+
+mod learner {
+    //! The wrapper inside burn-train's `Learner`, unchanged, with the multi-device strategy.
+
+    use super::*;
+    use burn::data::dataloader::DataLoaderBuilder;
+    use burn::data::dataloader::batcher::Batcher;
+    use burn::data::dataset::InMemDataset;
+    use burn::tensor::Int;
+    use burn::tensor::backend::AutodiffBackend;
+    use burn::train::{
+        ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, MultiDeviceOptim,
+        SupervisedTraining, TrainOutput, TrainStep,
+    };
+    use std::collections::BTreeSet;
+
+    #[derive(Clone, Debug)]
+    pub(crate) struct Batch<B: Backend> {
+        x: Tensor<B, 2>,
+        y: Tensor<B, 1, Int>,
+    }
+
+    #[derive(Clone)]
+    struct Stack;
+
+    impl<B: Backend> Batcher<B, (Vec<f32>, i64), Batch<B>> for Stack {
+        fn batch(&self, items: Vec<(Vec<f32>, i64)>, device: &B::Device) -> Batch<B> {
+            let n = items.len();
+            let x: Vec<f32> = items.iter().flat_map(|(x, _)| x.iter().copied()).collect();
+            let y: Vec<i64> = items.iter().map(|(_, y)| *y).collect();
+            Batch {
+                x: Tensor::from_data(TensorData::new(x, [n, 8]), device),
+                y: Tensor::from_data(TensorData::new(y, [n]), device),
+            }
+        }
+    }
+
+    fn classify<B: Backend>(net: &Net<B>, batch: Batch<B>) -> ClassificationOutput<B> {
+        let output = net.forward(batch.x);
+        let loss = burn::nn::loss::CrossEntropyLossConfig::new()
+            .init(&output.device())
+            .forward(output.clone(), batch.y.clone());
+        ClassificationOutput {
+            loss,
+            output,
+            targets: batch.y,
+        }
+    }
+
+    impl<B: AutodiffBackend> TrainStep for Net<B> {
+        type Input = Batch<B>;
+        type Output = ClassificationOutput<B>;
+        fn step(&self, batch: Batch<B>) -> TrainOutput<ClassificationOutput<B>> {
+            let item = classify(self, batch);
+            TrainOutput::new(self, item.loss.backward(), item)
+        }
+    }
+
+    impl<B: Backend> InferenceStep for Net<B> {
+        type Input = Batch<B>;
+        type Output = ClassificationOutput<B>;
+        fn step(&self, batch: Batch<B>) -> ClassificationOutput<B> {
+            classify(self, batch)
+        }
+    }
+
+    fn items(n: usize, salt: usize) -> InMemDataset<(Vec<f32>, i64)> {
+        InMemDataset::new(
+            (0..n)
+                .map(|i| {
+                    let x: Vec<f32> = (0..8)
+                        .map(|j| (((i + salt) * 13 + j * 7) % 11) as f32 / 5.0 - 1.0)
+                        .collect();
+                    let y = (x[0] + x[3] > 0.0) as i64 + 2 * (x[5] > 0.0) as i64;
+                    (x, y)
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_wrapper_trains_inside_the_learner_on_two_devices() {
+        let device: burn::backend::ndarray::NdArrayDevice = Default::default();
+        let model = Net::<B>::new(&device);
+        let before = values(model.head.weight.val());
+        let cfg = QuantizeConfig::builder()
+            .bits(6, 3)
+            .period(1)
+            .schedule_offset(0)
+            .groups(4)
+            .build()
+            .unwrap();
+        let optim = Moq::new(cfg)
+            .init(AdamConfig::new().init(), &model)
+            .unwrap();
+        let train = DataLoaderBuilder::new(Stack)
+            .batch_size(8)
+            .shuffle(1)
+            .build(items(64, 0));
+        let valid = DataLoaderBuilder::new(Stack)
+            .batch_size(16)
+            .build(items(32, 100));
+        let dir = tempfile::tempdir().unwrap();
+        let result = SupervisedTraining::new(dir.path(), train, valid)
+            .num_epochs(3)
+            .with_training_strategy(
+                ExecutionStrategy::MultiDevice(
+                    vec![device, device],
+                    MultiDeviceOptim::OptimMainDevice,
+                )
+                .into(),
+            )
+            .launch(Learner::new(model, optim, 1e-2));
+        let model = result.model;
+        assert_ne!(values(model.head.weight.val()), before, "training happened");
+        // 3-bit symmetric weights: at most 2^3 values in each of the 4 groups of every weight.
+        for w in [
+            values(model.layers[0].weight.val()),
+            values(model.layers[1].weight.val()),
+            values(model.head.weight.val()),
+        ] {
+            for group in w.chunks(w.len() / 4) {
+                let distinct: BTreeSet<u32> = group.iter().map(|v| (v + 0.0).to_bits()).collect();
+                assert!(
+                    distinct.len() <= 8,
+                    "{} distinct values in a 3-bit group",
+                    distinct.len()
+                );
+            }
+        }
+    }
+}
