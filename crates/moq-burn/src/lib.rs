@@ -28,7 +28,10 @@ pub mod select;
 pub use backend::{MoqBackend, fake_quantize, fake_quantize_on_host};
 pub use error::{MoqBurnError, Result};
 pub use moq_core;
-pub use optim::{EigenvalueProvider, FixedEigenvalues, Moq, MoqLayer, MoqOptimizer, MoqRecord};
+pub use optim::{
+    EigenvalueProvider, FixedEigenvalues, Moq, MoqLayer, MoqOptimizer, MoqRecord, MoqStatus,
+    StatusSnapshot,
+};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot drift.
 #[cfg(doctest)]

@@ -266,6 +266,7 @@ impl Moq {
             skipped_steps: 0,
             eigenvalues: None,
             last_error: Arc::new(Mutex::new(None)),
+            status: MoqStatus::default(),
             _types: PhantomData,
         }
         .indexed())
@@ -332,7 +333,42 @@ pub struct MoqOptimizer<O, M, B: AutodiffBackend> {
     skipped_steps: u64,
     eigenvalues: Option<SharedProvider<M>>,
     last_error: Arc<Mutex<Option<MoqBurnError>>>,
+    status: MoqStatus,
     _types: PhantomData<fn() -> (M, B)>,
+}
+
+/// A live view of a [`MoqOptimizer`]'s schedule, updated after every step. Take it with
+/// [`MoqOptimizer::status`] before handing the optimizer to burn-train's `Learner`, and read it
+/// from a metric or a progress display while training runs.
+#[derive(Clone, Debug, Default)]
+pub struct MoqStatus {
+    inner: Arc<Mutex<StatusSnapshot>>,
+}
+
+/// What [`MoqStatus`] reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatusSnapshot {
+    /// Optimizer steps taken (skipped steps not included).
+    pub steps: u64,
+    /// Steps skipped for non-finite gradients.
+    pub skipped_steps: u64,
+    /// Bits of each layer (`None` before the first quantizing step).
+    pub bits: Vec<Option<u32>>,
+    /// Mixing ratio `ρ` of each layer (0 when mixing is off).
+    pub mix_ratios: Vec<f32>,
+}
+
+impl MoqStatus {
+    /// The state after the latest step.
+    pub fn snapshot(&self) -> StatusSnapshot {
+        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, snapshot: StatusSnapshot) {
+        if let Ok(mut s) = self.inner.lock() {
+            *s = snapshot;
+        }
+    }
 }
 
 impl<O: Clone, M, B: AutodiffBackend> Clone for MoqOptimizer<O, M, B> {
@@ -349,6 +385,7 @@ impl<O: Clone, M, B: AutodiffBackend> Clone for MoqOptimizer<O, M, B> {
             skipped_steps: self.skipped_steps,
             eigenvalues: self.eigenvalues.clone(),
             last_error: self.last_error.clone(),
+            status: self.status.clone(),
             _types: PhantomData,
         }
     }
@@ -411,6 +448,23 @@ impl<O, M, B: AutodiffBackend> MoqOptimizer<O, M, B> {
     /// The mixing ratio `ρ` of `layer` (0 when mixing is off).
     pub fn mix_ratio(&self, layer: usize) -> f32 {
         self.schedule.mix_ratio(layer)
+    }
+
+    /// A live view of the schedule that stays valid after the optimizer is moved (into a
+    /// `Learner`, say).
+    pub fn status(&self) -> MoqStatus {
+        self.status.clone()
+    }
+
+    fn publish_status(&self) {
+        self.status.update(StatusSnapshot {
+            steps: self.schedule.steps_taken(),
+            skipped_steps: self.skipped_steps,
+            bits: self.layer_bits(),
+            mix_ratios: (0..self.layers.len())
+                .map(|l| self.schedule.mix_ratio(l))
+                .collect(),
+        });
     }
 
     /// Steps skipped because a gradient held NaN or Inf.
@@ -491,6 +545,7 @@ where
         if let Some(err) = mapper.error {
             self.record_error(err);
         }
+        self.publish_status();
         module
     }
 
@@ -503,6 +558,7 @@ where
 
     fn skip(&mut self, module: M) -> M {
         self.skipped_steps += 1;
+        self.publish_status();
         log::warn!(
             "MoQ: gradient holds NaN or Inf; step skipped ({} so far)",
             self.skipped_steps

@@ -277,6 +277,7 @@ fn non_finite_gradients_skip_the_step() {
     g.register::<Inner, 1>(id, Tensor::from_floats([f32::NAN; 16], &device));
     let model = optim.step(0.1, model, g);
     assert_eq!(optim.skipped_steps(), 1);
+    assert_eq!(optim.status().snapshot().skipped_steps, 1);
     assert_eq!(optim.schedule().steps_taken(), 0);
     assert_eq!(values(model.head.weight.val()), before);
 }
@@ -554,6 +555,8 @@ mod learner {
         let optim = Moq::new(cfg)
             .init(AdamConfig::new().init(), &model)
             .unwrap();
+        let status = optim.status();
+        assert_eq!(status.snapshot().bits, Vec::<Option<u32>>::new());
         let train = DataLoaderBuilder::new(Stack)
             .batch_size(8)
             .shuffle(1)
@@ -574,6 +577,11 @@ mod learner {
             .launch(Learner::new(model, optim, 1e-2));
         let model = result.model;
         assert_ne!(values(model.head.weight.val()), before, "training happened");
+        // The live status saw every step: 3 epochs of 64 items in batches of 8, over 2 devices.
+        let seen = status.snapshot();
+        assert!(seen.steps >= 12, "{seen:?}");
+        assert_eq!(seen.bits, [Some(3); 3]);
+        assert_eq!(seen.skipped_steps, 0);
         // 3-bit symmetric weights: at most 2^3 values in each of the 4 groups of every weight.
         for w in [
             values(model.layers[0].weight.val()),
