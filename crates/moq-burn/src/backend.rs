@@ -1,14 +1,15 @@
 //! The backend extension: MoQ's tensor operations as a trait on burn's `Backend`.
 //!
-//! [`MoqBackend`] is implemented
-//! - for `NdArray` by the generic path [`fake_quantize_on_host`], which runs `moq-core`'s
-//!   quantizer (vectorised, multi-threaded) on the tensor's host data: on a CPU backend that *is*
-//!   the fastest implementation, and it is bit-identical to the reference by construction;
-//! - for `Autodiff<B>` with a straight-through backward: the gradient passes through unchanged.
+//! Two generic implementations serve every backend:
+//! - [`fake_quantize_on_host`] runs `moq-core`'s quantizer (vectorised, multi-threaded) on the
+//!   tensor's host data: on a CPU backend that *is* the fastest path, and it is bit-identical to
+//!   the reference by construction. `NdArray` uses it.
+//! - [`fake_quantize_tensor_ops`] is built from burn tensor ops and stays on the device (and
+//!   `Fusion` can fuse it). burn-wgpu and burn-cuda (`CubeBackend`, and the `Fusion` wrapping
+//!   users hold, features `wgpu`/`cuda`) use it until `moq-kernels` provides fused kernels.
 //!
-//! The cubecl backends (burn-wgpu, burn-cuda, and their default `Fusion` wrapping) will get
-//! implementations that launch `moq-kernels`; until then a backend without its own
-//! implementation can use [`fake_quantize_on_host`] in a three-line impl, as `NdArray` does.
+//! `Autodiff<B>` adds a straight-through backward: the gradient passes through unchanged. Any
+//! other backend implements [`MoqBackend`] in three lines by calling one of the two paths.
 //! The trait works on primitives (`FloatTensor<Self>`), as burn's own ops do, so a kernel
 //! implementation needs no conversion.
 
@@ -19,9 +20,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, unary};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, try_read_sync};
+use burn::tensor::{
+    DType, ElementConversion, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive,
+    try_read_sync,
+};
 use half::{bf16, f16};
-use moq_core::{Element, QuantSpec, fake_quantize_mixed};
+use moq_core::{Element, QuantSpec, QuantType, Rounding, fake_quantize_mixed};
 
 use crate::error::{MoqBurnError, Result};
 
@@ -101,6 +105,104 @@ fn on_slice<T: Element + burn::tensor::Element>(
     Ok(TensorData::new(output, data.shape.clone()))
 }
 
+/// The generic implementation from tensor ops: the tensor stays on its device, and burn's
+/// `Fusion` can fuse the element-wise work. Meant for GPU backends without kernels (moving every
+/// weight to the host each step costs more than these ops there). One scalar is read per call
+/// (the finiteness check); stochastic offsets come from `moq-core`'s generator on the host.
+///
+/// Results follow the formulas of DESIGN.md section 3 exactly, but not the reference's last-ulp
+/// refinement: `moq-core` nudges each scale by a few ulps so that requantization is exact, this
+/// path does not, so a value can differ from the reference by a few ulps, and an element sitting
+/// on a rounding tie can land one grid step away.
+pub fn fake_quantize_tensor_ops<B: Backend>(
+    tensor: FloatTensor<B>,
+    name: &str,
+    spec: &QuantSpec,
+    mix_ratio: f32,
+) -> Result<FloatTensor<B>> {
+    let shape = tensor.shape();
+    let numel = shape.num_elements();
+    let group_len = spec.check(name, numel)?;
+    if numel == 0 {
+        return Ok(tensor);
+    }
+    let (groups, len) = (spec.groups, group_len);
+    let x = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(B::float_reshape(
+        tensor,
+        Shape::new([groups, len]),
+    )));
+    // x·0 sums to NaN when any element is NaN or infinite; then let the reference name it.
+    let check: f32 = x.clone().mul_scalar(0.0).sum().into_scalar().elem();
+    if !check.is_finite() {
+        let original = B::float_reshape(x.into_primitive().tensor(), shape);
+        return fake_quantize_on_host::<B>(original, name, spec, mix_ratio);
+    }
+    let device = x.device();
+    let offsets = (spec.rounding == Rounding::Stochastic).then(|| {
+        let keys = spec.noise.keys();
+        let r: Vec<f32> = (0..numel as u64).map(|i| keys.offset(i)).collect();
+        Tensor::<B, 2>::from_data(TensorData::new(r, [groups, len]), &device)
+    });
+    let scaled = |x: Tensor<B, 2>, inv: Tensor<B, 2>| {
+        let y = x * inv;
+        match &offsets {
+            Some(r) => (y + r.clone()).round(),
+            None => y.round(),
+        }
+    };
+    let recip_or_zero = |s: Tensor<B, 2>| s.clone().recip().mask_fill(s.equal_elem(0.0), 0.0);
+    let value = match (spec.bits, spec.quant_type) {
+        (1, _) => {
+            let alpha = x.clone().abs().mean_dim(1);
+            let sign = x
+                .clone()
+                .greater_equal_elem(0.0)
+                .float()
+                .mul_scalar(2.0)
+                .sub_scalar(1.0);
+            sign * alpha
+        }
+        (2, _) => {
+            let a = x.clone().abs();
+            let threshold = a.clone().mean_dim(1).mul_scalar(0.7).expand([groups, len]);
+            let past = a.clone().greater(threshold).float();
+            let count = past.clone().sum_dim(1);
+            let alpha = (a * past.clone()).sum_dim(1) / count.clamp_min(1.0);
+            x.clone().sign() * past * alpha
+        }
+        (bits, QuantType::Symmetric) => {
+            let qmax = ((1u32 << (bits - 1)) - 1) as f32;
+            let (min, max) = (x.clone().min_dim(1), x.clone().max_dim(1));
+            let m = min.clone().abs().max_pair(max.clone().abs());
+            // All values equal: code ±1 with scale |x| reproduces them exactly.
+            let s = m.clone().div_scalar(qmax).mask_where(min.equal(max), m);
+            let q = scaled(x.clone(), recip_or_zero(s.clone())).clamp(-qmax, qmax);
+            q * s
+        }
+        (bits, QuantType::Asymmetric) => {
+            let n = ((1u64 << bits) - 1) as f32;
+            let limit = (1u32 << 30) as f32;
+            let (min, max) = (x.clone().min_dim(1), x.clone().max_dim(1));
+            let equal = min.clone().equal(max.clone());
+            let s = (max - min.clone())
+                .div_scalar(n)
+                .mask_where(equal.clone(), min.clone().abs());
+            let z = (min.clone().neg() / s.clone())
+                .round()
+                .clamp(-limit, limit)
+                .mask_where(equal, min.lower_elem(0.0).float());
+            let q = (scaled(x.clone(), recip_or_zero(s.clone())) + z.clone()).clamp(0.0, n);
+            (q - z) * s
+        }
+    };
+    let out = if mix_ratio == 0.0 {
+        value
+    } else {
+        x.mul_scalar(mix_ratio) + value.mul_scalar(1.0 - mix_ratio)
+    };
+    Ok(B::float_reshape(out.into_primitive().tensor(), shape))
+}
+
 #[cfg(feature = "ndarray")]
 impl<E, I, Q> MoqBackend for burn::backend::NdArray<E, I, Q>
 where
@@ -153,8 +255,8 @@ impl<B: MoqBackend, C: CheckpointStrategy> MoqBackend for Autodiff<B, C> {
     }
 }
 
-/// burn's cubecl backends (burn-wgpu, burn-cuda) through the generic path, until `moq-kernels`
-/// provides fused kernels for them.
+/// burn's cubecl backends (burn-wgpu, burn-cuda) through the tensor-ops path, on the device,
+/// until `moq-kernels` provides fused kernels for them.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl<R, F, I, BT> MoqBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
@@ -169,12 +271,12 @@ where
         spec: &QuantSpec,
         mix_ratio: f32,
     ) -> Result<FloatTensor<Self>> {
-        fake_quantize_on_host::<Self>(tensor, name, spec, mix_ratio)
+        fake_quantize_tensor_ops::<Self>(tensor, name, spec, mix_ratio)
     }
 }
 
-/// `Fusion<B>`, which is what `burn::backend::Wgpu` and `Cuda` are with default features:
-/// reading the tensor flushes the fusion stream, then the generic path runs.
+/// `Fusion<B>`, which is what `burn::backend::Wgpu` and `Cuda` are with default features: the
+/// tensor-ops path, whose element-wise ops the fusion stream can fuse.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl<B: burn_fusion::FusionBackend + MoqBackend> MoqBackend for burn_fusion::Fusion<B> {
     fn fake_quantize(
@@ -183,6 +285,6 @@ impl<B: burn_fusion::FusionBackend + MoqBackend> MoqBackend for burn_fusion::Fus
         spec: &QuantSpec,
         mix_ratio: f32,
     ) -> Result<FloatTensor<Self>> {
-        fake_quantize_on_host::<Self>(tensor, name, spec, mix_ratio)
+        fake_quantize_tensor_ops::<Self>(tensor, name, spec, mix_ratio)
     }
 }

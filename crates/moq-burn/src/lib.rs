@@ -25,7 +25,7 @@ pub mod error;
 pub mod optim;
 pub mod select;
 
-pub use backend::{MoqBackend, fake_quantize, fake_quantize_on_host};
+pub use backend::{MoqBackend, fake_quantize, fake_quantize_on_host, fake_quantize_tensor_ops};
 pub use error::{MoqBurnError, Result};
 pub use moq_core;
 pub use optim::{

@@ -1,6 +1,6 @@
 //! MoqBackend on burn-wgpu (the `Fusion<CubeBackend<WgpuRuntime>>` type users hold, and the bare
-//! `CubeBackend`): results equal `moq-core`'s reference, gradients pass straight through, and the
-//! optimizer wrapper trains on it. Needs a wgpu adapter (lavapipe in CI): run with
+//! `CubeBackend`), which run the tensor-ops path: results match `moq-core`'s reference, gradients
+//! pass straight through, and the optimizer wrapper trains on it. Needs a wgpu adapter (lavapipe in CI): run with
 //! `cargo test -p moq-burn --features wgpu -- --include-ignored`.
 #![cfg(feature = "wgpu")]
 
@@ -17,6 +17,34 @@ fn reference(x: &[f32], spec: &QuantSpec, mix: f32) -> Vec<f32> {
     let mut out = x.to_vec();
     moq_core::fake_quantize_mixed("w", x, &mut out, spec, mix).unwrap();
     out
+}
+
+/// burn-wgpu runs the tensor-ops path: equal to the reference up to a few ulps of the scale (the
+/// reference nudges scales, and GPU division need not round like the CPU's), with elements on a
+/// rounding tie allowed one grid step away, but no more than 1% of them.
+fn assert_close(got: &[f32], x: &[f32], spec: &QuantSpec, mix: f32) {
+    let expected = reference(x, spec, mix);
+    let step = moq_core::quantize("w", x, spec)
+        .unwrap()
+        .scales
+        .iter()
+        .fold(0.0f32, |m, s| m.max(*s));
+    let mut off = 0;
+    for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+        let d = (a - b).abs();
+        assert!(
+            d <= step * 1.001 + 1e-5 * b.abs().max(1.0),
+            "{spec:?}: element {i}: {a} vs {b}"
+        );
+        if d > 1e-5 * b.abs().max(1e-3) {
+            off += 1;
+        }
+    }
+    assert!(
+        off * 100 <= got.len(),
+        "{spec:?}: {off} of {} elements off by more than rounding",
+        got.len()
+    );
 }
 
 fn check_backend<B: moq_burn::MoqBackend>() {
@@ -37,11 +65,7 @@ fn check_backend<B: moq_burn::MoqBackend>() {
         let t = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [8, 12]), &device);
         let q = fake_quantize(t, "w", &spec, mix).unwrap();
         assert_eq!(q.dims(), [8, 12]);
-        assert_eq!(
-            q.into_data().to_vec::<f32>().unwrap(),
-            reference(&x, &spec, mix),
-            "{spec:?}"
-        );
+        assert_close(&q.into_data().to_vec::<f32>().unwrap(), &x, &spec, mix);
     }
 }
 
@@ -108,8 +132,5 @@ fn wgpu_straight_through_and_training() {
         .to_vec::<f32>()
         .unwrap();
     let weight = model.weight.val().into_data().to_vec::<f32>().unwrap();
-    assert_eq!(
-        weight,
-        reference(&master, &QuantSpec::from_config(&config, 4), 0.0)
-    );
+    assert_close(&weight, &master, &QuantSpec::from_config(&config, 4), 0.0);
 }
