@@ -183,6 +183,12 @@ where
         setup.groups,
         setup.start_bits
     );
+    // Every schedule must fit the run: fail before training anything.
+    for &target in &args.targets {
+        for variant in Variant::ALL {
+            variant_config(variant, target, setup)?;
+        }
+    }
     let mut results = Results {
         targets: args.targets.clone(),
         cells: Vec::new(),

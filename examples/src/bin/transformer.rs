@@ -62,6 +62,12 @@ where
          one schedule per encoder layer (`encoder.layers.{{i}}`), the embeddings and head each their own",
         args.steps, setup.groups
     );
+    // Every schedule must fit the run: fail before training anything.
+    for &target in &args.targets {
+        for variant in Variant::ALL {
+            variant_config(variant, target, setup)?;
+        }
+    }
     let mut results = Results {
         targets: args.targets.clone(),
         cells: Vec::new(),
