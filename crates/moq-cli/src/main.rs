@@ -4,11 +4,14 @@
 //! the groups, NaN in a tensor, a bad flag) exits with status 2 and one line naming what is at
 //! fault; no output file is left behind.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod plot;
 mod quantize;
 mod schedule;
 
@@ -46,6 +49,9 @@ pub struct ScheduleArgs {
     /// Print the planner's answer for humans instead of CSV.
     #[arg(long)]
     pub summary: bool,
+    /// Also draw bits per layer over the run into this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 /// Grid type flag.
@@ -131,10 +137,38 @@ fn main() -> ExitCode {
 }
 
 /// Reads and parses a DeepSpeed config file; errors name the file.
-pub fn read_config(path: &std::path::Path) -> anyhow::Result<moq_core::QuantizeConfig> {
-    use anyhow::Context;
+pub fn read_config(path: &Path) -> Result<moq_core::QuantizeConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config `{}`", path.display()))?;
     moq_core::QuantizeConfig::from_json_str(&text)
         .with_context(|| format!("config `{}`", path.display()))
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`: the output
+/// is whole or absent.
+pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".moq-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in `{}`", dir.display()))?;
+    // Output files are for others to read too (tempfile creates them private).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+    }
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
 }

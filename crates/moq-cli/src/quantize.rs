@@ -2,15 +2,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use half::{bf16, f16};
 use moq_core::{Element, NoiseKey, QuantSpec, QuantType, Rounding, fake_quantize};
 use safetensors::{Dtype, SafeTensors, View};
 
-use crate::{QuantizeArgs, RoundingArg, TypeArg, read_config};
+use crate::{QuantizeArgs, RoundingArg, TypeArg, read_config, write_whole};
 
 /// A tensor to write: borrowed when copied unchanged, owned when quantized.
 struct OutTensor<'a> {
@@ -156,25 +154,4 @@ fn quantize_bytes(name: &str, dtype: Dtype, data: &[u8], spec: &QuantSpec) -> Re
         }
         other => bail!("tensor `{name}`: dtype {other:?} cannot be quantized"),
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`: the output
-/// is whole or absent.
-fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".moq-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in `{}`", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write `{}`", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write `{}`", path.display()))?;
-    Ok(())
 }

@@ -24,6 +24,22 @@ pub fn run(args: &ScheduleArgs) -> Result<()> {
         schedule.set_eigenvalues(e).context("--eigenvalues")?;
     }
     let plan = plan(&schedule, args.steps);
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{}: {} → {} bits, period {}, offset {}",
+            args.config.file_name().map_or_else(
+                || args.config.display().to_string(),
+                |n| n.to_string_lossy().into()
+            ),
+            config.start_bits,
+            config.target_bits,
+            config.period,
+            config.schedule_offset
+        );
+        let svg = crate::plot::schedule_svg(&plan, &title)?;
+        crate::write_whole(path, svg.as_bytes())?;
+        eprintln!("moq: schedule plot written to {}", path.display());
+    }
     let text = if args.summary {
         summary(args, &config, &plan)
     } else {

@@ -132,6 +132,56 @@ fn schedule_summary_warns_with_a_period_that_works() {
     assert!(stdout(&o).contains("every layer reaches its target within 80 steps"));
 }
 
+#[test]
+fn schedule_plot_draws_every_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "ds.json", HAND_CONFIG);
+    let svg = dir.path().join("schedule.svg");
+    let o = schedule(
+        &config,
+        &[
+            "--steps",
+            "200",
+            "--eigenvalues",
+            "0,0.5,1",
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("step,layer,bits\n"),
+        "the CSV is still printed"
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "{}", &text[..100]);
+    assert!(text.contains("ds.json: 12 → 8 bits, period 10, offset 0"));
+    for label in ["layer 0 (e = 0)", "layer 1 (e = 0.5)", "layer 2 (e = 1)"] {
+        assert!(text.contains(label), "{label}");
+    }
+    // One staircase per layer, plus one legend sample each.
+    assert!(
+        text.matches("<polyline").count() >= 6,
+        "{}",
+        text.matches("<polyline").count()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&svg).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+    }
+    let before = std::fs::read_dir(dir.path()).unwrap().count();
+    let missing = dir.path().join("no/such/dir/plot.svg");
+    let o = schedule(
+        &config,
+        &["--steps", "200", "--plot", missing.to_str().unwrap()],
+    );
+    assert_bad(&o, "cannot create a file in", dir.path(), before);
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
     input: PathBuf,
