@@ -497,6 +497,12 @@ where
     fn after_step(&mut self, module: M) -> M {
         let e = &self.config.eigenvalue;
         let due = (self.schedule.steps_taken() + 1).is_multiple_of(e.gas_boundary_resolution);
+        if e.enabled && self.eigenvalues.is_none() && self.schedule.steps_taken() == 0 {
+            log::warn!(
+                "MoQ: eigenvalue.enabled is set but no EigenvalueProvider is attached \
+                 (MoqOptimizer::with_eigenvalues): periods are not stretched"
+            );
+        }
         if e.enabled && due && self.schedule.needs_eigenvalues() {
             let values = self
                 .eigenvalues
