@@ -1,5 +1,6 @@
-//! Shared pieces of the MoQ examples: the four ways a model is trained (full precision, basic
-//! QAT, MoQ, MoQ with mixing), the training loop, seeded shuffling and the results table.
+//! Shared pieces of the MoQ examples: the five ways a model is trained (full precision, basic
+//! QAT, MoQ, MoQ with mixing, MoQ with Hessian eigenvalues), the training loop, seeded
+//! shuffling and the results table.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,7 +12,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use moq_burn::{Moq, MoqBackend};
+use moq_burn::{EigenHistory, EigenvalueProvider, Moq, MoqBackend};
 use moq_core::{QuantizeConfig, Schedule, plan};
 
 pub mod permutation;
@@ -27,15 +28,19 @@ pub enum Variant {
     Moq,
     /// MoQ with `fp16_mixed_quantize`: each drop blends in gradually.
     MoqMixing,
+    /// MoQ with `eigenvalue.enabled`: sensitive layers (large top Hessian eigenvalue) lose
+    /// their bits more slowly.
+    MoqEigen,
 }
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::FullPrecision,
         Variant::Qat,
         Variant::Moq,
         Variant::MoqMixing,
+        Variant::MoqEigen,
     ];
 
     /// Row label.
@@ -45,6 +50,7 @@ impl Variant {
             Variant::Qat => "basic QAT (target bits from step 0)",
             Variant::Moq => "MoQ (scheduled)",
             Variant::MoqMixing => "MoQ + mixing",
+            Variant::MoqEigen => "MoQ + eigenvalue",
         }
     }
 }
@@ -86,6 +92,10 @@ pub struct QuantSetup {
 
 /// The `quantize_training` config of `variant` at `target` bits; `None` for full precision.
 /// MoQ's period is the planner's largest one that reaches the target by `reach_by` of the run.
+///
+/// With eigenvalues, the most sensitive layer always has the normalised eigenvalue 1 (factor
+/// 5: each period is 10 times the last), so the schedule is planned for that worst case: the
+/// highest start (at most `start_bits`) from which it still reaches the target in time.
 pub fn variant_config(
     variant: Variant,
     target: u32,
@@ -94,15 +104,21 @@ pub fn variant_config(
     let base = QuantizeConfig::builder()
         .schedule_offset(0)
         .groups(setup.groups);
+    let horizon = (setup.steps as f64 * setup.reach_by) as u64;
+    let suggested = |start: u32, eigen: bool| -> Result<Option<u64>> {
+        let probe = base.clone().bits(start, target).period(1).build()?;
+        let mut schedule = Schedule::new(&probe, 1)?;
+        if eigen {
+            schedule.set_eigenvalues(&[1.0])?;
+        }
+        Ok(plan(&schedule, horizon).layers[0].suggested_period)
+    };
     let config = match variant {
         Variant::FullPrecision => return Ok(None),
         Variant::Qat => base.bits(target, target).period(1).build()?,
         Variant::Moq | Variant::MoqMixing => {
             let start = setup.start_bits.max(target);
-            let horizon = (setup.steps as f64 * setup.reach_by) as u64;
-            let probe = base.clone().bits(start, target).period(1).build()?;
-            let planned = plan(&Schedule::new(&probe, 1)?, horizon);
-            let Some(period) = planned.layers[0].suggested_period else {
+            let Some(period) = suggested(start, false)? else {
                 bail!("{start} → {target} bits cannot be scheduled within {horizon} steps");
             };
             let period = period.min(setup.steps);
@@ -113,6 +129,24 @@ pub fn variant_config(
             } else {
                 builder.build()?
             }
+        }
+        Variant::MoqEigen => {
+            let mut start = setup.start_bits.max(target);
+            let period = loop {
+                match suggested(start, true)? {
+                    Some(period) => break period,
+                    None if start > target + 1 => start -= 1,
+                    None => bail!(
+                        "{target} bits with eigenvalues cannot be scheduled within {horizon} steps"
+                    ),
+                }
+            };
+            let mut config = base
+                .bits(start, target)
+                .period(period.min(setup.steps))
+                .build()?;
+            config.eigenvalue.enabled = true;
+            config
         }
     };
     Ok(Some(config))
@@ -126,17 +160,22 @@ pub struct Trained<M> {
     pub bits: Vec<Option<u32>>,
     /// Steps skipped for non-finite gradients.
     pub skipped: u64,
+    /// Every bit drop: `(step, layer, bits after the drop)`.
+    pub drops: Vec<(u64, usize, u32)>,
+    /// Names of the schedule's layers (empty for full precision).
+    pub layers: Vec<String>,
     /// Wall time of the training loop, in seconds.
     pub seconds: f64,
 }
 
 /// Trains `model` for `steps` Adam steps at learning rate `lr`, wrapped by MoQ when `config`
-/// is given (`customize` adds layer patterns and the like). `loss(model, step)` is the loss of
-/// the step's batch.
+/// is given (`customize` adds layer patterns and the like; `eigenvalues` is the provider when
+/// the config enables them). `loss(model, step)` is the loss of the step's batch.
 pub fn train<B, M>(
     model: M,
     config: Option<QuantizeConfig>,
     customize: impl FnOnce(Moq) -> Moq,
+    eigenvalues: Option<Box<dyn EigenvalueProvider<M>>>,
     steps: u64,
     lr: f64,
     loss: impl Fn(&M, u64) -> Tensor<B, 1>,
@@ -144,34 +183,48 @@ pub fn train<B, M>(
 where
     B: AutodiffBackend,
     B::InnerBackend: MoqBackend,
-    M: AutodiffModule<B>,
+    M: AutodiffModule<B> + 'static,
 {
     let adam = AdamConfig::new().init();
     let start = Instant::now();
-    match config {
-        None => {
-            let (model, _) = run_loop(model, adam, steps, lr, &loss);
-            Ok(Trained {
-                model,
-                bits: Vec::new(),
-                skipped: 0,
-                seconds: start.elapsed().as_secs_f64(),
-            })
-        }
-        Some(config) => {
-            let optim = customize(Moq::new(config)).init(adam, &model)?;
-            let (model, optim) = run_loop(model, optim, steps, lr, &loss);
-            if let Some(err) = optim.take_error() {
-                bail!("MoQ reported an error during training: {err}");
-            }
-            Ok(Trained {
-                model,
-                bits: optim.layer_bits(),
-                skipped: optim.skipped_steps(),
-                seconds: start.elapsed().as_secs_f64(),
-            })
-        }
+    let Some(config) = config else {
+        let (model, _) = run_loop(model, adam, steps, lr, &loss, |_, _| {});
+        return Ok(Trained {
+            model,
+            bits: Vec::new(),
+            skipped: 0,
+            drops: Vec::new(),
+            layers: Vec::new(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    };
+    let mut optim = customize(Moq::new(config)).init(adam, &model)?;
+    if let Some(provider) = eigenvalues {
+        optim = optim.with_eigenvalues(provider);
     }
+    let mut drops = Vec::new();
+    let mut last: Vec<Option<u32>> = vec![None; optim.layers().len()];
+    let (model, optim) = run_loop(model, optim, steps, lr, &loss, |optim, step| {
+        for (layer, (now, last)) in optim.layer_bits().into_iter().zip(&mut last).enumerate() {
+            if let (Some(bits), Some(before)) = (now, *last)
+                && bits < before
+            {
+                drops.push((step, layer, bits));
+            }
+            *last = now;
+        }
+    });
+    if let Some(err) = optim.take_error() {
+        bail!("MoQ reported an error during training: {err}");
+    }
+    Ok(Trained {
+        model,
+        bits: optim.layer_bits(),
+        skipped: optim.skipped_steps(),
+        drops,
+        layers: optim.layers().iter().map(|l| l.name.clone()).collect(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 fn run_loop<B, M, O>(
@@ -180,6 +233,7 @@ fn run_loop<B, M, O>(
     steps: u64,
     lr: f64,
     loss: &impl Fn(&M, u64) -> Tensor<B, 1>,
+    mut after_step: impl FnMut(&O, u64),
 ) -> (M, O)
 where
     B: AutodiffBackend,
@@ -189,8 +243,66 @@ where
     for step in 0..steps {
         let grads = GradientsParams::from_grads(loss(&model, step).backward(), &model);
         model = optim.step(lr, model, grads);
+        after_step(&optim, step);
     }
     (model, optim)
+}
+
+/// Each layer's schedule as it ran: `name: 12@0 11@40 10@120 …` (bits from step).
+pub fn schedule_lines(trained: &Trained<impl Sized>, start_bits: u32) -> Vec<String> {
+    trained
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(layer, name)| {
+            let mut line = format!("{name}: {start_bits}@0");
+            for (step, _, bits) in trained.drops.iter().filter(|d| d.1 == layer) {
+                let _ = write!(line, " {bits}@{step}");
+            }
+            line
+        })
+        .collect()
+}
+
+/// What the eigenvalue computations of a run cost: computations, Hessian-vector products,
+/// seconds, and whether the products were exact.
+pub fn eigen_summary(history: &EigenHistory) -> String {
+    let records = history.records();
+    let hvps: u32 = records.iter().map(|r| r.report.hvps()).sum();
+    let seconds: f64 = records.iter().map(|r| r.seconds).sum();
+    let exact = records
+        .iter()
+        .flat_map(|r| &r.report.blocks)
+        .all(|b| b.exact);
+    format!(
+        "{} eigenvalue computations, {hvps} Hessian-vector products ({}), {seconds:.1} s",
+        records.len(),
+        if exact { "exact" } else { "finite differences" }
+    )
+}
+
+/// Runs the steps `steps` of a training loop and returns the model and the wall time, with any
+/// queued device work finished before the clock stops (for the timing binaries).
+pub fn timed_block<B, M, O>(
+    model: M,
+    optim: &mut O,
+    steps: std::ops::Range<u64>,
+    lr: f64,
+    loss: &impl Fn(&M, u64) -> Tensor<B, 1>,
+) -> (M, std::time::Duration)
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let start = Instant::now();
+    let mut model = model;
+    for step in steps {
+        let grads = GradientsParams::from_grads(loss(&model, step).backward(), &model);
+        model = optim.step(lr, model, grads);
+    }
+    let _ = loss(&model, 0).into_scalar();
+    (model, start.elapsed())
 }
 
 /// A small seeded generator (xorshift64*) for shuffling: reproducible, independent of the
@@ -327,11 +439,17 @@ mod tests {
             reach_by: 0.6,
         };
         for target in [8, 4, 2] {
-            for variant in [Variant::Moq, Variant::MoqMixing] {
+            for variant in [Variant::Moq, Variant::MoqMixing, Variant::MoqEigen] {
                 let cfg = variant_config(variant, target, setup).unwrap().unwrap();
-                let p = plan(&Schedule::new(&cfg, 1).unwrap(), 1080);
+                let mut schedule = Schedule::new(&cfg, 1).unwrap();
+                if cfg.eigenvalue.enabled {
+                    // The worst case: the most sensitive layer.
+                    schedule.set_eigenvalues(&[1.0]).unwrap();
+                }
+                let p = plan(&schedule, 1080);
                 assert!(p.layers[0].target_step().is_some(), "{variant:?} {target}");
                 assert_eq!(cfg.mixing.enabled, variant == Variant::MoqMixing);
+                assert_eq!(cfg.eigenvalue.enabled, variant == Variant::MoqEigen);
             }
             let qat = variant_config(Variant::Qat, target, setup)
                 .unwrap()

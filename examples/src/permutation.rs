@@ -3,12 +3,15 @@
 //! half? Answering needs attention, since every token must be compared with the other half.
 
 use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::transformer::{
     TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
 };
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+
+use moq_burn::moq_hessian::HessianLoss;
 
 use crate::Rng;
 
@@ -129,4 +132,38 @@ pub fn accuracy<B: Backend>(model: &Classifier<B>, data: &Task, device: &B::Devi
     let predicted = model.forward(x).argmax(1).squeeze_dim::<1>(1);
     let correct: i64 = predicted.equal(y).int().sum().into_scalar().elem();
     correct as f64 / data.len() as f64
+}
+
+/// The training loss on a fixed probe batch: what the Hessian eigenvalues are taken of.
+pub struct Probe {
+    tokens: TensorData,
+    labels: TensorData,
+}
+
+impl Probe {
+    /// The batch of `rows` of `task`.
+    pub fn new(task: &Task, rows: &[usize]) -> Self {
+        let (tokens, labels) = task.tensors::<burn::backend::NdArray>(rows, &Default::default());
+        Self {
+            tokens: tokens.into_data(),
+            labels: labels.into_data(),
+        }
+    }
+}
+
+impl HessianLoss for Probe {
+    type Model<B: Backend> = Classifier<B>;
+
+    fn model<B: Backend>(&self, device: &B::Device) -> Classifier<B> {
+        Classifier::new(device)
+    }
+
+    fn loss<B: Backend>(&self, model: &Classifier<B>) -> Tensor<B, 1> {
+        let device = model.head.weight.device();
+        let tokens = Tensor::<B, 2, Int>::from_data(self.tokens.clone(), &device);
+        let labels = Tensor::<B, 1, Int>::from_data(self.labels.clone(), &device);
+        CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(model.forward(tokens), labels)
+    }
 }

@@ -9,6 +9,10 @@ pub enum MoqBurnError {
     #[error(transparent)]
     Core(#[from] moq_core::MoqError),
 
+    /// An error computing Hessian eigenvalues.
+    #[error(transparent)]
+    Hessian(#[from] moq_hessian::HessianError),
+
     /// A module-path pattern that is not well formed.
     #[error("pattern `{pattern}`: {reason}")]
     BadPattern {

@@ -12,22 +12,28 @@
 //!   `Backend`: a generic implementation (NdArray), and a straight-through backward for
 //!   `Autodiff<B>`.
 //!
-//! The algorithm itself is [`moq_core`] (re-exported). Not implemented yet: the cubecl kernels
-//! for burn-wgpu and burn-cuda, `QuantizedLinear` and export (the moq-kernels issue), and the
-//! Hessian eigenvalue provider (the moq-hessian issue; [`EigenvalueProvider`] is the hook).
+//! - [`HessianProvider`] ([`eigen`]): per-layer Hessian eigenvalues from [`moq_hessian`] that
+//!   stretch the periods of sensitive layers (`eigenvalue.enabled`).
+//!
+//! The algorithm itself is [`moq_core`] (re-exported, as is [`moq_hessian`]). Not implemented
+//! yet: the cubecl kernels for burn-wgpu and burn-cuda, `QuantizedLinear` and export (the
+//! moq-kernels issue).
 //!
 //! Backends are chosen by features passed down to burn: `ndarray` (default), `wgpu`, `vulkan`,
 //! `cuda`.
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod eigen;
 pub mod error;
 pub mod optim;
 pub mod select;
 
 pub use backend::{MoqBackend, fake_quantize, fake_quantize_on_host, fake_quantize_tensor_ops};
+pub use eigen::{EigenHistory, EigenRecord, HessianProvider};
 pub use error::{MoqBurnError, Result};
 pub use moq_core;
+pub use moq_hessian;
 pub use optim::{
     EigenvalueProvider, FixedEigenvalues, Moq, MoqLayer, MoqOptimizer, MoqRecord, MoqStatus,
     StatusSnapshot,

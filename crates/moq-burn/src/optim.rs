@@ -285,11 +285,42 @@ pub struct MoqLayer {
 }
 
 /// Supplies normalized per-layer eigenvalues (in `[0, 1]`, in [`MoqOptimizer::layers`] order)
-/// when the schedule asks for them: every `gas_boundary_resolution` steps while some layer is
-/// above its target (DeepSpeed's rule). `moq-hessian` implements it from the model's Hessian.
+/// when the schedule needs them. [`crate::HessianProvider`] computes them from the model's
+/// Hessian; [`FixedEigenvalues`] replays known ones.
+///
+/// The wrapper asks at every `gas_boundary_resolution`-th step after which some layer will lose
+/// a bit before the next such step. An eigenvalue only matters at a drop (it sets the period
+/// after it), so this gives exactly the schedule of DeepSpeed's rule (ask at every such step
+/// while a layer is above its target) at a fraction of the cost.
 pub trait EigenvalueProvider<M>: Send {
-    /// The eigenvalues at this point of training, or `None` to keep the previous ones.
-    fn eigenvalues(&mut self, model: &M, layers: &[MoqLayer]) -> Option<Vec<f32>>;
+    /// The eigenvalues at this point of training, or `None` to keep the previous ones. An
+    /// error is reported through [`MoqOptimizer::take_error`] and the previous values stay.
+    fn eigenvalues(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>>;
+
+    /// State to keep in the optimizer's record (warm-start vectors, counters), so a resumed
+    /// run computes the same eigenvalues as an uninterrupted one. `None` when stateless.
+    fn save_state(&self) -> Option<String> {
+        None
+    }
+
+    /// Restores what [`EigenvalueProvider::save_state`] returned.
+    fn load_state(&mut self, _state: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<M, P: EigenvalueProvider<M> + ?Sized> EigenvalueProvider<M> for Box<P> {
+    fn eigenvalues(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>> {
+        (**self).eigenvalues(model, layers)
+    }
+
+    fn save_state(&self) -> Option<String> {
+        (**self).save_state()
+    }
+
+    fn load_state(&mut self, state: &str) -> Result<()> {
+        (**self).load_state(state)
+    }
 }
 
 /// Fixed eigenvalues: for tests, and to reproduce a schedule planned with `moq schedule
@@ -298,8 +329,8 @@ pub trait EigenvalueProvider<M>: Send {
 pub struct FixedEigenvalues(pub Vec<f32>);
 
 impl<M> EigenvalueProvider<M> for FixedEigenvalues {
-    fn eigenvalues(&mut self, _model: &M, _layers: &[MoqLayer]) -> Option<Vec<f32>> {
-        Some(self.0.clone())
+    fn eigenvalues(&mut self, _model: &M, _layers: &[MoqLayer]) -> Result<Option<Vec<f32>>> {
+        Ok(Some(self.0.clone()))
     }
 }
 
@@ -402,7 +433,8 @@ impl<O, M, B: AutodiffBackend> MoqOptimizer<O, M, B> {
         self
     }
 
-    /// Sets the source of per-layer eigenvalues (`eigenvalue.enabled` in the config).
+    /// Sets the source of per-layer eigenvalues (`eigenvalue.enabled` in the config). Attach it
+    /// before loading a record, so the provider's saved state reaches it.
     pub fn with_eigenvalues(mut self, provider: impl EigenvalueProvider<M> + 'static) -> Self {
         self.eigenvalues = Some(Arc::new(Mutex::new(provider)));
         self
@@ -503,13 +535,17 @@ where
                  (MoqOptimizer::with_eigenvalues): periods are not stretched"
             );
         }
-        if e.enabled && due && self.schedule.needs_eigenvalues() {
-            let values = self
-                .eigenvalues
-                .as_ref()
-                .and_then(|p| p.lock().ok()?.eigenvalues(&module, &self.layers));
-            if let Some(Err(err)) = values.map(|v| self.schedule.set_eigenvalues(&v)) {
-                self.record_error(err.into());
+        if e.enabled && due && self.schedule.drops_within(e.gas_boundary_resolution) {
+            let values = match self.eigenvalues.as_ref().map(|p| p.lock()) {
+                Some(Ok(mut provider)) => provider.eigenvalues(&module, &self.layers),
+                _ => Ok(None),
+            };
+            let set = values.and_then(|v| match v {
+                Some(v) => Ok(self.schedule.set_eigenvalues(&v)?),
+                None => Ok(()),
+            });
+            if let Err(err) = set {
+                self.record_error(err);
             }
         }
         let report = self.schedule.step();
@@ -606,6 +642,10 @@ where
             schedule: self.schedule.clone(),
             skipped_steps: self.skipped_steps,
             seed: self.seed,
+            eigenvalues: self
+                .eigenvalues
+                .as_ref()
+                .and_then(|p| p.lock().ok()?.save_state()),
         };
         MoqRecord {
             inner: self.inner.to_record(),
@@ -627,6 +667,12 @@ where
         // through `take_error` and the optimizer keeps its current MoQ state.
         match self.check_record(&record) {
             Ok(state) => {
+                if let (Some(saved), Some(provider)) = (&state.eigenvalues, &self.eigenvalues)
+                    && let Ok(mut provider) = provider.lock()
+                    && let Err(err) = provider.load_state(saved)
+                {
+                    self.record_error(err);
+                }
                 self.schedule = state.schedule;
                 self.skipped_steps = state.skipped_steps;
                 self.seed = state.seed;
@@ -690,6 +736,9 @@ struct SavedState {
     schedule: Schedule,
     skipped_steps: u64,
     seed: u64,
+    /// The eigenvalue provider's state, if it has one.
+    #[serde(default)]
+    eigenvalues: Option<String>,
 }
 
 /// The wrapper's record: the inner optimizer's record, the full-precision masters (flattened)

@@ -8,7 +8,11 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use moq_burn::{FixedEigenvalues, Moq, MoqBurnError, fake_quantize};
+use moq_burn::moq_hessian::{HessianEigenvalues, HessianLoss};
+use moq_burn::{
+    EigenvalueProvider, FixedEigenvalues, HessianProvider, Moq, MoqBurnError, MoqLayer,
+    fake_quantize,
+};
 use moq_core::{QuantSpec, QuantType, QuantizeConfig, Schedule, plan};
 
 type B = Autodiff<NdArray>;
@@ -185,12 +189,16 @@ fn bits_follow_the_planned_schedule_with_layer_patterns_and_eigenvalues() {
         ["layers.0.weight", "layers.0.bias"]
     );
 
-    // The eigenvalues cover 3 of 4 layers: the schedule refuses them and says so.
-    let g = grads(&model, 0);
-    model = optim.step(1e-3, model, g);
+    // The eigenvalues cover 3 of 4 layers: the schedule refuses them and says so (at the
+    // first step before a drop, when they are first asked for).
+    let mut error = None;
+    for step in 0..8 {
+        let g = grads(&model, step);
+        model = optim.step(1e-3, model, g);
+        error = error.or(optim.take_error());
+    }
     assert!(
-        optim
-            .take_error()
+        error
             .unwrap()
             .to_string()
             .contains("3 eigenvalues given for 4 layers")
@@ -695,5 +703,225 @@ fn tensor_ops_path_matches_the_reference() {
     assert_eq!(
         err.to_string(),
         "tensor `enc.w`: 4 elements cannot be split into 3 equal groups"
+    );
+}
+
+/// Eigenvalues that depend on the step, with a log of when they were asked for.
+struct StepEigenvalues {
+    step: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+fn eigen_at(step: u64, layers: usize) -> Vec<f32> {
+    (0..layers as u64)
+        .map(|l| ((step * 7 + l * 3) % 11) as f32 / 10.0)
+        .map(|e| e.min(1.0))
+        .collect()
+}
+
+impl<M> EigenvalueProvider<M> for StepEigenvalues {
+    fn eigenvalues(
+        &mut self,
+        _model: &M,
+        layers: &[MoqLayer],
+    ) -> moq_burn::Result<Option<Vec<f32>>> {
+        let step = self.step.load(std::sync::atomic::Ordering::SeqCst);
+        self.asked.lock().unwrap().push(step);
+        Ok(Some(eigen_at(step, layers.len())))
+    }
+}
+
+#[test]
+fn eigenvalues_asked_only_before_drops_give_deepspeeds_schedule() {
+    let device = Default::default();
+    for resolution in [1, 3] {
+        let cfg = QuantizeConfig {
+            eigenvalue: moq_core::EigenvalueConfig {
+                enabled: true,
+                gas_boundary_resolution: resolution,
+                ..Default::default()
+            },
+            ..config(10, 5, 2, 3)
+        };
+        let step = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut model = Net::<B>::new(&device);
+        let mut optim = Moq::new(cfg.clone())
+            .init(SgdConfig::new().init(), &model)
+            .unwrap()
+            .with_eigenvalues(StepEigenvalues {
+                step: step.clone(),
+                asked: asked.clone(),
+            });
+        let layers = optim.layers().len();
+        // DeepSpeed's rule: at every boundary while a layer is above its target.
+        let mut reference = Schedule::new(&cfg, layers).unwrap();
+        let mut boundaries = 0;
+        for i in 0..400u64 {
+            step.store(i, std::sync::atomic::Ordering::SeqCst);
+            if (i + 1) % resolution == 0 && reference.needs_eigenvalues() {
+                reference.set_eigenvalues(&eigen_at(i, layers)).unwrap();
+                boundaries += 1;
+            }
+            reference.step();
+            let g = grads(&model, i as usize);
+            model = optim.step(1e-3, model, g);
+            let expected: Vec<_> = (0..layers).map(|l| reference.bits(l)).collect();
+            assert_eq!(
+                optim.layer_bits(),
+                expected,
+                "step {i}, resolution {resolution}"
+            );
+        }
+        let asked = asked.lock().unwrap().clone();
+        assert!(!asked.is_empty());
+        assert!(asked.iter().all(|s| (s + 1) % resolution == 0));
+        assert!(
+            asked.len() * 4 < boundaries,
+            "asked {} times, DeepSpeed {boundaries}",
+            asked.len()
+        );
+    }
+}
+
+/// The loss the provider differentiates: the training loss on one probe batch.
+struct Probe;
+
+impl HessianLoss for Probe {
+    type Model<X: Backend> = Net<X>;
+
+    fn model<X: Backend>(&self, device: &X::Device) -> Net<X> {
+        Net::new(device)
+    }
+
+    fn loss<X: Backend>(&self, model: &Net<X>) -> Tensor<X, 1> {
+        let device = model.head.weight.device();
+        let x = Tensor::<X, 2>::from_data(batch(0).into_data(), &device);
+        model.forward(x).powi_scalar(2).mean()
+    }
+}
+
+#[test]
+fn hessian_provider_feeds_the_schedule() {
+    let device = Default::default();
+    let cfg = QuantizeConfig {
+        eigenvalue: moq_core::EigenvalueConfig {
+            enabled: true,
+            max_iter: 50,
+            ..Default::default()
+        },
+        ..config(10, 6, 2, 0)
+    };
+    let mut model = Net::<B>::new(&device);
+    let provider = HessianProvider::<B, _>::new(HessianEigenvalues::new(Probe, &cfg.eigenvalue));
+    let history = provider.history();
+    let mut optim = Moq::new(cfg)
+        .layers("layers.{i}")
+        .init(AdamConfig::new().init(), &model)
+        .unwrap()
+        .with_eigenvalues(provider);
+    for step in 0..200 {
+        let g = grads(&model, step);
+        model = optim.step(1e-3, model, g);
+    }
+    assert!(optim.take_error().is_none());
+    let records = history.records();
+    assert!(records.len() >= 4, "{} computations", records.len());
+    let names: Vec<&str> = optim.layers().iter().map(|l| l.name.as_str()).collect();
+    for (i, record) in records.iter().enumerate() {
+        let blocks: Vec<&str> = record
+            .report
+            .blocks
+            .iter()
+            .map(|b| b.block.as_str())
+            .collect();
+        assert_eq!(blocks, names);
+        // nn::Linear is not twice differentiable in burn 0.21: finite differences.
+        assert!(
+            record
+                .report
+                .blocks
+                .iter()
+                .all(|b| !b.exact && b.eigenvalue.is_finite())
+        );
+        assert!(record.report.blocks.iter().all(|b| b.warm == (i > 0)));
+        let max = record.report.normalized.iter().cloned().fold(0.0, f32::max);
+        assert_eq!(max, 1.0);
+    }
+    assert_eq!(
+        optim.schedule().eigenvalues(),
+        Some(records.last().unwrap().report.normalized.as_slice())
+    );
+    // The stretched schedule is behind the unstretched one.
+    let unstretched = plan(&Schedule::new(optim.config(), names.len()).unwrap(), 200);
+    let behind = optim
+        .layer_bits()
+        .iter()
+        .zip(&unstretched.layers)
+        .any(|(bits, plan)| bits.unwrap() > plan.final_bits().unwrap());
+    assert!(behind, "{:?}", optim.layer_bits());
+}
+
+#[test]
+fn hessian_provider_resumes_bit_for_bit() {
+    let device = Default::default();
+    let cfg = QuantizeConfig {
+        eigenvalue: moq_core::EigenvalueConfig {
+            enabled: true,
+            max_iter: 30,
+            ..Default::default()
+        },
+        ..config(10, 6, 2, 0)
+    };
+    let setup = |model: &Net<B>| {
+        let provider =
+            HessianProvider::<B, _>::new(HessianEigenvalues::new(Probe, &cfg.eigenvalue).seed(4));
+        let history = provider.history();
+        let optim = Moq::new(cfg.clone())
+            .layers("layers.{i}")
+            .init(AdamConfig::new().init(), model)
+            .unwrap()
+            .with_eigenvalues(provider);
+        (optim, history)
+    };
+    let n = 40;
+    let mut straight = Net::<B>::new(&device);
+    let (mut optim, straight_history) = setup(&straight);
+    for step in 0..2 * n {
+        let g = grads(&straight, step);
+        straight = optim.step(1e-3, straight, g);
+    }
+
+    let mut resumed = Net::<B>::new(&device);
+    let (mut first, _) = setup(&resumed);
+    for step in 0..n {
+        let g = grads(&resumed, step);
+        resumed = first.step(1e-3, resumed, g);
+    }
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let optim_bytes = recorder.record(first.to_record(), ()).unwrap();
+    let model_bytes = recorder.record(resumed.into_record(), ()).unwrap();
+    drop(first);
+    let mut resumed =
+        Net::<B>::new(&device).load_record(recorder.load(model_bytes, &device).unwrap());
+    let (second, resumed_history) = setup(&resumed);
+    let mut second = second.load_record(recorder.load(optim_bytes, &device).unwrap());
+    assert!(second.take_error().is_none());
+    for step in n..2 * n {
+        let g = grads(&resumed, step);
+        resumed = second.step(1e-3, resumed, g);
+    }
+    // The computations after the resume start warm, and find what the straight run found.
+    let straight_records = straight_history.records();
+    let after = resumed_history.records();
+    assert!(!after.is_empty());
+    let tail = &straight_records[straight_records.len() - after.len()..];
+    for (a, b) in after.iter().zip(tail) {
+        assert_eq!(a.report, b.report);
+    }
+    assert_eq!(second.layer_bits(), optim.layer_bits());
+    assert_eq!(
+        values(straight.head.weight.val()),
+        values(resumed.head.weight.val())
     );
 }

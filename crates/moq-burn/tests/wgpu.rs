@@ -134,3 +134,88 @@ fn wgpu_straight_through_and_training() {
     let weight = model.weight.val().into_data().to_vec::<f32>().unwrap();
     assert_close(&weight, &master, &QuantSpec::from_config(&config, 4), 0.0);
 }
+
+/// Two tanh layers from tensor ops (exact products need ops burn can differentiate twice).
+#[derive(burn::module::Module, Debug)]
+struct TwoLayer<B: Backend> {
+    w1: burn::module::Param<Tensor<B, 2>>,
+    w2: burn::module::Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> TwoLayer<B> {
+    fn new(device: &B::Device) -> Self {
+        let param = |rows: usize, cols: usize, salt: f32| {
+            let v: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i as f32 + salt) * 0.37).sin() * 0.6)
+                .collect();
+            burn::module::Param::from_tensor(Tensor::from_data(
+                TensorData::new(v, [rows, cols]),
+                device,
+            ))
+        };
+        Self {
+            w1: param(5, 7, 0.0),
+            w2: param(7, 3, 1.0),
+        }
+    }
+}
+
+struct Regression;
+
+impl moq_burn::moq_hessian::HessianLoss for Regression {
+    type Model<X: Backend> = TwoLayer<X>;
+
+    fn model<X: Backend>(&self, device: &X::Device) -> TwoLayer<X> {
+        TwoLayer::new(device)
+    }
+
+    fn loss<X: Backend>(&self, model: &TwoLayer<X>) -> Tensor<X, 1> {
+        let device = model.w1.device();
+        let x: Vec<f32> = (0..40).map(|i| (i as f32 * 0.53).cos()).collect();
+        let x = Tensor::<X, 2>::from_data(TensorData::new(x, [8, 5]), &device);
+        let y = burn::tensor::activation::tanh(x.matmul(model.w1.val())).matmul(model.w2.val());
+        (y - 0.5).powi_scalar(2).mean()
+    }
+}
+
+fn eigenvalues<B: Backend>(method: moq_burn::moq_hessian::HvpMethod) -> Vec<f32> {
+    use moq_burn::moq_hessian::{Block, HessianEigenvalues, Weights};
+    let config = moq_core::EigenvalueConfig {
+        max_iter: 300,
+        tol: 1e-6,
+        ..Default::default()
+    };
+    let model = TwoLayer::<B>::new(&Default::default());
+    HessianEigenvalues::new(Regression, &config)
+        .method(method)
+        .compute(
+            &Weights::from_module(&model),
+            &[Block::new("w1", ["w1"]), Block::new("w2", ["w2"])],
+        )
+        .unwrap()
+        .blocks
+        .iter()
+        .map(|b| b.eigenvalue)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn wgpu_hessian_eigenvalues_match_ndarray() {
+    use moq_burn::moq_hessian::HvpMethod;
+    let reference = eigenvalues::<burn::backend::NdArray>(HvpMethod::Exact);
+    let fd = HvpMethod::FiniteDifference {
+        relative_step: 1e-3,
+    };
+    for got in [
+        eigenvalues::<Wgpu>(HvpMethod::Exact),
+        eigenvalues::<Wgpu>(fd),
+    ] {
+        for (g, r) in got.iter().zip(&reference) {
+            assert!(
+                ((g - r) / r).abs() < 2e-3,
+                "wgpu {got:?} vs ndarray {reference:?}"
+            );
+        }
+    }
+}

@@ -317,6 +317,20 @@ impl Schedule {
             .any(|(s, spec)| s.bits > spec.target_bits)
     }
 
+    /// Whether some layer will lose a bit during the next `steps` optimizer steps. Eigenvalues
+    /// only matter at a drop (they set the period that follows it), so a provider asked only
+    /// when this holds for the steps until its next chance gives the same schedule as one asked
+    /// at every chance.
+    pub fn drops_within(&self, steps: u64) -> bool {
+        let end = self.step.saturating_add(steps);
+        let quantizing = end.saturating_sub(self.step.max(self.schedule_offset));
+        let q = self.quantizing_steps + quantizing;
+        self.layers
+            .iter()
+            .zip(&self.specs)
+            .any(|(s, spec)| s.bits > spec.target_bits && s.threshold <= q)
+    }
+
     /// Optimizer steps taken so far.
     pub fn steps_taken(&self) -> u64 {
         self.step
@@ -423,6 +437,25 @@ mod tests {
         assert!(s.set_eigenvalues(&[0.5]).is_err());
         assert!(s.set_eigenvalues(&[0.5, 1.5]).is_err());
         assert!(s.set_eigenvalues(&[0.5, f32::NAN]).is_err());
+    }
+
+    #[test]
+    fn drops_within_predicts_the_next_drops() {
+        for (offset, window) in [(0, 1), (0, 3), (5, 1), (5, 4), (7, 10)] {
+            let mut schedule = Schedule::new(&cfg(12, 8, 3, offset), 2).unwrap();
+            for _ in 0..200 {
+                let mut ahead = schedule.clone();
+                let predicted = schedule.drops_within(window);
+                let actual = (0..window).any(|_| !ahead.step().drops.is_empty());
+                assert_eq!(
+                    predicted,
+                    actual,
+                    "offset {offset}, window {window}, step {}",
+                    schedule.steps_taken()
+                );
+                schedule.step();
+            }
+        }
     }
 
     #[test]

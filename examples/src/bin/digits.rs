@@ -1,6 +1,6 @@
-//! MoQ on the UCI handwritten digits: an MLP (64 → 128 → 128 → 10) trained four ways (full
-//! precision, basic QAT, MoQ, MoQ with mixing) at 8, 4 and 2 bits over several seeds; prints the
-//! test-accuracy table and writes it to `docs/results.md`.
+//! MoQ on the UCI handwritten digits: an MLP (64 → 128 → 128 → 10) trained five ways (full
+//! precision, basic QAT, MoQ, MoQ with mixing, MoQ with Hessian eigenvalues) at 8, 4 and 2 bits
+//! over several seeds; prints the test-accuracy table and writes it to `docs/results.md`.
 //!
 //! `cargo run --release -p moq-examples --bin digits`
 
@@ -14,9 +14,11 @@ use burn::nn::{Linear, LinearConfig, Relu};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use clap::Parser;
-use moq_burn::MoqBackend;
+use moq_burn::moq_hessian::{HessianEigenvalues, HessianLoss};
+use moq_burn::{EigenvalueProvider, HessianProvider, MoqBackend};
 use moq_examples::{
-    Experiment, QuantSetup, Results, Rng, Variant, run_on, train, variant_config, write_section,
+    Experiment, QuantSetup, Results, Rng, Variant, eigen_summary, run_on, train, variant_config,
+    write_section,
 };
 
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
@@ -151,6 +153,29 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
+/// The training loss on a fixed probe batch: what the Hessian eigenvalues are taken of.
+struct Probe {
+    x: TensorData,
+    y: TensorData,
+}
+
+impl HessianLoss for Probe {
+    type Model<B: Backend> = Mlp<B>;
+
+    fn model<B: Backend>(&self, device: &B::Device) -> Mlp<B> {
+        Mlp::new(device)
+    }
+
+    fn loss<B: Backend>(&self, model: &Mlp<B>) -> Tensor<B, 1> {
+        let device = model.out.weight.device();
+        let x = Tensor::<B, 2>::from_data(self.x.clone(), &device);
+        let y = Tensor::<B, 1, Int>::from_data(self.y.clone(), &device);
+        CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(model.forward(x), y)
+    }
+}
+
 fn accuracy<B: Backend>(model: &Mlp<B>, data: &Digits, device: &B::Device) -> f64 {
     let rows: Vec<usize> = (0..data.len()).collect();
     let (x, y) = data.tensors::<B>(&rows, device);
@@ -200,10 +225,16 @@ where
                 continue;
             }
             let config = variant_config(variant, target, setup)?;
-            if let Some(cfg) = config.as_ref().filter(|_| variant == Variant::Moq) {
+            if let Some(cfg) = config
+                .as_ref()
+                .filter(|_| matches!(variant, Variant::Moq | Variant::MoqEigen))
+            {
                 schedules.push(format!(
-                    "{target}-bit: {} → {} bits, quantize_period {}",
-                    cfg.start_bits, cfg.target_bits, cfg.period
+                    "{} at {target} bits: {} → {} bits, quantize_period {}",
+                    variant.label(),
+                    cfg.start_bits,
+                    cfg.target_bits,
+                    cfg.period
                 ));
             }
             for seed in 0..args.seeds {
@@ -219,7 +250,31 @@ where
                     let (x, y) = train_set.tensors::<B>(rows, &device);
                     loss_fn.forward(model.forward(x), y)
                 };
-                let trained = train(model, config.clone(), |moq| moq, steps, 2e-3, loss)?;
+                let mut history = None;
+                let eigenvalues = config.as_ref().filter(|c| c.eigenvalue.enabled).map(|c| {
+                    // The probe: the first training batch of the run's seed.
+                    let mut order: Vec<usize> = (0..TRAIN).collect();
+                    Rng::new(seed * 1_000_003).shuffle(&mut order);
+                    let (x, y) = train_set.tensors::<B>(&order[..BATCH], &device);
+                    let probe = Probe {
+                        x: x.into_data(),
+                        y: y.into_data(),
+                    };
+                    let provider = HessianProvider::<B, _>::new(
+                        HessianEigenvalues::new(probe, &c.eigenvalue).seed(seed),
+                    );
+                    history = Some(provider.history());
+                    Box::new(provider) as Box<dyn EigenvalueProvider<Mlp<B>>>
+                });
+                let trained = train(
+                    model,
+                    config.clone(),
+                    |moq| moq,
+                    eigenvalues,
+                    steps,
+                    2e-3,
+                    loss,
+                )?;
                 let acc = accuracy(&trained.model.valid(), &test_set, &device);
                 results.add(variant, column, acc);
                 let bits = trained
@@ -240,6 +295,9 @@ where
                     if bits.is_empty() { "-".into() } else { bits },
                     trained.seconds
                 );
+                if let Some(history) = &history {
+                    println!("      {}", eigen_summary(history));
+                }
             }
         }
     }
@@ -260,8 +318,9 @@ where
     );
     let body = format!(
         "## UCI digits, MLP 64-128-128-10\n\nProduced by `{command}` (backend {}).\n\n{steps} Adam steps (lr 2e-3, batch {BATCH}), \
-         {} train / {} test images (fixed split), quantize_groups {}. MoQ schedules (period chosen by the planner to reach the \
-         target by 60% of training): {}. Mixing uses a change ratio of 2/period. Test accuracy in %, mean ± std over {} seeds:\n\n{table}",
+         {} train / {} test images (fixed split), quantize_groups {}. Schedules (period chosen by the planner to reach the \
+         target by 60% of training; with eigenvalues for the most sensitive layer, whose periods grow tenfold, so \
+         it starts lower): {}. Eigenvalues are computed on a fixed probe batch before each drop. Mixing uses a change ratio of 2/period. Test accuracy in %, mean ± std over {} seeds:\n\n{table}",
         args.backend,
         train_set.len(),
         test_set.len(),

@@ -4,18 +4,17 @@
 //!
 //! `cargo run --release -p moq-examples --bin overhead [-- --backend wgpu]`
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
-use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::AdamConfig;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use moq_burn::{Moq, MoqBackend};
 use moq_core::QuantizeConfig;
 use moq_examples::permutation::{BATCH, Classifier, LR, TRAIN, Task};
-use moq_examples::{Experiment, Rng, run_on};
+use moq_examples::{Experiment, Rng, run_on, timed_block};
 
 /// Time the transformer example's step with and without MoQ.
 #[derive(Parser, Debug)]
@@ -29,28 +28,6 @@ struct Args {
     /// Blocks per contender (the median ratio of paired blocks is reported).
     #[arg(long, default_value_t = 15)]
     rounds: usize,
-}
-
-fn timed_block<B, M, O>(
-    model: M,
-    optim: &mut O,
-    steps: std::ops::Range<u64>,
-    loss: &impl Fn(&M, u64) -> burn::tensor::Tensor<B, 1>,
-) -> (M, Duration)
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B>,
-    O: Optimizer<M, B>,
-{
-    let start = Instant::now();
-    let mut model = model;
-    for step in steps {
-        let grads = GradientsParams::from_grads(loss(&model, step).backward(), &model);
-        model = optim.step(LR, model, grads);
-    }
-    // Make sure queued device work is done before the clock stops.
-    let _ = loss(&model, 0).into_scalar();
-    (model, start.elapsed())
 }
 
 fn run<B>(args: &Args, device: B::Device) -> Result<()>
@@ -89,15 +66,15 @@ where
         args.rounds, args.block, args.backend
     );
     // Warm-up block for each.
-    (plain_model, _) = timed_block(plain_model, &mut plain, 0..args.block, &loss);
-    (moq_model, _) = timed_block(moq_model, &mut moq, 0..args.block, &loss);
+    (plain_model, _) = timed_block(plain_model, &mut plain, 0..args.block, LR, &loss);
+    (moq_model, _) = timed_block(moq_model, &mut moq, 0..args.block, LR, &loss);
     let (mut plain_times, mut moq_times) = (Vec::new(), Vec::new());
     for round in 0..args.rounds {
         let steps = (round as u64 + 1) * args.block..(round as u64 + 2) * args.block;
-        let (m, t) = timed_block(plain_model, &mut plain, steps.clone(), &loss);
+        let (m, t) = timed_block(plain_model, &mut plain, steps.clone(), LR, &loss);
         plain_model = m;
         plain_times.push(t);
-        let (m, t) = timed_block(moq_model, &mut moq, steps, &loss);
+        let (m, t) = timed_block(moq_model, &mut moq, steps, LR, &loss);
         moq_model = m;
         moq_times.push(t);
     }

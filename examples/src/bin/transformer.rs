@@ -15,12 +15,14 @@ use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
-use moq_burn::MoqBackend;
+use moq_burn::moq_hessian::HessianEigenvalues;
+use moq_burn::{EigenvalueProvider, HessianProvider, MoqBackend};
 use moq_examples::permutation::{
-    BATCH, Classifier, D_MODEL, LAYERS, LEN, LR, TEST, TRAIN, Task, VOCAB, accuracy,
+    BATCH, Classifier, D_MODEL, LAYERS, LEN, LR, Probe, TEST, TRAIN, Task, VOCAB, accuracy,
 };
 use moq_examples::{
-    Experiment, QuantSetup, Results, Rng, Variant, run_on, train, variant_config, write_section,
+    Experiment, QuantSetup, Results, Rng, Variant, eigen_summary, run_on, schedule_lines, train,
+    variant_config, write_section,
 };
 
 /// Train a small transformer on a permutation task with and without MoQ.
@@ -73,6 +75,7 @@ where
         cells: Vec::new(),
     };
     let mut notes = Vec::new();
+    let mut schedules = Vec::new();
     for (column, &target) in args.targets.iter().enumerate() {
         for variant in Variant::ALL {
             if variant == Variant::FullPrecision && column > 0 {
@@ -92,10 +95,23 @@ where
                         train_set.tensors::<B>(&order[b * BATCH..(b + 1) * BATCH], &device);
                     loss_fn.forward(model.forward(x), y)
                 };
+                let mut history = None;
+                let eigenvalues = config.as_ref().filter(|c| c.eigenvalue.enabled).map(|c| {
+                    // The probe: the first training batch of the run's seed.
+                    let mut order: Vec<usize> = (0..TRAIN).collect();
+                    Rng::new(seed * 1_000_003).shuffle(&mut order);
+                    let probe = Probe::new(&train_set, &order[..BATCH]);
+                    let provider = HessianProvider::<B, _>::new(
+                        HessianEigenvalues::new(probe, &c.eigenvalue).seed(seed),
+                    );
+                    history = Some(provider.history());
+                    Box::new(provider) as Box<dyn EigenvalueProvider<Classifier<B>>>
+                });
                 let trained = train(
                     model,
                     config.clone(),
                     |moq| moq.layers("encoder.layers.{i}"),
+                    eigenvalues,
                     args.steps,
                     LR,
                     loss,
@@ -119,16 +135,27 @@ where
                     bits.join(" "),
                     trained.seconds
                 );
-                if let Some(cfg) = config
-                    .as_ref()
-                    .filter(|_| seed == 0 && variant == Variant::Moq)
-                {
+                if let Some(history) = &history {
+                    println!("      {}", eigen_summary(history));
+                }
+                let scheduled = matches!(variant, Variant::Moq | Variant::MoqEigen);
+                if let Some(cfg) = config.as_ref().filter(|_| seed == 0 && scheduled) {
                     notes.push(format!(
-                        "{target}-bit: {} → {} bits, quantize_period {}, final bits per layer [{}]",
+                        "{} at {target} bits: {} → {} bits, quantize_period {}",
+                        variant.label(),
                         cfg.start_bits,
                         cfg.target_bits,
                         cfg.period,
-                        bits.join(" ")
+                    ));
+                    let lines = schedule_lines(&trained, cfg.start_bits);
+                    println!("      per-layer schedule (bits@step):");
+                    for line in &lines {
+                        println!("        {line}");
+                    }
+                    schedules.push(format!(
+                        "{} at {target} bits (seed 0):\n\n```text\n{}\n```",
+                        variant.label(),
+                        lines.join("\n")
                     ));
                 }
             }
@@ -153,13 +180,17 @@ where
         "## Permutation task, transformer encoder ({LAYERS} layers, d_model {D_MODEL})\n\nProduced by `{command}` \
          (backend {}).\n\nIs the second half of a {LEN}-token sequence a permutation of the first? {TRAIN} train / {TEST} \
          test sequences generated from fixed seeds; {} Adam steps (lr {LR}, batch {BATCH}); quantize_groups {}; layers \
-         from the pattern `encoder.layers.{{i}}` (the two embeddings and the head are layers of their own). MoQ \
-         schedules: {}. Test accuracy in %, mean ± std over {} seeds:\n\n{table}",
+         from the pattern `encoder.layers.{{i}}` (the two embeddings and the head are layers of their own). \
+         Schedules: {}. With eigenvalues the planner sizes the schedule for the most sensitive layer (normalised \
+         eigenvalue 1, periods growing tenfold), so it starts lower; eigenvalues are computed on a fixed probe batch \
+         (the run's first batch) before each drop. Test accuracy in %, mean ± std over {} seeds:\n\n{table}\n\
+         Per-layer schedules as they ran (bits@step), like DeepSpeed's figure of eigenvalue-driven schedules:\n\n{}",
         args.backend,
         args.steps,
         setup.groups,
         notes.join("; "),
-        args.seeds
+        args.seeds,
+        schedules.join("\n\n")
     );
     write_section(&args.out, "transformer", &body)?;
     println!("table written to {}", args.out.display());
