@@ -1,6 +1,7 @@
 //! MoqBackend on burn-wgpu (the `Fusion<CubeBackend<WgpuRuntime>>` type users hold, and the bare
 //! `CubeBackend`), which run the tensor-ops path: results match `moq-core`'s reference, gradients
-//! pass straight through, and the optimizer wrapper trains on it. Needs a wgpu adapter (lavapipe in CI): run with
+//! pass straight through, the optimizer wrapper trains on it, and Hessian eigenvalues (exact
+//! through nested autodiff, and by finite differences) agree with NdArray's. Needs a wgpu adapter (lavapipe in CI): run with
 //! `cargo test -p moq-burn --features wgpu -- --include-ignored`.
 #![cfg(feature = "wgpu")]
 
@@ -10,6 +11,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use moq_burn::moq_hessian::{Block, HessianEigenvalues, HessianLoss, HvpMethod, Weights};
 use moq_burn::{Moq, fake_quantize};
 use moq_core::{NoiseKey, QuantSpec, QuantType, QuantizeConfig};
 
@@ -162,7 +164,7 @@ impl<B: Backend> TwoLayer<B> {
 
 struct Regression;
 
-impl moq_burn::moq_hessian::HessianLoss for Regression {
+impl HessianLoss for Regression {
     type Model<X: Backend> = TwoLayer<X>;
 
     fn model<X: Backend>(&self, device: &X::Device) -> TwoLayer<X> {
@@ -178,8 +180,7 @@ impl moq_burn::moq_hessian::HessianLoss for Regression {
     }
 }
 
-fn eigenvalues<B: Backend>(method: moq_burn::moq_hessian::HvpMethod) -> Vec<f32> {
-    use moq_burn::moq_hessian::{Block, HessianEigenvalues, Weights};
+fn eigenvalues<B: Backend>(method: HvpMethod) -> Vec<f32> {
     let config = moq_core::EigenvalueConfig {
         max_iter: 300,
         tol: 1e-6,
@@ -202,7 +203,6 @@ fn eigenvalues<B: Backend>(method: moq_burn::moq_hessian::HvpMethod) -> Vec<f32>
 #[test]
 #[ignore = "needs a wgpu adapter"]
 fn wgpu_hessian_eigenvalues_match_ndarray() {
-    use moq_burn::moq_hessian::HvpMethod;
     let reference = eigenvalues::<burn::backend::NdArray>(HvpMethod::Exact);
     let fd = HvpMethod::FiniteDifference {
         relative_step: 1e-3,
