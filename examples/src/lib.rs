@@ -12,7 +12,8 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use moq_burn::{EigenHistory, EigenvalueProvider, Moq, MoqBackend};
+use moq_burn::moq_hessian::{HessianEigenvalues, HessianLoss};
+use moq_burn::{EigenHistory, EigenvalueProvider, HessianProvider, Moq, MoqBackend};
 use moq_core::{QuantizeConfig, Schedule, plan};
 
 pub mod permutation;
@@ -175,7 +176,7 @@ pub fn train<B, M>(
     model: M,
     config: Option<QuantizeConfig>,
     customize: impl FnOnce(Moq) -> Moq,
-    eigenvalues: Option<Box<dyn EigenvalueProvider<M>>>,
+    eigenvalues: Option<BoxedProvider<M>>,
     steps: u64,
     lr: f64,
     loss: impl Fn(&M, u64) -> Tensor<B, 1>,
@@ -262,6 +263,29 @@ pub fn schedule_lines(trained: &Trained<impl Sized>, start_bits: u32) -> Vec<Str
             line
         })
         .collect()
+}
+
+/// An eigenvalue provider for a model `M`, as [`train`] takes it.
+pub type BoxedProvider<M> = Box<dyn EigenvalueProvider<M>>;
+
+/// The eigenvalue provider of a run whose config enables eigenvalues (`None` otherwise), with
+/// the history to read its cost from. `probe` builds the loss on the probe batch.
+pub fn eigen_provider<B, L>(
+    config: Option<&QuantizeConfig>,
+    probe: impl FnOnce() -> L,
+    seed: u64,
+) -> Option<(BoxedProvider<L::Model<B>>, EigenHistory)>
+where
+    B: AutodiffBackend,
+    L: HessianLoss + Send + 'static,
+    L::Model<B>: AutodiffModule<B>,
+{
+    let config = config.filter(|c| c.eigenvalue.enabled)?;
+    let provider = HessianProvider::<B, L>::new(
+        HessianEigenvalues::new(probe(), &config.eigenvalue).seed(seed),
+    );
+    let history = provider.history();
+    Some((Box::new(provider), history))
 }
 
 /// What the eigenvalue computations of a run cost: computations, Hessian-vector products,

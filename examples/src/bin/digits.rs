@@ -14,11 +14,11 @@ use burn::nn::{Linear, LinearConfig, Relu};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use clap::Parser;
-use moq_burn::moq_hessian::{HessianEigenvalues, HessianLoss};
-use moq_burn::{EigenvalueProvider, HessianProvider, MoqBackend};
+use moq_burn::MoqBackend;
+use moq_burn::moq_hessian::HessianLoss;
 use moq_examples::{
-    Experiment, QuantSetup, Results, Rng, Variant, eigen_summary, run_on, train, variant_config,
-    write_section,
+    Experiment, QuantSetup, Results, Rng, Variant, eigen_provider, eigen_summary, run_on, train,
+    variant_config, write_section,
 };
 
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
@@ -250,22 +250,21 @@ where
                     let (x, y) = train_set.tensors::<B>(rows, &device);
                     loss_fn.forward(model.forward(x), y)
                 };
-                let mut history = None;
-                let eigenvalues = config.as_ref().filter(|c| c.eigenvalue.enabled).map(|c| {
-                    // The probe: the first training batch of the run's seed.
-                    let mut order: Vec<usize> = (0..TRAIN).collect();
-                    Rng::new(seed * 1_000_003).shuffle(&mut order);
-                    let (x, y) = train_set.tensors::<B>(&order[..BATCH], &device);
-                    let probe = Probe {
-                        x: x.into_data(),
-                        y: y.into_data(),
-                    };
-                    let provider = HessianProvider::<B, _>::new(
-                        HessianEigenvalues::new(probe, &c.eigenvalue).seed(seed),
-                    );
-                    history = Some(provider.history());
-                    Box::new(provider) as Box<dyn EigenvalueProvider<Mlp<B>>>
-                });
+                // The probe: the first training batch of the run's seed.
+                let (eigenvalues, history) = eigen_provider::<B, _>(
+                    config.as_ref(),
+                    || {
+                        let mut order: Vec<usize> = (0..TRAIN).collect();
+                        Rng::new(seed * 1_000_003).shuffle(&mut order);
+                        let (x, y) = train_set.tensors::<B>(&order[..BATCH], &device);
+                        Probe {
+                            x: x.into_data(),
+                            y: y.into_data(),
+                        }
+                    },
+                    seed,
+                )
+                .unzip();
                 let trained = train(
                     model,
                     config.clone(),

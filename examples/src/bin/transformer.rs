@@ -15,14 +15,13 @@ use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
-use moq_burn::moq_hessian::HessianEigenvalues;
-use moq_burn::{EigenvalueProvider, HessianProvider, MoqBackend};
+use moq_burn::MoqBackend;
 use moq_examples::permutation::{
     BATCH, Classifier, D_MODEL, LAYERS, LEN, LR, Probe, TEST, TRAIN, Task, VOCAB, accuracy,
 };
 use moq_examples::{
-    Experiment, QuantSetup, Results, Rng, Variant, eigen_summary, run_on, schedule_lines, train,
-    variant_config, write_section,
+    Experiment, QuantSetup, Results, Rng, Variant, eigen_provider, eigen_summary, run_on,
+    schedule_lines, train, variant_config, write_section,
 };
 
 /// Train a small transformer on a permutation task with and without MoQ.
@@ -95,18 +94,17 @@ where
                         train_set.tensors::<B>(&order[b * BATCH..(b + 1) * BATCH], &device);
                     loss_fn.forward(model.forward(x), y)
                 };
-                let mut history = None;
-                let eigenvalues = config.as_ref().filter(|c| c.eigenvalue.enabled).map(|c| {
-                    // The probe: the first training batch of the run's seed.
-                    let mut order: Vec<usize> = (0..TRAIN).collect();
-                    Rng::new(seed * 1_000_003).shuffle(&mut order);
-                    let probe = Probe::new(&train_set, &order[..BATCH]);
-                    let provider = HessianProvider::<B, _>::new(
-                        HessianEigenvalues::new(probe, &c.eigenvalue).seed(seed),
-                    );
-                    history = Some(provider.history());
-                    Box::new(provider) as Box<dyn EigenvalueProvider<Classifier<B>>>
-                });
+                // The probe: the first training batch of the run's seed.
+                let (eigenvalues, history) = eigen_provider::<B, _>(
+                    config.as_ref(),
+                    || {
+                        let mut order: Vec<usize> = (0..TRAIN).collect();
+                        Rng::new(seed * 1_000_003).shuffle(&mut order);
+                        Probe::new(&train_set, &order[..BATCH])
+                    },
+                    seed,
+                )
+                .unzip();
                 let trained = train(
                     model,
                     config.clone(),
