@@ -2,7 +2,9 @@
 //! QAT, MoQ, MoQ with mixing, MoQ with Hessian eigenvalues), the training loop, seeded
 //! shuffling and the results table.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
@@ -12,6 +14,11 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
+use burn::train::metric::{MetricDefinition, MetricId};
+use burn::train::renderer::{
+    EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
+    MetricsRendererTraining, ProgressType, TrainingProgress,
+};
 use moq_burn::moq_hessian::{HessianEigenvalues, HessianLoss};
 use moq_burn::{EigenHistory, EigenvalueProvider, HessianProvider, Moq, MoqBackend};
 use moq_core::{QuantizeConfig, Schedule, plan};
@@ -241,10 +248,18 @@ where
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
+    // A progress line on a terminal (not in logs): the step, every 5% of the run.
+    let show = std::io::stderr().is_terminal();
     for step in 0..steps {
         let grads = GradientsParams::from_grads(loss(&model, step).backward(), &model);
         model = optim.step(lr, model, grads);
         after_step(&optim, step);
+        if show && (step + 1) % steps.div_ceil(20) == 0 {
+            eprint!("\r  step {}/{steps}\x1b[K", step + 1);
+        }
+    }
+    if show {
+        eprint!("\r\x1b[K");
     }
     (model, optim)
 }
@@ -327,6 +342,80 @@ where
     }
     let _ = loss(&model, 0).into_scalar();
     (model, start.elapsed())
+}
+
+/// A burn-train renderer that prints one line per epoch and split with every metric's latest
+/// text (burn's own CLI renderer prints a debug line per batch).
+#[derive(Default)]
+pub struct EpochLines {
+    names: HashMap<MetricId, String>,
+    train: BTreeMap<String, String>,
+    valid: BTreeMap<String, String>,
+}
+
+impl EpochLines {
+    fn record(
+        names: &HashMap<MetricId, String>,
+        into: &mut BTreeMap<String, String>,
+        state: MetricState,
+    ) {
+        let entry = match state {
+            MetricState::Generic(entry) | MetricState::Numeric(entry, _) => entry,
+        };
+        let name = names
+            .get(&entry.metric_id)
+            .cloned()
+            .unwrap_or_else(|| "metric".to_string());
+        into.insert(name, entry.serialized_entry.formatted);
+    }
+
+    fn line(split: &str, item: &TrainingProgress, metrics: &BTreeMap<String, String>) {
+        let Some(progress) = &item.progress else {
+            return;
+        };
+        if progress.items_processed < progress.items_total {
+            return;
+        }
+        let values: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!(
+            "epoch {}/{} {split:<5} {}",
+            item.global_progress.items_processed,
+            item.global_progress.items_total,
+            values.join(" | ")
+        );
+    }
+}
+
+impl MetricsRendererTraining for EpochLines {
+    fn update_train(&mut self, state: MetricState) {
+        Self::record(&self.names, &mut self.train, state);
+    }
+
+    fn update_valid(&mut self, state: MetricState) {
+        Self::record(&self.names, &mut self.valid, state);
+    }
+
+    fn render_train(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
+        Self::line("train", &item, &self.train);
+    }
+
+    fn render_valid(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
+        Self::line("valid", &item, &self.valid);
+    }
+}
+
+impl MetricsRendererEvaluation for EpochLines {
+    fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {}
+
+    fn render_test(&mut self, _item: EvaluationProgress, _indicators: Vec<ProgressType>) {}
+}
+
+impl MetricsRenderer for EpochLines {
+    fn manual_close(&mut self) {}
+
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.names.insert(definition.metric_id, definition.name);
+    }
 }
 
 /// A small seeded generator (xorshift64*) for shuffling: reproducible, independent of the

@@ -12,6 +12,8 @@
 //!   `Backend`: a generic implementation (NdArray), and a straight-through backward for
 //!   `Autodiff<B>`.
 //!
+//! - `BitsMetric` and `MixingMetric` (module `metric`, feature `train`): the schedule on
+//!   burn-train's `Learner` dashboard.
 //! - [`HessianProvider`] ([`eigen`]): per-layer Hessian eigenvalues from [`moq_hessian`] that
 //!   stretch the periods of sensitive layers (`eigenvalue.enabled`).
 //!
@@ -20,18 +22,22 @@
 //! moq-kernels issue).
 //!
 //! Backends are chosen by features passed down to burn: `ndarray` (default), `wgpu`, `vulkan`,
-//! `cuda`.
+//! `cuda`; `train` adds the burn-train metrics.
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod eigen;
 pub mod error;
+#[cfg(feature = "train")]
+pub mod metric;
 pub mod optim;
 pub mod select;
 
 pub use backend::{MoqBackend, fake_quantize, fake_quantize_on_host, fake_quantize_tensor_ops};
 pub use eigen::{EigenHistory, EigenRecord, HessianProvider};
 pub use error::{MoqBurnError, Result};
+#[cfg(feature = "train")]
+pub use metric::{BitsMetric, MixingMetric};
 pub use moq_core;
 pub use moq_hessian;
 pub use optim::{

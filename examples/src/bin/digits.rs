@@ -3,22 +3,33 @@
 //! over several seeds; prints the test-accuracy table and writes it to `docs/results.md`.
 //!
 //! `cargo run --release -p moq-examples --bin digits`
+//!
+//! `--learner DIR` trains one MoQ run through burn-train's `Learner` instead, with MoQ's bits
+//! and mixing ratio among its metrics.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::InMemDataset;
 use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig, Relu};
+use burn::optim::AdamConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{
+    ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep,
+};
 use clap::Parser;
-use moq_burn::MoqBackend;
 use moq_burn::moq_hessian::HessianLoss;
+use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend};
 use moq_examples::{
-    Experiment, QuantSetup, Results, Rng, Variant, eigen_provider, eigen_summary, run_on, train,
-    variant_config, write_section,
+    EpochLines, Experiment, QuantSetup, Results, Rng, Variant, eigen_provider, eigen_summary,
+    run_on, train, variant_config, write_section,
 };
 
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
@@ -39,6 +50,11 @@ struct Args {
     /// Where the table goes (a section of this markdown file).
     #[arg(long, default_value = "docs/results.md")]
     out: PathBuf,
+    /// Instead of the table: train one MoQ + mixing run (the first target, seed 0) through burn-train's
+    /// `Learner`, whose progress output shows MoQ's bits and mixing ratio as metrics; its
+    /// artifacts go to this directory.
+    #[arg(long)]
+    learner: Option<PathBuf>,
 }
 
 const FEATURES: usize = 64;
@@ -184,6 +200,121 @@ fn accuracy<B: Backend>(model: &Mlp<B>, data: &Digits, device: &B::Device) -> f6
     correct as f64 / data.len() as f64
 }
 
+/// A batch for burn-train.
+#[derive(Clone, Debug)]
+struct Batch<B: Backend> {
+    x: Tensor<B, 2>,
+    y: Tensor<B, 1, Int>,
+}
+
+#[derive(Clone)]
+struct Stack;
+
+impl<B: Backend> Batcher<B, (Vec<f32>, i64), Batch<B>> for Stack {
+    fn batch(&self, items: Vec<(Vec<f32>, i64)>, device: &B::Device) -> Batch<B> {
+        let n = items.len();
+        let x: Vec<f32> = items.iter().flat_map(|(x, _)| x.iter().copied()).collect();
+        let y: Vec<i64> = items.iter().map(|(_, y)| *y).collect();
+        Batch {
+            x: Tensor::from_data(TensorData::new(x, [n, FEATURES]), device),
+            y: Tensor::from_data(TensorData::new(y, [n]), device),
+        }
+    }
+}
+
+fn classify<B: Backend>(model: &Mlp<B>, batch: Batch<B>) -> ClassificationOutput<B> {
+    let output = model.forward(batch.x);
+    let loss = CrossEntropyLossConfig::new()
+        .init(&output.device())
+        .forward(output.clone(), batch.y.clone());
+    ClassificationOutput {
+        loss,
+        output,
+        targets: batch.y,
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for Mlp<B> {
+    type Input = Batch<B>;
+    type Output = ClassificationOutput<B>;
+    fn step(&self, batch: Batch<B>) -> TrainOutput<ClassificationOutput<B>> {
+        let item = classify(self, batch);
+        TrainOutput::new(self, item.loss.backward(), item)
+    }
+}
+
+impl<B: Backend> InferenceStep for Mlp<B> {
+    type Input = Batch<B>;
+    type Output = ClassificationOutput<B>;
+    fn step(&self, batch: Batch<B>) -> ClassificationOutput<B> {
+        classify(self, batch)
+    }
+}
+
+impl Digits {
+    fn items(&self) -> InMemDataset<(Vec<f32>, i64)> {
+        InMemDataset::new(
+            (0..self.len())
+                .map(|r| (self.x[r * FEATURES..(r + 1) * FEATURES].to_vec(), self.y[r]))
+                .collect(),
+        )
+    }
+}
+
+/// One MoQ run through burn-train's `Learner`, with MoQ's metrics on its dashboard.
+fn run_learner<B>(
+    args: &Args,
+    dir: &Path,
+    data: (Digits, Digits),
+    setup: QuantSetup,
+    device: B::Device,
+) -> Result<()>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    let (train_set, test_set) = data;
+    let target = args.targets[0];
+    let Some(config) = variant_config(Variant::MoqMixing, target, setup)? else {
+        bail!("MoQ has a config");
+    };
+    println!(
+        "one MoQ + mixing run ({} → {target} bits, quantize_period {}) through burn-train's Learner; artifacts in {}",
+        config.start_bits,
+        config.period,
+        dir.display()
+    );
+    B::seed(&device, 0);
+    let model = Mlp::<B>::new(&device);
+    let optim = Moq::new(config).init(AdamConfig::new().init(), &model)?;
+    let status = optim.status();
+    let train = DataLoaderBuilder::new(Stack)
+        .batch_size(BATCH)
+        .shuffle(0)
+        .build(train_set.items());
+    let valid = DataLoaderBuilder::new(Stack)
+        .batch_size(BATCH)
+        .build(test_set.items());
+    let result = SupervisedTraining::new(dir, train, valid)
+        .num_epochs(args.epochs as usize)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_valid_numeric(AccuracyMetric::new())
+        .metric_train_numeric(BitsMetric::new(status.clone()))
+        .metric_train_numeric(MixingMetric::new(status.clone()))
+        .renderer(EpochLines::default())
+        .summary()
+        .launch(Learner::new(model, optim, 2e-3));
+    let acc = accuracy(&result.model, &test_set, &device);
+    let bits = status.snapshot().bits;
+    println!(
+        "test accuracy {:.2}%, bits per layer {bits:?}; metrics logged under {}",
+        100.0 * acc,
+        dir.display()
+    );
+    Ok(())
+}
+
 fn run<B>(args: &Args, device: B::Device) -> Result<()>
 where
     B: AutodiffBackend,
@@ -208,6 +339,9 @@ where
         setup.groups,
         setup.start_bits
     );
+    if let Some(dir) = &args.learner {
+        return run_learner::<B>(args, dir, (train_set, test_set), setup, device);
+    }
     // Every schedule must fit the run: fail before training anything.
     for &target in &args.targets {
         for variant in Variant::ALL {
