@@ -2,9 +2,13 @@
 //! [`MoqStatus`] (feature `train`).
 //!
 //! Take the status before handing the optimizer to the `Learner`, and register the metrics as
-//! numeric training metrics:
+//! numeric training metrics. burn-train updates metrics on another thread, after the training
+//! loop has moved on; so each metric counts the items it has seen and shows the schedule as it
+//! was after that many optimizer steps (from the status's history). That is exact with one
+//! optimizer step per training item (a single device, no gradient accumulation); otherwise the
+//! metrics show the latest state when they run.
 //!
-//! ```ignore
+//! ```text
 //! let status = optim.status();
 //! SupervisedTraining::new(dir, train, valid)
 //!     .metric_train_numeric(BitsMetric::new(status.clone()))
@@ -21,13 +25,14 @@ use burn::train::metric::{
     SerializedEntry,
 };
 
-use crate::optim::MoqStatus;
+use crate::optim::{MoqStatus, StatusSnapshot};
 
 /// The bits of the quantized layers after the latest step: the mean is the plotted value, and
 /// the text shows `min/mean/max` over layers. 0 before the first quantizing step.
 #[derive(Clone)]
 pub struct BitsMetric {
     status: MoqStatus,
+    seen: u64,
     name: MetricName,
     state: NumericMetricState,
 }
@@ -36,8 +41,16 @@ pub struct BitsMetric {
 #[derive(Clone)]
 pub struct MixingMetric {
     status: MoqStatus,
+    seen: u64,
     name: MetricName,
     state: NumericMetricState,
+}
+
+/// The snapshot after the `seen`-th step, or the latest one if that is not known.
+fn at(status: &MoqStatus, seen: u64) -> StatusSnapshot {
+    status
+        .snapshot_after(seen)
+        .unwrap_or_else(|| status.snapshot())
 }
 
 impl BitsMetric {
@@ -45,6 +58,7 @@ impl BitsMetric {
     pub fn new(status: MoqStatus) -> Self {
         Self {
             status,
+            seen: 0,
             name: Arc::new("MoQ bits".to_string()),
             state: NumericMetricState::new(),
         }
@@ -52,12 +66,16 @@ impl BitsMetric {
 
     /// `(min, mean, max)` bits over the layers now, `None` before the first quantizing step.
     pub fn summary(&self) -> Option<(u32, f64, u32)> {
-        let bits: Vec<u32> = self.status.snapshot().bits.into_iter().flatten().collect();
-        let min = *bits.iter().min()?;
-        let max = *bits.iter().max()?;
-        let mean = bits.iter().map(|&b| b as f64).sum::<f64>() / bits.len() as f64;
-        Some((min, mean, max))
+        bits_summary(&self.status.snapshot())
     }
+}
+
+fn bits_summary(snapshot: &StatusSnapshot) -> Option<(u32, f64, u32)> {
+    let bits: Vec<u32> = snapshot.bits.iter().flatten().copied().collect();
+    let min = *bits.iter().min()?;
+    let max = *bits.iter().max()?;
+    let mean = bits.iter().map(|&b| b as f64).sum::<f64>() / bits.len() as f64;
+    Some((min, mean, max))
 }
 
 impl MixingMetric {
@@ -65,6 +83,7 @@ impl MixingMetric {
     pub fn new(status: MoqStatus) -> Self {
         Self {
             status,
+            seen: 0,
             name: Arc::new("MoQ mixing ratio".to_string()),
             state: NumericMetricState::new(),
         }
@@ -72,19 +91,24 @@ impl MixingMetric {
 
     /// The mean mixing ratio over layers now (0 when mixing is off).
     pub fn mean(&self) -> f64 {
-        let ratios = self.status.snapshot().mix_ratios;
-        if ratios.is_empty() {
-            return 0.0;
-        }
-        ratios.iter().map(|&r| r as f64).sum::<f64>() / ratios.len() as f64
+        mix_mean(&self.status.snapshot())
     }
+}
+
+fn mix_mean(snapshot: &StatusSnapshot) -> f64 {
+    let ratios = &snapshot.mix_ratios;
+    if ratios.is_empty() {
+        return 0.0;
+    }
+    ratios.iter().map(|&r| r as f64).sum::<f64>() / ratios.len() as f64
 }
 
 impl Metric for BitsMetric {
     type Input = ();
 
     fn update(&mut self, _item: &(), _metadata: &MetricMetadata) -> SerializedEntry {
-        let (min, mean, max) = self.summary().unwrap_or((0, 0.0, 0));
+        self.seen += 1;
+        let (min, mean, max) = bits_summary(&at(&self.status, self.seen)).unwrap_or((0, 0.0, 0));
         let mut entry = self
             .state
             .update(mean, 1, FormatOptions::new(self.name()).precision(2));
@@ -127,7 +151,8 @@ impl Metric for MixingMetric {
     type Input = ();
 
     fn update(&mut self, _item: &(), _metadata: &MetricMetadata) -> SerializedEntry {
-        let mean = self.mean();
+        self.seen += 1;
+        let mean = mix_mean(&at(&self.status, self.seen));
         self.state
             .update(mean, 1, FormatOptions::new(self.name()).precision(3))
     }

@@ -32,7 +32,7 @@
 //! assert_eq!(optim.bits(0), Some(8)); // the weight: drops at steps 1, 3, 7, 15
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
@@ -370,10 +370,12 @@ pub struct MoqOptimizer<O, M, B: AutodiffBackend> {
 
 /// A live view of a [`MoqOptimizer`]'s schedule, updated after every step. Take it with
 /// [`MoqOptimizer::status`] before handing the optimizer to burn-train's `Learner`, and read it
-/// from a metric or a progress display while training runs.
+/// from a metric or a progress display while training runs. It also keeps the snapshots of the
+/// last [`MoqStatus::HISTORY`] steps, for readers that lag behind training (burn-train processes
+/// metrics on another thread).
 #[derive(Clone, Debug, Default)]
 pub struct MoqStatus {
-    inner: Arc<Mutex<StatusSnapshot>>,
+    inner: Arc<Mutex<VecDeque<StatusSnapshot>>>,
 }
 
 /// What [`MoqStatus`] reports.
@@ -390,14 +392,35 @@ pub struct StatusSnapshot {
 }
 
 impl MoqStatus {
+    /// How many past snapshots are kept.
+    pub const HISTORY: usize = 4096;
+
     /// The state after the latest step.
     pub fn snapshot(&self) -> StatusSnapshot {
-        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|h| h.back().cloned())
+            .unwrap_or_default()
+    }
+
+    /// The state right after the `calls`-th call of `step` (taken or skipped, counted from 1),
+    /// if it is among the last [`MoqStatus::HISTORY`].
+    pub fn snapshot_after(&self, calls: u64) -> Option<StatusSnapshot> {
+        let history = self.inner.lock().ok()?;
+        history
+            .iter()
+            .rev()
+            .find(|s| s.steps + s.skipped_steps == calls)
+            .cloned()
     }
 
     fn update(&self, snapshot: StatusSnapshot) {
-        if let Ok(mut s) = self.inner.lock() {
-            *s = snapshot;
+        if let Ok(mut history) = self.inner.lock() {
+            if history.len() == Self::HISTORY {
+                history.pop_front();
+            }
+            history.push_back(snapshot);
         }
     }
 }
