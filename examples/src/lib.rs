@@ -5,15 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
 use burn::train::metric::{MetricDefinition, MetricId};
 use burn::train::renderer::{
     EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
@@ -21,6 +21,7 @@ use burn::train::renderer::{
 };
 use moq_burn::moq_hessian::{HessianEigenvalues, HessianLoss};
 use moq_burn::{EigenHistory, EigenvalueProvider, HessianProvider, Moq, MoqBackend};
+use moq_core::plot::{Curve, Staircase, curves_svg, schedule_svg};
 use moq_core::{QuantizeConfig, Schedule, plan};
 
 pub mod permutation;
@@ -172,20 +173,34 @@ pub struct Trained<M> {
     pub drops: Vec<(u64, usize, u32)>,
     /// Names of the schedule's layers (empty for full precision).
     pub layers: Vec<String>,
+    /// `(step, mean training loss of the window ending there)`, when evaluated.
+    pub loss_curve: Points,
+    /// `(step, accuracy)` at 10 points of the run, when evaluated.
+    pub accuracy_curve: Points,
     /// Wall time of the training loop, in seconds.
     pub seconds: f64,
 }
 
-/// Trains `model` for `steps` Adam steps at learning rate `lr`, wrapped by MoQ when `config`
-/// is given (`customize` adds layer patterns and the like; `eigenvalues` is the provider when
-/// the config enables them). `loss(model, step)` is the loss of the step's batch.
+/// How long and how to train, beyond the config.
+pub struct Run<'a, M> {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// The eigenvalue provider, when the config enables eigenvalues.
+    pub eigenvalues: Option<BoxedProvider<M>>,
+    /// When given, the run records its training-loss curve and this (test accuracy) at 10
+    /// points of the run, for the figures.
+    pub evaluate: Option<&'a dyn Fn(&M) -> f64>,
+}
+
+/// Trains `model` with Adam, wrapped by MoQ when `config` is given (`customize` adds layer
+/// patterns and the like). `loss(model, step)` is the loss of the step's batch.
 pub fn train<B, M>(
     model: M,
     config: Option<QuantizeConfig>,
     customize: impl FnOnce(Moq) -> Moq,
-    eigenvalues: Option<BoxedProvider<M>>,
-    steps: u64,
-    lr: f64,
+    run: Run<'_, M>,
     loss: impl Fn(&M, u64) -> Tensor<B, 1>,
 ) -> Result<Trained<M>>
 where
@@ -195,24 +210,30 @@ where
 {
     let adam = AdamConfig::new().init();
     let start = Instant::now();
+    let mut curves = Curves::new(run.steps, run.evaluate);
     let Some(config) = config else {
-        let (model, _) = run_loop(model, adam, steps, lr, &loss, |_, _| {});
+        let (model, _) = run_loop(model, adam, &run, &loss, |_, model, step, loss| {
+            curves.record(model, step, loss)
+        });
         return Ok(Trained {
             model,
             bits: Vec::new(),
             skipped: 0,
             drops: Vec::new(),
             layers: Vec::new(),
+            loss_curve: curves.loss,
+            accuracy_curve: curves.accuracy,
             seconds: start.elapsed().as_secs_f64(),
         });
     };
     let mut optim = customize(Moq::new(config)).init(adam, &model)?;
-    if let Some(provider) = eigenvalues {
+    let mut run = run;
+    if let Some(provider) = run.eigenvalues.take() {
         optim = optim.with_eigenvalues(provider);
     }
     let mut drops = Vec::new();
     let mut last: Vec<Option<u32>> = vec![None; optim.layers().len()];
-    let (model, optim) = run_loop(model, optim, steps, lr, &loss, |optim, step| {
+    let (model, optim) = run_loop(model, optim, &run, &loss, |optim, model, step, loss| {
         for (layer, (now, last)) in optim.layer_bits().into_iter().zip(&mut last).enumerate() {
             if let (Some(bits), Some(before)) = (now, *last)
                 && bits < before
@@ -221,6 +242,7 @@ where
             }
             *last = now;
         }
+        curves.record(model, step, loss);
     });
     if let Some(err) = optim.take_error() {
         bail!("MoQ reported an error during training: {err}");
@@ -231,29 +253,72 @@ where
         skipped: optim.skipped_steps(),
         drops,
         layers: optim.layers().iter().map(|l| l.name.clone()).collect(),
+        loss_curve: curves.loss,
+        accuracy_curve: curves.accuracy,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The curves of one run: the training loss averaged over windows of 2% of the run, and the
+/// accuracy at 10 points.
+struct Curves<'a, M> {
+    evaluate: Option<&'a dyn Fn(&M) -> f64>,
+    window: u64,
+    every: u64,
+    sum: f64,
+    loss: Vec<(u64, f64)>,
+    accuracy: Vec<(u64, f64)>,
+}
+
+impl<'a, M> Curves<'a, M> {
+    fn new(steps: u64, evaluate: Option<&'a dyn Fn(&M) -> f64>) -> Self {
+        Self {
+            evaluate,
+            window: steps.div_ceil(50).max(1),
+            every: steps.div_ceil(10).max(1),
+            sum: 0.0,
+            loss: Vec::new(),
+            accuracy: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, model: &M, step: u64, loss: Option<f64>) {
+        let Some(evaluate) = self.evaluate else {
+            return;
+        };
+        self.sum += loss.unwrap_or(f64::NAN);
+        if (step + 1).is_multiple_of(self.window) {
+            self.loss.push((step + 1, self.sum / self.window as f64));
+            self.sum = 0.0;
+        }
+        if (step + 1).is_multiple_of(self.every) {
+            self.accuracy.push((step + 1, evaluate(model)));
+        }
+    }
 }
 
 fn run_loop<B, M, O>(
     mut model: M,
     mut optim: O,
-    steps: u64,
-    lr: f64,
+    run: &Run<'_, M>,
     loss: &impl Fn(&M, u64) -> Tensor<B, 1>,
-    mut after_step: impl FnMut(&O, u64),
+    mut after_step: impl FnMut(&O, &M, u64, Option<f64>),
 ) -> (M, O)
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
+    let steps = run.steps;
+    let read_loss = run.evaluate.is_some();
     // A progress line on a terminal (not in logs): the step, every 5% of the run.
     let show = std::io::stderr().is_terminal();
     for step in 0..steps {
-        let grads = GradientsParams::from_grads(loss(&model, step).backward(), &model);
-        model = optim.step(lr, model, grads);
-        after_step(&optim, step);
+        let value = loss(&model, step);
+        let seen = read_loss.then(|| value.clone().into_scalar().elem::<f64>());
+        let grads = GradientsParams::from_grads(value.backward(), &model);
+        model = optim.step(run.lr, model, grads);
+        after_step(&optim, &model, step, seen);
         if show && (step + 1) % steps.div_ceil(20) == 0 {
             eprint!("\r  step {}/{steps}\x1b[K", step + 1);
         }
@@ -301,6 +366,111 @@ where
     );
     let history = provider.history();
     Some((Box::new(provider), history))
+}
+
+/// Writes `bytes` to `path` whole (a temporary file, then a rename), creating its folder.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
+}
+
+/// `(step, value)` points of a curve.
+pub type Points = Vec<(u64, f64)>;
+
+/// The curves of seed 0 of every variant at one target width.
+#[derive(Default)]
+pub struct Figures {
+    runs: Vec<(Variant, Points, Points)>,
+}
+
+impl Figures {
+    /// Keeps the curves of a run of `variant`.
+    pub fn add(&mut self, variant: Variant, loss: &[(u64, f64)], accuracy: &[(u64, f64)]) {
+        self.runs.push((variant, loss.to_vec(), accuracy.to_vec()));
+    }
+
+    /// The curves kept for `variant`, if any.
+    pub fn get(&self, variant: Variant) -> Option<(&Points, &Points)> {
+        self.runs
+            .iter()
+            .find(|r| r.0 == variant)
+            .map(|r| (&r.1, &r.2))
+    }
+
+    /// Writes `{stem}-loss.svg` and `{stem}-accuracy.svg` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path, stem: &str, title: &str) -> Result<Vec<PathBuf>> {
+        let mut written = Vec::new();
+        for (name, label) in [("loss", "training loss"), ("accuracy", "test accuracy")] {
+            let curves: Vec<Curve> = self
+                .runs
+                .iter()
+                .map(|(variant, loss, accuracy)| {
+                    let points = if name == "loss" { loss } else { accuracy };
+                    let points = points.iter().map(|&(x, y)| (x as f64, y)).collect();
+                    Curve::new(variant.label(), points)
+                })
+                .collect();
+            let svg = curves_svg(
+                &format!("{title}: {label}"),
+                "optimizer step",
+                name,
+                &curves,
+            )?;
+            let path = dir.join(format!("{stem}-{name}.svg"));
+            write_file(&path, svg.as_bytes())?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// Markdown images of `figures`, with paths relative to the folder of the markdown file `out`.
+pub fn figure_links(out: &Path, figures: &[PathBuf]) -> String {
+    let base = out.parent().unwrap_or(Path::new(""));
+    figures
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(base).unwrap_or(f);
+            let name = rel
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into());
+            format!("![{name}]({})", rel.display())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Writes the schedule a run actually followed (bits per layer over its steps) to `path`.
+pub fn write_schedule<M>(
+    path: &Path,
+    title: &str,
+    trained: &Trained<M>,
+    start_bits: u32,
+    steps: u64,
+) -> Result<()> {
+    let layers: Vec<Staircase> = trained
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(layer, name)| {
+            let mut reached = vec![(start_bits, 0)];
+            reached.extend(
+                trained
+                    .drops
+                    .iter()
+                    .filter(|d| d.1 == layer)
+                    .map(|&(step, _, bits)| (bits, step)),
+            );
+            Staircase::new(name.clone(), reached)
+        })
+        .collect();
+    write_file(path, schedule_svg(title, steps, &layers)?.as_bytes())
 }
 
 /// What the eigenvalue computations of a run cost: computations, Hessian-vector products,

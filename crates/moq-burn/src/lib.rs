@@ -49,3 +49,20 @@ pub use optim::{
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guide's Rust examples (docs/, the mdBook), compiled and run as doctests.
+#[cfg(doctest)]
+pub mod book {
+    /// docs/quickstart.md
+    #[doc = include_str!("../../../docs/quickstart.md")]
+    pub struct Quickstart;
+    /// docs/deepspeed.md
+    #[doc = include_str!("../../../docs/deepspeed.md")]
+    pub struct ComingFromDeepSpeed;
+    /// docs/introduction.md
+    #[doc = include_str!("../../../docs/introduction.md")]
+    pub struct Introduction;
+    /// docs/config.md
+    #[doc = include_str!("../../../docs/config.md")]
+    pub struct Config;
+}

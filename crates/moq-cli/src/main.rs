@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-mod plot;
 mod quantize;
 mod schedule;
 

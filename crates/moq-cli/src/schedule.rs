@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use anyhow::{Context, Result, bail};
+use moq_core::plot::Staircase;
 use moq_core::{LayerPlan, Plan, QuantizeConfig, Schedule, plan};
 
 use crate::{ScheduleArgs, read_config};
@@ -36,7 +37,7 @@ pub fn run(args: &ScheduleArgs) -> Result<()> {
             config.period,
             config.schedule_offset
         );
-        let svg = crate::plot::schedule_svg(&plan, &title)?;
+        let svg = moq_core::plot::schedule_svg(&title, plan.steps, &Staircase::from_plan(&plan))?;
         crate::write_whole(path, svg.as_bytes())?;
         eprintln!("moq: schedule plot written to {}", path.display());
     }

@@ -454,3 +454,68 @@ fn existing_output_survives_a_failed_run() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(std::fs::read(&output).unwrap(), b"previous result");
 }
+
+/// Fenced blocks of a markdown text: `(language, first line, last line, body)`.
+fn fenced(text: &str) -> Vec<(String, usize, usize, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, usize, String)> = None;
+    for (n, line) in text.lines().enumerate() {
+        match (open.take(), line.trim_start().strip_prefix("```")) {
+            (None, Some(tag)) => open = Some((tag.trim().to_string(), n, String::new())),
+            (None, None) => {}
+            (Some((lang, start, body)), Some(_)) => out.push((lang, start, n, body)),
+            (Some((lang, start, mut body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+                open = Some((lang, start, body));
+            }
+        }
+    }
+    out
+}
+
+/// Every `moq …` command in a `sh` block of the guide and the README runs from the repository
+/// root and succeeds; when a `text` block follows right after it, each of its lines is in the
+/// output, so the documented output cannot drift.
+#[test]
+fn documented_commands_run_as_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    pages.push(root.join("README.md"));
+    let mut ran = 0;
+    for page in pages {
+        let text = std::fs::read_to_string(&page).unwrap();
+        let blocks = fenced(&text);
+        for (i, (lang, start, end, body)) in blocks.iter().enumerate() {
+            if lang != "sh" {
+                continue;
+            }
+            for command in body.lines().filter_map(|l| l.trim().strip_prefix("moq ")) {
+                let out = Command::new(env!("CARGO_BIN_EXE_moq"))
+                    .args(command.split_whitespace())
+                    .current_dir(&root)
+                    .output()
+                    .unwrap();
+                let where_ = format!("{}:{}: `moq {command}`", page.display(), start + 2);
+                assert!(out.status.success(), "{where_}: {}", stderr(&out));
+                let all = format!("{}{}", stdout(&out), stderr(&out));
+                if let Some((_, next, _, expected)) = blocks.get(i + 1).filter(|b| b.0 == "text")
+                    && *next <= end + 2
+                {
+                    for line in expected.lines().filter(|l| !l.trim().is_empty()) {
+                        assert!(
+                            all.contains(line),
+                            "{where_}: output lacks `{line}`:\n{all}"
+                        );
+                    }
+                }
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran >= 2, "only {ran} documented commands found");
+}

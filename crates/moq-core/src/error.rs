@@ -6,6 +6,13 @@ use thiserror::Error;
 /// tensor or the buffer at fault, so a message is enough to find and fix the input.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum MoqError {
+    /// A figure could not be drawn (feature `plot`).
+    #[error("plot: {reason}")]
+    Plot {
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The config text is not valid JSON.
     #[error("config is not valid JSON: {message}")]
     Json {

@@ -12,7 +12,8 @@
 //! - [`quantizer`]: group-wise fake and real quantization on f32 / f16 / bf16 slices (symmetric,
 //!   asymmetric, ternary, binary; nearest or reproducible stochastic rounding);
 //! - [`noise`]: the counter-based generator behind stochastic rounding;
-//! - [`pack`](mod@pack): int8 and packed-u32 code layouts with f32/f16 scales, as the kernels read them.
+//! - [`pack`](mod@pack): int8 and packed-u32 code layouts with f32/f16 scales, as the kernels read them;
+//! - `plot` (feature `plot`): SVG figures of schedules and training curves.
 //!
 //! This crate depends on neither burn nor cubecl; `moq-burn` and `moq-kernels` build on it, and
 //! its quantizer is the reference their kernels are tested against.
@@ -23,6 +24,8 @@ pub mod error;
 pub mod noise;
 pub mod pack;
 pub mod plan;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod quantizer;
 pub mod schedule;
 

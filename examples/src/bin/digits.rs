@@ -28,8 +28,8 @@ use clap::Parser;
 use moq_burn::moq_hessian::HessianLoss;
 use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend};
 use moq_examples::{
-    EpochLines, Experiment, QuantSetup, Results, Rng, Variant, eigen_provider, eigen_summary,
-    run_on, train, variant_config, write_section,
+    EpochLines, Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider,
+    eigen_summary, figure_links, run_on, train, variant_config, write_schedule, write_section,
 };
 
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
@@ -353,7 +353,14 @@ where
         cells: Vec::new(),
     };
     let mut schedules = Vec::new();
+    let figures_dir = args.out.parent().unwrap_or(Path::new(".")).join("figures");
+    let mut written = Vec::new();
+    let mut full_precision = Figures::default();
     for (column, &target) in args.targets.iter().enumerate() {
+        let mut figures = Figures::default();
+        if let Some((loss, acc)) = full_precision.get(Variant::FullPrecision) {
+            figures.add(Variant::FullPrecision, loss, acc);
+        }
         for variant in Variant::ALL {
             if variant == Variant::FullPrecision && column > 0 {
                 continue;
@@ -399,17 +406,32 @@ where
                     seed,
                 )
                 .unzip();
-                let trained = train(
-                    model,
-                    config.clone(),
-                    |moq| moq,
-                    eigenvalues,
+                let evaluate = |m: &Mlp<B>| accuracy(&m.valid(), &test_set, &device);
+                let run = Run {
                     steps,
-                    2e-3,
-                    loss,
-                )?;
+                    lr: 2e-3,
+                    eigenvalues,
+                    evaluate: (seed == 0).then_some(&evaluate as &dyn Fn(&Mlp<B>) -> f64),
+                };
+                let trained = train(model, config.clone(), |moq| moq, run, loss)?;
                 let acc = accuracy(&trained.model.valid(), &test_set, &device);
                 results.add(variant, column, acc);
+                if seed == 0 {
+                    figures.add(variant, &trained.loss_curve, &trained.accuracy_curve);
+                    if variant == Variant::FullPrecision {
+                        full_precision.add(variant, &trained.loss_curve, &trained.accuracy_curve);
+                    }
+                    if let Some(cfg) = config.as_ref().filter(|c| c.eigenvalue.enabled) {
+                        let path =
+                            figures_dir.join(format!("digits-{target}bit-schedule-eigen.svg"));
+                        let title = format!(
+                            "digits: MoQ + eigenvalue schedule as run, {} → {target} bits (seed 0)",
+                            cfg.start_bits
+                        );
+                        write_schedule(&path, &title, &trained, cfg.start_bits, steps)?;
+                        written.push(path);
+                    }
+                }
                 let bits = trained
                     .bits
                     .iter()
@@ -433,6 +455,11 @@ where
                 }
             }
         }
+        written.extend(figures.write(
+            &figures_dir,
+            &format!("digits-{target}bit"),
+            &format!("UCI digits, {target} bits (seed 0)"),
+        )?);
     }
     let table = results.markdown();
     println!(
@@ -461,8 +488,15 @@ where
         schedules.join("; "),
         args.seeds
     );
+    let body = format!(
+        "{body}\n\nFigures (seed 0 of each variant; the schedules are those the eigenvalue runs followed):\n\n{}",
+        figure_links(&args.out, &written)
+    );
     write_section(&args.out, "digits", &body)?;
     println!("table written to {}", args.out.display());
+    for path in &written {
+        println!("figure written to {}", path.display());
+    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //!
 //! `cargo run --release -p moq-examples --bin transformer`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use burn::module::AutodiffModule;
@@ -20,8 +20,8 @@ use moq_examples::permutation::{
     BATCH, Classifier, D_MODEL, LAYERS, LEN, LR, Probe, TEST, TRAIN, Task, VOCAB, accuracy,
 };
 use moq_examples::{
-    Experiment, QuantSetup, Results, Rng, Variant, eigen_provider, eigen_summary, run_on,
-    schedule_lines, train, variant_config, write_section,
+    Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
+    figure_links, run_on, schedule_lines, train, variant_config, write_schedule, write_section,
 };
 
 /// Train a small transformer on a permutation task with and without MoQ.
@@ -75,7 +75,14 @@ where
     };
     let mut notes = Vec::new();
     let mut schedules = Vec::new();
+    let figures_dir = args.out.parent().unwrap_or(Path::new(".")).join("figures");
+    let mut written = Vec::new();
+    let mut full_precision = Figures::default();
     for (column, &target) in args.targets.iter().enumerate() {
+        let mut figures = Figures::default();
+        if let Some((loss, acc)) = full_precision.get(Variant::FullPrecision) {
+            figures.add(Variant::FullPrecision, loss, acc);
+        }
         for variant in Variant::ALL {
             if variant == Variant::FullPrecision && column > 0 {
                 continue;
@@ -105,17 +112,38 @@ where
                     seed,
                 )
                 .unzip();
+                let evaluate = |m: &Classifier<B>| accuracy(&m.valid(), &test_set, &device);
+                let run = Run {
+                    steps: args.steps,
+                    lr: LR,
+                    eigenvalues,
+                    evaluate: (seed == 0).then_some(&evaluate as &dyn Fn(&Classifier<B>) -> f64),
+                };
                 let trained = train(
                     model,
                     config.clone(),
                     |moq| moq.layers("encoder.layers.{i}"),
-                    eigenvalues,
-                    args.steps,
-                    LR,
+                    run,
                     loss,
                 )?;
                 let acc = accuracy(&trained.model.valid(), &test_set, &device);
                 results.add(variant, column, acc);
+                if seed == 0 {
+                    figures.add(variant, &trained.loss_curve, &trained.accuracy_curve);
+                    if variant == Variant::FullPrecision {
+                        full_precision.add(variant, &trained.loss_curve, &trained.accuracy_curve);
+                    }
+                    if let Some(cfg) = config.as_ref().filter(|c| c.eigenvalue.enabled) {
+                        let path =
+                            figures_dir.join(format!("transformer-{target}bit-schedule-eigen.svg"));
+                        let title = format!(
+                            "transformer: MoQ + eigenvalue schedule as run, {} → {target} bits (seed 0)",
+                            cfg.start_bits
+                        );
+                        write_schedule(&path, &title, &trained, cfg.start_bits, args.steps)?;
+                        written.push(path);
+                    }
+                }
                 let bits: Vec<String> = trained
                     .bits
                     .iter()
@@ -158,6 +186,11 @@ where
                 }
             }
         }
+        written.extend(figures.write(
+            &figures_dir,
+            &format!("transformer-{target}bit"),
+            &format!("permutation task, {target} bits (seed 0)"),
+        )?);
     }
     let table = results.markdown();
     println!(
@@ -190,8 +223,15 @@ where
         args.seeds,
         schedules.join("\n\n")
     );
+    let body = format!(
+        "{body}\n\nFigures (seed 0 of each variant; the schedules are those the eigenvalue runs followed):\n\n{}",
+        figure_links(&args.out, &written)
+    );
     write_section(&args.out, "transformer", &body)?;
     println!("table written to {}", args.out.display());
+    for path in &written {
+        println!("figure written to {}", path.display());
+    }
     Ok(())
 }
 
