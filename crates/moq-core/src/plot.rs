@@ -170,6 +170,17 @@ pub fn curves_svg(title: &str, x_label: &str, y_label: &str, curves: &[Curve]) -
             .y_desc(y_label)
             .draw()
             .map_err(plot_error)?;
+        // Keep the legend off the curves' ends: rising curves end top right.
+        let ends: Vec<f64> = curves
+            .iter()
+            .filter_map(|c| c.points.iter().rev().find(|p| p.1.is_finite()).map(|p| p.1))
+            .collect();
+        let end_mean = ends.iter().sum::<f64>() / ends.len().max(1) as f64;
+        let legend = if end_mean > (y0 + y1) / 2.0 {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperRight
+        };
         for (i, curve) in curves.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let points = curve.points.iter().copied().filter(|p| p.1.is_finite());
@@ -183,7 +194,7 @@ pub fn curves_svg(title: &str, x_label: &str, y_label: &str, curves: &[Curve]) -
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()

@@ -421,11 +421,17 @@ where
                     if variant == Variant::FullPrecision {
                         full_precision.add(variant, &trained.loss_curve, &trained.accuracy_curve);
                     }
-                    if let Some(cfg) = config.as_ref().filter(|c| c.eigenvalue.enabled) {
+                    let scheduled = match variant {
+                        Variant::Moq => Some("moq"),
+                        Variant::MoqEigen => Some("eigen"),
+                        _ => None,
+                    };
+                    if let (Some(cfg), Some(tag)) = (&config, scheduled) {
                         let path =
-                            figures_dir.join(format!("digits-{target}bit-schedule-eigen.svg"));
+                            figures_dir.join(format!("digits-{target}bit-schedule-{tag}.svg"));
                         let title = format!(
-                            "digits: MoQ + eigenvalue schedule as run, {} → {target} bits (seed 0)",
+                            "digits: {} schedule as run, {} → {target} bits (seed 0)",
+                            variant.label(),
                             cfg.start_bits
                         );
                         write_schedule(&path, &title, &trained, cfg.start_bits, steps)?;
@@ -489,7 +495,8 @@ where
         args.seeds
     );
     let body = format!(
-        "{body}\n\nFigures (seed 0 of each variant; the schedules are those the eigenvalue runs followed):\n\n{}",
+        "{}\n\nFigures (seed 0 of each variant; the schedules are those MoQ and MoQ + eigenvalue followed):\n\n{}",
+        body.trim_end(),
         figure_links(&args.out, &written)
     );
     write_section(&args.out, "digits", &body)?;
