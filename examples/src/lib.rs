@@ -446,6 +446,36 @@ pub fn figure_links(out: &Path, figures: &[PathBuf]) -> String {
         .join("\n")
 }
 
+/// Writes the schedule figure of a MoQ or MoQ + eigenvalue run into `dir`
+/// (`{example}-{target}bit-schedule-{moq|eigen}.svg`) and returns its path; other variants have
+/// none.
+pub fn write_run_schedule<M>(
+    dir: &Path,
+    example: &str,
+    variant: Variant,
+    config: Option<&QuantizeConfig>,
+    target: u32,
+    trained: &Trained<M>,
+    steps: u64,
+) -> Result<Option<PathBuf>> {
+    let tag = match variant {
+        Variant::Moq => "moq",
+        Variant::MoqEigen => "eigen",
+        _ => return Ok(None),
+    };
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let path = dir.join(format!("{example}-{target}bit-schedule-{tag}.svg"));
+    let title = format!(
+        "{example}: {} schedule as run, {} → {target} bits (seed 0)",
+        variant.label(),
+        config.start_bits
+    );
+    write_schedule(&path, &title, trained, config.start_bits, steps)?;
+    Ok(Some(path))
+}
+
 /// Writes the schedule a run actually followed (bits per layer over its steps) to `path`.
 pub fn write_schedule<M>(
     path: &Path,

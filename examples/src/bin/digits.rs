@@ -29,7 +29,7 @@ use moq_burn::moq_hessian::HessianLoss;
 use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend};
 use moq_examples::{
     EpochLines, Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider,
-    eigen_summary, figure_links, run_on, train, variant_config, write_schedule, write_section,
+    eigen_summary, figure_links, run_on, train, variant_config, write_run_schedule, write_section,
 };
 
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
@@ -421,22 +421,15 @@ where
                     if variant == Variant::FullPrecision {
                         full_precision.add(variant, &trained.loss_curve, &trained.accuracy_curve);
                     }
-                    let scheduled = match variant {
-                        Variant::Moq => Some("moq"),
-                        Variant::MoqEigen => Some("eigen"),
-                        _ => None,
-                    };
-                    if let (Some(cfg), Some(tag)) = (&config, scheduled) {
-                        let path =
-                            figures_dir.join(format!("digits-{target}bit-schedule-{tag}.svg"));
-                        let title = format!(
-                            "digits: {} schedule as run, {} → {target} bits (seed 0)",
-                            variant.label(),
-                            cfg.start_bits
-                        );
-                        write_schedule(&path, &title, &trained, cfg.start_bits, steps)?;
-                        written.push(path);
-                    }
+                    written.extend(write_run_schedule(
+                        &figures_dir,
+                        "digits",
+                        variant,
+                        config.as_ref(),
+                        target,
+                        &trained,
+                        steps,
+                    )?);
                 }
                 let bits = trained
                     .bits

@@ -21,7 +21,7 @@ use moq_examples::permutation::{
 };
 use moq_examples::{
     Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
-    figure_links, run_on, schedule_lines, train, variant_config, write_schedule, write_section,
+    figure_links, run_on, schedule_lines, train, variant_config, write_run_schedule, write_section,
 };
 
 /// Train a small transformer on a permutation task with and without MoQ.
@@ -133,22 +133,15 @@ where
                     if variant == Variant::FullPrecision {
                         full_precision.add(variant, &trained.loss_curve, &trained.accuracy_curve);
                     }
-                    let scheduled = match variant {
-                        Variant::Moq => Some("moq"),
-                        Variant::MoqEigen => Some("eigen"),
-                        _ => None,
-                    };
-                    if let (Some(cfg), Some(tag)) = (&config, scheduled) {
-                        let path =
-                            figures_dir.join(format!("transformer-{target}bit-schedule-{tag}.svg"));
-                        let title = format!(
-                            "transformer: {} schedule as run, {} → {target} bits (seed 0)",
-                            variant.label(),
-                            cfg.start_bits
-                        );
-                        write_schedule(&path, &title, &trained, cfg.start_bits, args.steps)?;
-                        written.push(path);
-                    }
+                    written.extend(write_run_schedule(
+                        &figures_dir,
+                        "transformer",
+                        variant,
+                        config.as_ref(),
+                        target,
+                        &trained,
+                        args.steps,
+                    )?);
                 }
                 let bits: Vec<String> = trained
                     .bits
