@@ -96,7 +96,7 @@ impl Moq {
         self
     }
 
-    /// Groups parameters into layers that share a schedule (and, later, an eigenvalue): the
+    /// Groups parameters into layers that share a schedule and an eigenvalue: the
     /// burn spelling of DeepSpeed's `layer_name` + `layer_num`, e.g. `encoder.layers.{i}`.
     /// Quantized parameters outside the pattern are each their own layer.
     pub fn layers(mut self, pattern: &str) -> Self {
