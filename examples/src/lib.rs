@@ -192,6 +192,9 @@ pub struct Run<'a, M> {
     /// When given, the run records its training-loss curve and this (test accuracy) at 10
     /// points of the run, for the figures.
     pub evaluate: Option<&'a dyn Fn(&M) -> f64>,
+    /// When given (and the run is quantized), the trained model is exported here as packed
+    /// low-bit codes (`MoqOptimizer::export`).
+    pub export: Option<PathBuf>,
 }
 
 /// Trains `model` with Adam, wrapped by MoQ when `config` is given (`customize` adds layer
@@ -246,6 +249,13 @@ where
     });
     if let Some(err) = optim.take_error() {
         bail!("MoQ reported an error during training: {err}");
+    }
+    if let Some(path) = &run.export {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        }
+        optim.export(&model)?.save(path)?;
     }
     Ok(Trained {
         model,

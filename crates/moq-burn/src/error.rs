@@ -51,6 +51,13 @@ pub enum MoqBurnError {
         message: String,
     },
 
+    /// The model cannot be exported yet.
+    #[error("export: {reason}")]
+    Export {
+        /// Why.
+        reason: String,
+    },
+
     /// A saved optimizer state that does not fit the model or is corrupt.
     #[error("saved MoQ state: {reason}")]
     Record {

@@ -14,6 +14,8 @@
 //!
 //! - `BitsMetric` and `MixingMetric` (module `metric`, feature `train`): the schedule on
 //!   burn-train's `Learner` dashboard.
+//! - [`MoqOptimizer::export`] and [`load_dequantized`] ([`export`]): the trained weights as
+//!   packed low-bit codes in a safetensors file (`moq inspect` reads it), and back.
 //! - [`HessianProvider`] ([`eigen`]): per-layer Hessian eigenvalues from [`moq_hessian`] that
 //!   stretch the periods of sensitive layers (`eigenvalue.enabled`).
 //!
@@ -28,6 +30,7 @@
 pub mod backend;
 pub mod eigen;
 pub mod error;
+pub mod export;
 #[cfg(feature = "train")]
 pub mod metric;
 pub mod optim;
@@ -36,6 +39,7 @@ pub mod select;
 pub use backend::{MoqBackend, fake_quantize, fake_quantize_on_host, fake_quantize_tensor_ops};
 pub use eigen::{EigenHistory, EigenRecord, HessianProvider};
 pub use error::{MoqBurnError, Result};
+pub use export::load_dequantized;
 #[cfg(feature = "train")]
 pub use metric::{BitsMetric, MixingMetric};
 pub use moq_core;

@@ -41,7 +41,8 @@ use burn::optim::{GradientsParams, LearningRate, MultiGradientsParams, Optimizer
 use burn::record::Record;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
-use moq_core::{LayerSpec, NoiseKey, QuantSpec, QuantizeConfig, Schedule};
+use moq_core::export::{Exported, MoqFile};
+use moq_core::{CodeLayout, LayerSpec, NoiseKey, QuantSpec, QuantizeConfig, ScaleFormat, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{MoqBackend, fake_quantize};
@@ -531,6 +532,86 @@ impl<O, M, B: AutodiffBackend> MoqOptimizer<O, M, B> {
     /// unquantized and reported here), taken out.
     pub fn take_error(&self) -> Option<MoqBurnError> {
         self.last_error.lock().map(|mut e| e.take()).unwrap_or(None)
+    }
+}
+
+impl<O, M, B> MoqOptimizer<O, M, B>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    /// The trained model as real low-bit codes: each quantized parameter's full-precision
+    /// master quantized at the bits its layer reached (rounding to nearest), packed eight 4-bit
+    /// or four 8-bit codes per `u32` with f32 scales per group; every other float parameter of
+    /// `model` in f32. Save it with [`MoqFile::save`]; `moq inspect` prints what it holds.
+    ///
+    /// With nearest rounding and no mixing, dequantizing the codes gives exactly the weights the
+    /// model was using after its last step.
+    pub fn export(&self, model: &M) -> Result<MoqFile> {
+        let mut finder = ParamFinder {
+            path: Vec::new(),
+            found: Vec::new(),
+        };
+        model.visit(&mut finder);
+        let mut values = FloatValues {
+            values: HashMap::new(),
+        };
+        model.visit(&mut values);
+        let mut file = MoqFile::default();
+        for f in finder.found {
+            let Some(&i) = self.index.get(&f.id) else {
+                let Some(v) = values.values.remove(&f.id) else {
+                    continue;
+                };
+                file.float.push((f.path, f.shape, v));
+                continue;
+            };
+            let p = &self.params[i];
+            let bits = self
+                .schedule
+                .bits(p.layer)
+                .ok_or_else(|| MoqBurnError::Export {
+                    reason: "no quantizing step has been taken yet: nothing to export".into(),
+                })?;
+            let master = match self.masters.get(&p.id) {
+                Some(m) => host_values(m.clone(), &p.path)?,
+                None => values.values.remove(&p.id).unwrap_or_default(),
+            };
+            let mut spec = QuantSpec::from_config(&self.config, bits);
+            spec.rounding = moq_core::Rounding::Nearest;
+            let q = moq_core::quantize(&p.path, &master, &spec)?;
+            let row_len = *p.shape.last().unwrap_or(&1);
+            let packed = moq_core::pack(&q, row_len, CodeLayout::Packed32, ScaleFormat::F32)?;
+            file.quantized.push(Exported {
+                name: p.path.clone(),
+                shape: p.shape.clone(),
+                packed,
+            });
+        }
+        Ok(file)
+    }
+}
+
+fn host_values<IB: Backend>(t: Tensor<IB, 1>, path: &str) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| MoqBurnError::Read {
+            tensor: path.to_string(),
+            message: format!("{e:?}"),
+        })
+}
+
+/// The host values of every float parameter.
+struct FloatValues {
+    values: HashMap<ParamId, Vec<f32>>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for FloatValues {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Ok(v) = param.val().into_data().convert::<f32>().into_vec::<f32>() {
+            self.values.insert(param.id, v);
+        }
     }
 }
 

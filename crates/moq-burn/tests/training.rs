@@ -1027,3 +1027,86 @@ fn hessian_provider_resumes_bit_for_bit() {
         values(resumed.head.weight.val())
     );
 }
+
+#[test]
+fn export_gives_the_trained_weights_as_codes() {
+    let device = Default::default();
+    let mut model = Net::<B>::new(&device);
+    let cfg = config(8, 4, 2, 0);
+    let mut optim = Moq::new(cfg)
+        .init(AdamConfig::new().init(), &model)
+        .unwrap();
+    let err = optim.export(&model).unwrap_err().to_string();
+    assert!(err.contains("no quantizing step"), "{err}");
+    for step in 0..40 {
+        let g = grads(&model, step);
+        model = optim.step(1e-2, model, g);
+    }
+    assert_eq!(optim.layer_bits(), [Some(4); 3]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.safetensors");
+    optim.export(&model).unwrap().save(&path).unwrap();
+    let file = moq_core::export::MoqFile::load(&path).unwrap();
+
+    let mut names: Vec<&str> = file.quantized.iter().map(|e| e.name.as_str()).collect();
+    let mut expected = optim.quantized_params();
+    names.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    let weights = [
+        ("layers.0.weight", values(model.layers[0].weight.val())),
+        ("layers.1.weight", values(model.layers[1].weight.val())),
+        ("head.weight", values(model.head.weight.val())),
+    ];
+    for (name, used) in weights {
+        let e = file.quantized.iter().find(|e| e.name == name).unwrap();
+        assert_eq!(e.packed.bits, 4);
+        let q = moq_core::unpack(&e.packed).unwrap();
+        let mut back = vec![0.0f32; used.len()];
+        moq_core::dequantize(&q, &mut back).unwrap();
+        assert_eq!(
+            back, used,
+            "{name}: the codes give the weights the model used"
+        );
+        // Eight 4-bit codes per word, each row padded to whole words, and 4 f32 scales.
+        let (rows, row_len) = (e.shape[0], e.shape[1]);
+        assert_eq!(
+            e.packed.size_bytes(),
+            rows * row_len.div_ceil(8) * 4 + 4 * 4,
+            "{name}"
+        );
+    }
+    let bias = |name: &str| {
+        file.float
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, v)| v.clone())
+    };
+    assert_eq!(file.float.len(), 3);
+    for (name, layer) in [
+        ("layers.0.bias", &model.layers[0]),
+        ("layers.1.bias", &model.layers[1]),
+        ("head.bias", &model.head),
+    ] {
+        assert_eq!(
+            bias(name),
+            Some(values(layer.bias.as_ref().unwrap().val())),
+            "{name}"
+        );
+    }
+
+    // Back into a fresh model: every parameter equals the trained model's.
+    let reloaded = moq_burn::load_dequantized(Net::<B>::new(&device), &file).unwrap();
+    assert_eq!(
+        values(reloaded.head.weight.val()),
+        values(model.head.weight.val())
+    );
+    assert_eq!(
+        values(reloaded.layers[1].bias.as_ref().unwrap().val()),
+        values(model.layers[1].bias.as_ref().unwrap().val())
+    );
+    let mut other = file.clone();
+    other.float.retain(|(n, _, _)| n != "head.bias");
+    let err = moq_burn::load_dequantized(Net::<B>::new(&device), &other).unwrap_err();
+    assert!(err.to_string().contains("no tensor `head.bias`"), "{err}");
+}

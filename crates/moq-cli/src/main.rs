@@ -1,4 +1,4 @@
-//! The `moq` command: plan a MoQ schedule, fake-quantize a safetensors file.
+//! The `moq` command: plan a MoQ schedule, fake-quantize a safetensors file, inspect an export.
 //!
 //! Bad input (a missing file, malformed JSON or safetensors, a tensor that cannot be split into
 //! the groups, NaN in a tensor, a bad flag) exits with status 2 and one line naming what is at
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod inspect;
 mod quantize;
 mod schedule;
 
@@ -28,6 +29,15 @@ enum Command {
     Schedule(ScheduleArgs),
     /// Fake-quantize the float tensors of a safetensors file.
     Quantize(QuantizeArgs),
+    /// Print what a MoQ export holds: per tensor its bits, groups, size and compression.
+    Inspect(InspectArgs),
+}
+
+/// Arguments of `moq inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A safetensors file written by a MoQ export (`MoqOptimizer::export`).
+    pub file: PathBuf,
 }
 
 /// Arguments of `moq schedule`.
@@ -125,6 +135,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Schedule(args) => schedule::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

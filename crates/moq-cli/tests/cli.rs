@@ -519,3 +519,65 @@ fn documented_commands_run_as_documented() {
     }
     assert!(ran >= 2, "only {ran} documented commands found");
 }
+
+#[test]
+fn inspect_prints_bits_groups_sizes_and_ratios() {
+    use moq_core::export::{Exported, MoqFile};
+    use moq_core::{CodeLayout, ScaleFormat, pack, quantize};
+    let dir = tempfile::tempdir().unwrap();
+    let w: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
+    let q = quantize(
+        "fc.weight",
+        &w,
+        &QuantSpec::new(4, QuantType::Asymmetric, 8),
+    )
+    .unwrap();
+    let file = MoqFile {
+        quantized: vec![Exported {
+            name: "fc.weight".into(),
+            shape: vec![16, 16],
+            packed: pack(&q, 16, CodeLayout::Packed32, ScaleFormat::F32).unwrap(),
+        }],
+        float: vec![("fc.bias".into(), vec![16], vec![0.25; 16])],
+    };
+    let path = dir.path().join("model.safetensors");
+    file.save(&path).unwrap();
+    let out = moq(&["inspect", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    // 16 rows of 2 words, 8 scales and 8 zero points: 128 + 32 + 32 bytes against 1024.
+    let row = text.lines().find(|l| l.starts_with("fc.weight")).unwrap();
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        fields[2..],
+        ["4", "asymmetric", "8", "192", "1024", "5.33x"],
+        "{row}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("fc.bias") && l.contains(" f32 ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 quantized and 1 f32 tensors: 256 bytes, 1088 in f32 (4.25x smaller)"),
+        "{text}"
+    );
+
+    // A safetensors file that is not a MoQ export, and a file that is not safetensors.
+    let fx = fixture(None);
+    let out = moq(&["inspect", fx.input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not a moq export"),
+        "{}",
+        stderr(&out)
+    );
+    let junk = write(dir.path(), "junk.safetensors", "not safetensors");
+    let out = moq(&["inspect", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("junk.safetensors"),
+        "{}",
+        stderr(&out)
+    );
+}

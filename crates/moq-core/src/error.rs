@@ -6,6 +6,22 @@ use thiserror::Error;
 /// tensor or the buffer at fault, so a message is enough to find and fix the input.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum MoqError {
+    /// Packed codes, scales and zero points that do not agree.
+    #[error("packed tensor: {reason}")]
+    Packed {
+        /// What disagrees.
+        reason: String,
+    },
+
+    /// An export file that cannot be written or read.
+    #[error("`{path}`: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A figure could not be drawn (feature `plot`).
     #[error("plot: {reason}")]
     Plot {

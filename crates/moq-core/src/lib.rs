@@ -13,6 +13,7 @@
 //!   asymmetric, ternary, binary; nearest or reproducible stochastic rounding);
 //! - [`noise`]: the counter-based generator behind stochastic rounding;
 //! - [`pack`](mod@pack): int8 and packed-u32 code layouts with f32/f16 scales, as the kernels read them;
+//! - [`export`]: the safetensors export of packed tensors and the model's other tensors;
 //! - `plot` (feature `plot`): SVG figures of schedules and training curves.
 //!
 //! This crate depends on neither burn nor cubecl; `moq-burn` and `moq-kernels` build on it, and
@@ -21,6 +22,7 @@
 
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod noise;
 pub mod pack;
 pub mod plan;

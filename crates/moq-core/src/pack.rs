@@ -95,6 +95,55 @@ pub struct PackedTensor {
 }
 
 impl PackedTensor {
+    /// Checks that the parts agree: bits in 1–8, whole rows and groups, and as many codes,
+    /// scales and zero points as those need (a file read from disk is user input).
+    pub fn check(&self) -> Result<()> {
+        let bad = |reason: String| Err(MoqError::Packed { reason });
+        if !(1..=8).contains(&self.bits) {
+            return bad(format!("{} bits (packed codes hold 1 to 8)", self.bits));
+        }
+        if self.row_len == 0 || !self.len.is_multiple_of(self.row_len) {
+            return bad(format!(
+                "{} elements do not form rows of {}",
+                self.len, self.row_len
+            ));
+        }
+        if self.groups == 0 || !self.len.is_multiple_of(self.groups) {
+            return bad(format!(
+                "{} elements do not form {} equal groups",
+                self.len, self.groups
+            ));
+        }
+        let codes = match &self.codes {
+            PackedCodes::Int8(c) => (c.len(), self.len),
+            PackedCodes::Words(w) => (
+                w.len(),
+                self.len / self.row_len * self.row_len.div_ceil(codes_per_word(self.bits)),
+            ),
+        };
+        if codes.0 != codes.1 {
+            return bad(format!("{} code entries, {} expected", codes.0, codes.1));
+        }
+        let scales = match &self.scales {
+            PackedScales::F32(s) => s.len(),
+            PackedScales::F16(s) => s.len(),
+        };
+        if scales != self.groups {
+            return bad(format!("{scales} scales for {} groups", self.groups));
+        }
+        let zero_points = match self.quant_type {
+            QuantType::Asymmetric => self.groups,
+            QuantType::Symmetric => 0,
+        };
+        if self.zero_points.len() != zero_points {
+            return bad(format!(
+                "{} zero points, {zero_points} expected",
+                self.zero_points.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// The words of a [`CodeLayout::Packed32`] tensor.
     pub fn words(&self) -> Option<&[u32]> {
         match &self.codes {

@@ -25,8 +25,9 @@ use burn::train::{
     ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep,
 };
 use clap::Parser;
+use moq_burn::moq_core::export::MoqFile;
 use moq_burn::moq_hessian::HessianLoss;
-use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend};
+use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend, load_dequantized};
 use moq_examples::{
     EpochLines, Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider,
     eigen_summary, figure_links, run_on, train, variant_config, write_run_schedule, write_section,
@@ -407,15 +408,41 @@ where
                 )
                 .unzip();
                 let evaluate = |m: &Mlp<B>| accuracy(&m.valid(), &test_set, &device);
+                // The plain MoQ run of seed 0 leaves as packed codes, checked below.
+                let export = (seed == 0 && variant == Variant::Moq).then(|| {
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+                        "../target/moq-exports/digits-{target}bit.safetensors"
+                    ))
+                });
                 let run = Run {
                     steps,
                     lr: 2e-3,
                     eigenvalues,
                     evaluate: (seed == 0).then_some(&evaluate as &dyn Fn(&Mlp<B>) -> f64),
+                    export: export.clone(),
                 };
                 let trained = train(model, config.clone(), |moq| moq, run, loss)?;
                 let acc = accuracy(&trained.model.valid(), &test_set, &device);
                 results.add(variant, column, acc);
+                if let Some(path) = &export {
+                    // The codes, dequantized into a fresh model, must score exactly the same.
+                    let file = MoqFile::load(path)?;
+                    let reloaded = load_dequantized(Mlp::<B::InnerBackend>::new(&device), &file)?;
+                    let from_codes = accuracy(&reloaded, &test_set, &device);
+                    let (stored, full) = file.quantized.iter().fold((0, 0), |(s, f), e| {
+                        (s + e.packed.size_bytes(), f + 4 * e.packed.len)
+                    });
+                    println!(
+                        "      exported to {} ({:.1}x smaller weights): accuracy from the codes {:.2}%, fake-quantized {:.2}%",
+                        path.display(),
+                        full as f64 / stored as f64,
+                        100.0 * from_codes,
+                        100.0 * acc
+                    );
+                    if from_codes != acc {
+                        bail!("the exported codes score {from_codes}, the trained model {acc}");
+                    }
+                }
                 if seed == 0 {
                     figures.add(variant, &trained.loss_curve, &trained.accuracy_curve);
                     if variant == Variant::FullPrecision {

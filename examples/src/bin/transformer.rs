@@ -118,6 +118,7 @@ where
                     lr: LR,
                     eigenvalues,
                     evaluate: (seed == 0).then_some(&evaluate as &dyn Fn(&Classifier<B>) -> f64),
+                    export: None,
                 };
                 let trained = train(
                     model,
