@@ -4,7 +4,7 @@
 //! wgpu (Vulkan, Metal, DX12, WebGPU). No burn dependency: `moq-burn` launches them.
 //!
 //! **Status: started.** Implemented and tested:
-//! - [`matmul`]: `y = x · dequant(W)` for f32 activations and weights packed in `moq-core`'s
+//! - [`matmul()`]: `y = x · dequant(W)` for f32 activations and weights packed in `moq-core`'s
 //!   `Packed32` layout (any width 1–8, symmetric or asymmetric, f32 scales), accumulating in
 //!   f32. It is the untuned reference kernel (one unit per row of `x` and word of `W`), tested
 //!   against `moq-core`'s dequantization on odd shapes.

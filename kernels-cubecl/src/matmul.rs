@@ -1,5 +1,5 @@
 //! Low-bit-weight matmul `y = x · dequant(W)`: `x` is `[m, k]` f32, `W` is `[k, n]` stored in
-//! moq-core's [`CodeLayout::Packed32`] layout (any width 1–8, rows padded to whole words) with
+//! moq-core's [`moq_core::CodeLayout::Packed32`] layout (any width 1–8, rows padded to whole words) with
 //! one f32 scale per group and, for asymmetric grids, one zero point per group.
 //!
 //! This is the reference kernel: one unit per `(row of x, word of a row of W)`, which reads its
