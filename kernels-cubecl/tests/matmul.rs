@@ -99,3 +99,17 @@ fn weights_the_kernel_cannot_read_are_named() {
     let f16 = pack(&q, 16, CodeLayout::Packed32, ScaleFormat::F16).unwrap();
     assert!(DeviceWeights::upload(&client, &f16).is_err());
 }
+
+/// The compiler in use is the one the features ask for: SPIR-V with `vulkan` (which unlocks f16
+/// and i8 on Vulkan devices), WGSL otherwise.
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn the_configured_compiler_runs_the_kernels() {
+    let client = WgpuRuntime::client(&Default::default());
+    let name = WgpuRuntime::name(&client);
+    if cfg!(feature = "vulkan") {
+        assert_eq!(name, "wgpu<spirv>");
+    } else {
+        assert!(name.starts_with("wgpu<"), "{name}");
+    }
+}
