@@ -16,6 +16,8 @@
 //!   burn-train's `Learner` dashboard.
 //! - [`MoqOptimizer::export`] and [`load_dequantized`] ([`export`]): the trained weights as
 //!   packed low-bit codes in a safetensors file (`moq inspect` reads it), and back.
+//! - [`QuantizedLinear`] ([`linear`]): a linear layer holding codes and scales, built from an
+//!   export (the generic dequantize path for now).
 //! - [`HessianProvider`] ([`eigen`]): per-layer Hessian eigenvalues from [`moq_hessian`] that
 //!   stretch the periods of sensitive layers (`eigenvalue.enabled`).
 //!
@@ -31,6 +33,7 @@ pub mod backend;
 pub mod eigen;
 pub mod error;
 pub mod export;
+pub mod linear;
 #[cfg(feature = "train")]
 pub mod metric;
 pub mod optim;
@@ -40,6 +43,7 @@ pub use backend::{MoqBackend, fake_quantize, fake_quantize_on_host, fake_quantiz
 pub use eigen::{EigenHistory, EigenRecord, HessianProvider};
 pub use error::{MoqBurnError, Result};
 pub use export::load_dequantized;
+pub use linear::QuantizedLinear;
 #[cfg(feature = "train")]
 pub use metric::{BitsMetric, MixingMetric};
 pub use moq_core;

@@ -2,7 +2,7 @@
 //! mixing, skipped steps, resume, and every setup error.
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::{Module, Param};
+use burn::module::{AutodiffModule, Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
@@ -1109,4 +1109,31 @@ fn export_gives_the_trained_weights_as_codes() {
     other.float.retain(|(n, _, _)| n != "head.bias");
     let err = moq_burn::load_dequantized(Net::<B>::new(&device), &other).unwrap_err();
     assert!(err.to_string().contains("no tensor `head.bias`"), "{err}");
+
+    // The head as a QuantizedLinear computes what the trained head computes.
+    let head = file
+        .quantized
+        .iter()
+        .find(|e| e.name == "head.weight")
+        .unwrap();
+    let bias = bias("head.bias").unwrap();
+    let q = moq_burn::QuantizedLinear::<Inner>::from_export(head, Some(&bias), &device).unwrap();
+    assert_eq!(q.bits, 4);
+    let x = Tensor::<Inner, 2>::from_data(
+        TensorData::new(
+            (0..48).map(|i| (i as f32 * 0.3).cos()).collect::<Vec<_>>(),
+            [3, 16],
+        ),
+        &device,
+    );
+    let trained = model.valid().head.forward(x.clone());
+    assert_eq!(values(q.weight()), values(model.head.weight.val()));
+    let got = values(q.forward(x));
+    for (a, b) in got.iter().zip(values(trained)) {
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let err = moq_burn::QuantizedLinear::<Inner>::from_export(head, Some(&[0.0; 3]), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bias has 3 values for 4 outputs"), "{err}");
 }
