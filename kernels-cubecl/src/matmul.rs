@@ -39,17 +39,9 @@ impl DeviceWeights {
         let PackedScales::F32(scales) = &packed.scales else {
             return bad("scales must be f32".into());
         };
-        if packed.row_len == 0 || !packed.len.is_multiple_of(packed.row_len) {
-            return bad(format!(
-                "{} elements do not form rows of {}",
-                packed.len, packed.row_len
-            ));
-        }
-        if packed.groups == 0 || !packed.len.is_multiple_of(packed.groups) {
-            return bad(format!(
-                "{} elements cannot be split into {} groups",
-                packed.len, packed.groups
-            ));
+        // Whole rows and groups, and as many words, scales and zero points as the kernel reads.
+        if let Err(e) = packed.check() {
+            return bad(e.to_string());
         }
         let asymmetric = packed.quant_type == QuantType::Asymmetric;
         let zero_points: Vec<i32> = if asymmetric {

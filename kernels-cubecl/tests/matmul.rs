@@ -98,6 +98,13 @@ fn weights_the_kernel_cannot_read_are_named() {
     assert!(reason.contains("Packed32"), "{reason}");
     let f16 = pack(&q, 16, CodeLayout::Packed32, ScaleFormat::F16).unwrap();
     assert!(DeviceWeights::upload(&client, &f16).is_err());
+    // Parts that do not agree would make the kernel read out of bounds.
+    let mut short = pack(&q, 16, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+    short.groups = 4;
+    let Err(KernelError::Layout { reason }) = DeviceWeights::upload(&client, &short) else {
+        panic!("2 scales for 4 groups must be refused");
+    };
+    assert!(reason.contains("2 scales for 4 groups"), "{reason}");
 }
 
 /// The compiler in use is the one the features ask for: SPIR-V with `vulkan` (which unlocks f16

@@ -553,7 +553,9 @@ where
             found: Vec::new(),
         };
         model.visit(&mut finder);
+        // Host copies of what is exported as is: the parameters that have no master.
         let mut values = FloatValues {
+            skip: &self.masters,
             values: HashMap::new(),
         };
         model.visit(&mut values);
@@ -602,13 +604,17 @@ fn host_values<IB: Backend>(t: Tensor<IB, 1>, path: &str) -> Result<Vec<f32>> {
         })
 }
 
-/// The host values of every float parameter.
-struct FloatValues {
+/// The host values of every float parameter that has no master in `skip`.
+struct FloatValues<'a, IB: Backend> {
+    skip: &'a HashMap<ParamId, Tensor<IB, 1>>,
     values: HashMap<ParamId, Vec<f32>>,
 }
 
-impl<B: Backend> ModuleVisitor<B> for FloatValues {
+impl<B: Backend, IB: Backend> ModuleVisitor<B> for FloatValues<'_, IB> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.skip.contains_key(&param.id) {
+            return;
+        }
         if let Ok(v) = param.val().into_data().convert::<f32>().into_vec::<f32>() {
             self.values.insert(param.id, v);
         }

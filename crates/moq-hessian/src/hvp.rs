@@ -252,6 +252,8 @@ pub(crate) struct Products<'a, B: Backend, L: HessianLoss> {
     loss: &'a L,
     nested: Option<L::Model<Nested<B>>>,
     single: Option<L::Model<Autodiff<B>>>,
+    /// `‖w_b‖` per block (by its parameter indices), for the finite-difference step.
+    w_norms: HashMap<Vec<usize>, f64>,
 }
 
 impl<'a, B: Backend, L: HessianLoss> Products<'a, B, L> {
@@ -260,6 +262,7 @@ impl<'a, B: Backend, L: HessianLoss> Products<'a, B, L> {
             loss,
             nested: None,
             single: None,
+            w_norms: HashMap::new(),
         }
     }
 
@@ -306,16 +309,19 @@ impl<'a, B: Backend, L: HessianLoss> Products<'a, B, L> {
         let device = weights.device().expect("a resolved block has parameters");
         let loss = self.loss;
         let model = self.single.get_or_insert_with(|| loss.model(&device));
-        let w: Vec<_> = block
-            .iter()
-            .map(|&i| weights.params[i].value.clone())
-            .collect();
-        let (_, w2) = dot_and_norm2(&w, &w);
+        // ‖w_b‖ is fixed within a computation: read it once per block, not once per product.
+        let w_norm = *self.w_norms.entry(block.to_vec()).or_insert_with(|| {
+            let w: Vec<_> = block
+                .iter()
+                .map(|&i| weights.params[i].value.clone())
+                .collect();
+            dot_and_norm2(&w, &w).1.sqrt()
+        });
         let (_, v2) = dot_and_norm2(v, v);
         if v2 == 0.0 {
             return Ok(v.to_vec());
         }
-        let eps = relative_step as f64 * w2.sqrt().max(1.0) / v2.sqrt();
+        let eps = relative_step as f64 * w_norm.max(1.0) / v2.sqrt();
         let plus = gradient(loss, model, weights, block, v, eps)?;
         let minus = gradient(loss, model, weights, block, v, -eps)?;
         Ok(plus

@@ -30,7 +30,7 @@ use moq_burn::moq_hessian::HessianLoss;
 use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend, load_dequantized};
 use moq_examples::{
     EpochLines, Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider,
-    eigen_summary, figure_links, run_on, train, variant_config, write_run_schedule, write_section,
+    eigen_summary, run_on, train, variant_config,
 };
 
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
@@ -354,14 +354,8 @@ where
         cells: Vec::new(),
     };
     let mut schedules = Vec::new();
-    let figures_dir = args.out.parent().unwrap_or(Path::new(".")).join("figures");
-    let mut written = Vec::new();
-    let mut full_precision = Figures::default();
+    let mut figures = Figures::new("digits", &args.out);
     for (column, &target) in args.targets.iter().enumerate() {
-        let mut figures = Figures::default();
-        if let Some((loss, acc)) = full_precision.get(Variant::FullPrecision) {
-            figures.add(Variant::FullPrecision, loss, acc);
-        }
         for variant in Variant::ALL {
             if variant == Variant::FullPrecision && column > 0 {
                 continue;
@@ -444,19 +438,7 @@ where
                     }
                 }
                 if seed == 0 {
-                    figures.add(variant, &trained.loss_curve, &trained.accuracy_curve);
-                    if variant == Variant::FullPrecision {
-                        full_precision.add(variant, &trained.loss_curve, &trained.accuracy_curve);
-                    }
-                    written.extend(write_run_schedule(
-                        &figures_dir,
-                        "digits",
-                        variant,
-                        config.as_ref(),
-                        target,
-                        &trained,
-                        steps,
-                    )?);
+                    figures.add(variant, target, config.as_ref(), &trained, steps)?;
                 }
                 let bits = trained
                     .bits
@@ -481,11 +463,7 @@ where
                 }
             }
         }
-        written.extend(figures.write(
-            &figures_dir,
-            &format!("digits-{target}bit"),
-            &format!("UCI digits, {target} bits (seed 0)"),
-        )?);
+        figures.finish_target(target, &format!("UCI digits, {target} bits (seed 0)"))?;
     }
     let table = results.markdown();
     println!(
@@ -514,16 +492,7 @@ where
         schedules.join("; "),
         args.seeds
     );
-    let body = format!(
-        "{}\n\nFigures (seed 0 of each variant; the schedules are those MoQ and MoQ + eigenvalue followed):\n\n{}",
-        body.trim_end(),
-        figure_links(&args.out, &written)
-    );
-    write_section(&args.out, "digits", &body)?;
-    println!("table written to {}", args.out.display());
-    for path in &written {
-        println!("figure written to {}", path.display());
-    }
+    figures.publish(&args.out, "digits", &body)?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //!
 //! `cargo run --release -p moq-examples --bin transformer`
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use burn::module::AutodiffModule;
@@ -21,7 +21,7 @@ use moq_examples::permutation::{
 };
 use moq_examples::{
     Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
-    figure_links, run_on, schedule_lines, train, variant_config, write_run_schedule, write_section,
+    run_on, schedule_lines, train, variant_config,
 };
 
 /// Train a small transformer on a permutation task with and without MoQ.
@@ -75,14 +75,8 @@ where
     };
     let mut notes = Vec::new();
     let mut schedules = Vec::new();
-    let figures_dir = args.out.parent().unwrap_or(Path::new(".")).join("figures");
-    let mut written = Vec::new();
-    let mut full_precision = Figures::default();
+    let mut figures = Figures::new("transformer", &args.out);
     for (column, &target) in args.targets.iter().enumerate() {
-        let mut figures = Figures::default();
-        if let Some((loss, acc)) = full_precision.get(Variant::FullPrecision) {
-            figures.add(Variant::FullPrecision, loss, acc);
-        }
         for variant in Variant::ALL {
             if variant == Variant::FullPrecision && column > 0 {
                 continue;
@@ -130,19 +124,7 @@ where
                 let acc = accuracy(&trained.model.valid(), &test_set, &device);
                 results.add(variant, column, acc);
                 if seed == 0 {
-                    figures.add(variant, &trained.loss_curve, &trained.accuracy_curve);
-                    if variant == Variant::FullPrecision {
-                        full_precision.add(variant, &trained.loss_curve, &trained.accuracy_curve);
-                    }
-                    written.extend(write_run_schedule(
-                        &figures_dir,
-                        "transformer",
-                        variant,
-                        config.as_ref(),
-                        target,
-                        &trained,
-                        args.steps,
-                    )?);
+                    figures.add(variant, target, config.as_ref(), &trained, args.steps)?;
                 }
                 let bits: Vec<String> = trained
                     .bits
@@ -186,11 +168,7 @@ where
                 }
             }
         }
-        written.extend(figures.write(
-            &figures_dir,
-            &format!("transformer-{target}bit"),
-            &format!("permutation task, {target} bits (seed 0)"),
-        )?);
+        figures.finish_target(target, &format!("permutation task, {target} bits (seed 0)"))?;
     }
     let table = results.markdown();
     println!(
@@ -223,16 +201,7 @@ where
         args.seeds,
         schedules.join("\n\n")
     );
-    let body = format!(
-        "{}\n\nFigures (seed 0 of each variant; the schedules are those MoQ and MoQ + eigenvalue followed):\n\n{}",
-        body.trim_end(),
-        figure_links(&args.out, &written)
-    );
-    write_section(&args.out, "transformer", &body)?;
-    println!("table written to {}", args.out.display());
-    for path in &written {
-        println!("figure written to {}", path.display());
-    }
+    figures.publish(&args.out, "transformer", &body)?;
     Ok(())
 }
 
