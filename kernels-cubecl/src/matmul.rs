@@ -1,117 +1,353 @@
-//! Low-bit-weight matmul `y = x · dequant(W)`: `x` is `[m, k]` f32, `W` is `[k, n]` stored in
-//! moq-core's [`moq_core::CodeLayout::Packed32`] layout (any width 1–8, rows padded to whole words) with
-//! one f32 scale per group and, for asymmetric grids, one zero point per group.
+//! Low-bit-weight matmul `y = x · dequant(W)`: `x` is `[m, k]` of `F` (f32 or f16), `W` a
+//! [`DeviceWeights`] `[k, n]` (codes of any width 1–8 in the `Packed32` layout, f32 or f16
+//! scales, symmetric or asymmetric), `y` is `[m, n]` of `F`. Products accumulate in f32; the
+//! codes are dequantized in registers (GEMV) or in shared memory (tiled), never in global memory.
 //!
-//! This is the reference kernel: one unit per `(row of x, word of a row of W)`, which reads its
-//! column of words once and accumulates the `32 / b` outputs of the word in registers, in f32.
-//! It is correct for any shape; the tuned GEMV and tiled kernels build on its tests.
+//! Two kernels, chosen by [`plan`]:
+//! - **GEMV** for `m ≤ 16`, bound by loading the weights: each unit owns a vector of
+//!   `vec` words (up to 16 bytes, one vectorised load per row of `W`) across all of `x`'s rows
+//!   (`rows` accumulators per code, in registers), so `W` is read once per block of rows; the
+//!   inner dimension is split over cubes (split-K) when there are too few columns to fill the
+//!   device, and a second kernel sums the slices in a fixed order (deterministic, no atomics).
+//! - **Tiled** for larger `m`: a cube computes a 64×64 tile of `y`, staging 32-deep slices of `x`
+//!   and of the dequantized `W` in shared memory; each unit computes a 4×4 block.
+//!
+//! Both are correct for any shape: rows not a multiple of the codes per word, groups that
+//! straddle rows, sizes that are not multiples of the vector width or the tiles.
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
-use moq_core::{PackedScales, PackedTensor, QuantType};
+use half::f16;
+use moq_core::{QuantType, ScaleFormat};
 
 use crate::error::{KernelError, Result};
+use crate::quant::cubes_for;
+use crate::weights::{DeviceWeights, field};
 
-/// Packed weights on the device, ready for [`matmul`].
-pub struct DeviceWeights {
-    words: Handle,
-    scales: Handle,
-    zero_points: Handle,
-    /// Rows of `W` (the inner dimension `k`).
-    pub k: usize,
-    /// Columns of `W` (outputs `n`).
-    pub n: usize,
-    /// Bit width of the codes.
-    pub bits: u32,
-    group_size: usize,
-    asymmetric: bool,
-    words_len: usize,
-    groups: usize,
+/// Largest `m` served by the GEMV kernel.
+pub const GEMV_MAX_M: usize = 16;
+/// Cubes the GEMV aims to launch (enough to fill a large GPU), reached by splitting `k`.
+const GEMV_TARGET_CUBES: usize = 512;
+/// Units per cube of the GEMV (along the columns of `W`).
+const GEMV_UNITS: u32 = 64;
+/// Smallest slice of `k` one GEMV cube takes.
+const GEMV_MIN_K_SLICE: usize = 64;
+
+const TILE_M: u32 = 64;
+const TILE_N: u32 = 64;
+const TILE_K: u32 = 32;
+
+/// The kernel a matmul shape gets, and its static parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// The GEMV kernel.
+    Gemv {
+        /// Rows of `x` per unit (a power of two ≥ `m`, at most 16).
+        rows: u32,
+        /// Words per unit and vectorised load (1, 2 or 4).
+        vec: u32,
+        /// Slices of `k`.
+        splits: u32,
+        /// Rows of `W` per slice.
+        k_per_split: u32,
+    },
+    /// The tiled kernel.
+    Tiled,
 }
 
-impl DeviceWeights {
-    /// Uploads a packed `[k, n]` weight (`row_len = n`).
-    pub fn upload<R: Runtime>(client: &ComputeClient<R>, packed: &PackedTensor) -> Result<Self> {
-        let bad = |reason: String| Err(KernelError::Layout { reason });
-        let Some(words) = packed.words() else {
-            return bad("codes must be in the Packed32 layout".into());
-        };
-        let PackedScales::F32(scales) = &packed.scales else {
-            return bad("scales must be f32".into());
-        };
-        // Whole rows and groups, and as many words, scales and zero points as the kernel reads.
-        if let Err(e) = packed.check() {
-            return bad(e.to_string());
-        }
-        let asymmetric = packed.quant_type == QuantType::Asymmetric;
-        let zero_points: Vec<i32> = if asymmetric {
-            packed.zero_points.clone()
-        } else {
-            vec![0]
-        };
-        Ok(Self {
-            words: client.create_from_slice(u32::as_bytes(words)),
-            scales: client.create_from_slice(f32::as_bytes(scales)),
-            zero_points: client.create_from_slice(i32::as_bytes(&zero_points)),
-            k: packed.len / packed.row_len,
-            n: packed.row_len,
-            bits: packed.bits,
-            group_size: packed.len / packed.groups,
-            asymmetric,
-            words_len: words.len(),
-            groups: packed.groups,
-        })
+/// Chooses the kernel and its parameters for `x [m, k] · W [k, n]` with `bits`-bit codes.
+pub fn plan(m: usize, k: usize, n: usize, bits: u32) -> Plan {
+    if m > GEMV_MAX_M {
+        return Plan::Tiled;
+    }
+    let per_word = (32 / bits) as usize;
+    let words_per_row = n.div_ceil(per_word);
+    let rows = m.max(1).next_power_of_two();
+    // At most 32 accumulators per unit from vectorisation; rows alone may need more.
+    let vec = [4usize, 2, 1]
+        .into_iter()
+        .find(|&v| words_per_row.is_multiple_of(v) && rows * per_word * v <= 32)
+        .unwrap_or(1);
+    let cubes = (words_per_row / vec).div_ceil(GEMV_UNITS as usize).max(1);
+    let wanted = GEMV_TARGET_CUBES.div_ceil(cubes);
+    let splits = wanted.min(k.div_ceil(GEMV_MIN_K_SLICE)).max(1);
+    let k_per_split = k.div_ceil(splits).max(1);
+    Plan::Gemv {
+        rows: rows as u32,
+        vec: vec as u32,
+        splits: k.div_ceil(k_per_split).max(1) as u32,
+        k_per_split: k_per_split as u32,
     }
 }
 
-/// `y = x · dequant(W)` for `x` of `m` rows (`[m, k]`, f32, row-major on the device); returns
-/// `y` (`[m, n]`, f32).
-pub fn matmul<R: Runtime>(
+/// `y = x · dequant(W)` for `x` of `m` rows (`[m, k]` of `F`, row-major on the device);
+/// returns `y` (`[m, n]` of `F`).
+pub fn matmul<R: Runtime, F: Float + CubeElement>(
     client: &ComputeClient<R>,
-    x: Handle,
+    x: &Handle,
     m: usize,
     w: &DeviceWeights,
 ) -> Result<Handle> {
-    let per_word = 32 / w.bits as usize;
-    let words_per_row = w.n.div_ceil(per_word);
-    let out = client.empty(m * w.n * size_of::<f32>());
+    if m.checked_mul(w.k)
+        .is_none_or(|len| len > crate::quant::MAX_LEN)
+        || m.checked_mul(w.n)
+            .is_none_or(|len| len > crate::quant::MAX_LEN)
+    {
+        return Err(KernelError::TooLarge {
+            tensor: "matmul input".into(),
+            len: m.saturating_mul(w.k.max(w.n)),
+            max: crate::quant::MAX_LEN,
+        });
+    }
+    if x.size() < (m * w.k * size_of::<F>()) as u64 {
+        return Err(KernelError::Shape {
+            what: "matmul input x".into(),
+            expected: m * w.k,
+            found: x.size() as usize / size_of::<F>(),
+        });
+    }
+    let out = client.empty((m * w.n).max(1) * size_of::<F>());
     if m == 0 || w.n == 0 {
         return Ok(out);
     }
-    let cube_dim = CubeDim::new_2d(32, 4);
-    let cube_count = CubeCount::Static(words_per_row.div_ceil(32) as u32, m.div_ceil(4) as u32, 1);
-    unsafe {
-        matmul_kernel::launch_unchecked::<R>(
-            client,
-            cube_count,
-            cube_dim,
-            ArrayArg::from_raw_parts(x, m * w.k),
-            ArrayArg::from_raw_parts(w.words.clone(), w.words_len),
-            ArrayArg::from_raw_parts(w.scales.clone(), w.groups),
-            ArrayArg::from_raw_parts(
-                w.zero_points.clone(),
-                if w.asymmetric { w.groups } else { 1 },
-            ),
-            ArrayArg::from_raw_parts(out.clone(), m * w.n),
-            m as u32,
-            w.k as u32,
-            w.n as u32,
-            words_per_row as u32,
-            w.group_size as u32,
-            w.bits,
-            w.asymmetric,
-        )
-    };
+    match w.scale_format {
+        ScaleFormat::F32 => launch::<R, F, f32>(client, x, m, w, &out),
+        ScaleFormat::F16 => launch::<R, F, f16>(client, x, m, w, &out),
+    }
     Ok(out)
 }
 
-#[cube(launch_unchecked)]
-fn matmul_kernel(
-    x: &Array<f32>,
-    words: &Array<u32>,
-    scales: &Array<f32>,
+fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    x: &Handle,
+    m: usize,
+    w: &DeviceWeights,
+    out: &Handle,
+) {
+    let asymmetric = w.quant_type == QuantType::Asymmetric;
+    let zero_len = if asymmetric { w.groups } else { 1 };
+    let per_word = 32 / w.bits as usize;
+    let words_per_row = w.words_per_row();
+    let group_size = w.group_size();
+    let x_arg = || unsafe { ArrayArg::from_raw_parts(x.clone(), m * w.k) };
+    let scales = || unsafe { ArrayArg::from_raw_parts(w.scales.clone(), w.groups) };
+    let zero_points = || unsafe { ArrayArg::from_raw_parts(w.zero_points.clone(), zero_len) };
+    match plan(m, w.k, w.n, w.bits) {
+        Plan::Gemv {
+            rows,
+            vec,
+            splits,
+            k_per_split,
+        } => {
+            let partials = client.empty(splits as usize * m * w.n * size_of::<f32>());
+            let vectors_per_row = words_per_row / vec as usize;
+            let word_groups = group_size.is_multiple_of(per_word) && w.n.is_multiple_of(per_word);
+            unsafe {
+                gemv_kernel::launch_unchecked::<F, S, R>(
+                    client,
+                    CubeCount::Static(
+                        vectors_per_row.div_ceil(GEMV_UNITS as usize) as u32,
+                        m.div_ceil(rows as usize) as u32,
+                        splits,
+                    ),
+                    CubeDim::new_1d(GEMV_UNITS),
+                    vec as usize,
+                    x_arg(),
+                    ArrayArg::from_raw_parts(w.words.clone(), w.words_len / vec as usize),
+                    scales(),
+                    zero_points(),
+                    ArrayArg::from_raw_parts(partials.clone(), splits as usize * m * w.n),
+                    m as u32,
+                    w.k as u32,
+                    w.n as u32,
+                    vectors_per_row as u32,
+                    group_size as u32,
+                    k_per_split,
+                    w.bits,
+                    asymmetric,
+                    rows,
+                    vec,
+                    word_groups,
+                );
+                sum_splits_kernel::launch_unchecked::<F, R>(
+                    client,
+                    cubes_for(m * w.n, 256),
+                    CubeDim::new_1d(256),
+                    ArrayArg::from_raw_parts(partials, splits as usize * m * w.n),
+                    ArrayArg::from_raw_parts(out.clone(), m * w.n),
+                    (m * w.n) as u32,
+                    splits,
+                );
+            }
+        }
+        Plan::Tiled => unsafe {
+            tiled_kernel::launch_unchecked::<F, S, R>(
+                client,
+                CubeCount::Static(
+                    w.n.div_ceil(TILE_N as usize) as u32,
+                    m.div_ceil(TILE_M as usize) as u32,
+                    1,
+                ),
+                CubeDim::new_2d(16, 16),
+                x_arg(),
+                ArrayArg::from_raw_parts(w.words.clone(), w.words_len),
+                scales(),
+                zero_points(),
+                ArrayArg::from_raw_parts(out.clone(), m * w.n),
+                m as u32,
+                w.k as u32,
+                w.n as u32,
+                words_per_row as u32,
+                group_size as u32,
+                w.bits,
+                asymmetric,
+            )
+        },
+    }
+}
+
+/// `(code − z')·s` of the code of group `g`.
+#[cube]
+fn dequant<S: Float>(
+    code: f32,
+    scales: &Array<S>,
     zero_points: &Array<i32>,
-    y: &mut Array<f32>,
+    g: usize,
+    #[comptime] asymmetric: bool,
+) -> f32 {
+    let q = if asymmetric {
+        code - f32::cast_from(zero_points[g])
+    } else {
+        code
+    };
+    q * f32::cast_from(scales[g])
+}
+
+/// GEMV: unit `(vector column, block of rows, slice of k)`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn gemv_kernel<F: Float, S: Float, N: Size>(
+    x: &Array<F>,
+    words: &Array<Vector<u32, N>>,
+    scales: &Array<S>,
+    zero_points: &Array<i32>,
+    partials: &mut Array<f32>,
+    m: u32,
+    k: u32,
+    cols: u32,
+    vectors_per_row: u32,
+    group_size: u32,
+    k_per_split: u32,
+    #[comptime] bits: u32,
+    #[comptime] asymmetric: bool,
+    #[comptime] rows: u32,
+    #[comptime] vec: u32,
+    #[comptime] word_groups: bool,
+) {
+    let vcol = ABSOLUTE_POS_X;
+    if vcol >= vectors_per_row {
+        terminate!();
+    }
+    let per_word = comptime!(32 / bits);
+    let per_vec = comptime!(per_word * vec);
+    let row0 = CUBE_POS_Y * rows;
+    let split = CUBE_POS_Z;
+    let mut acc = Array::<f32>::new(comptime!((rows * per_vec) as usize));
+    #[unroll]
+    for a in 0..rows * per_vec {
+        acc[a as usize] = 0.0;
+    }
+    let mut xs = Array::<f32>::new(comptime!(rows as usize));
+    let k_start = split * k_per_split;
+    let k_end = u32::min(k, k_start + k_per_split);
+    for kk in k_start..k_end {
+        #[unroll]
+        for r in 0..rows {
+            let row = row0 + r;
+            xs[r as usize] = if row < m {
+                f32::cast_from(x[(row * k + kk) as usize])
+            } else {
+                f32::new(0.0)
+            };
+        }
+        let packed = words[(kk * vectors_per_row + vcol) as usize];
+        #[unroll]
+        for v in 0..vec {
+            let word = packed[v as usize];
+            let col0 = (vcol * vec + v) * per_word;
+            let word_scale = if word_groups {
+                let g = ((kk * cols + col0) / group_size) as usize;
+                dequant(1.0, scales, zero_points, g, false)
+            } else {
+                f32::new(0.0)
+            };
+            let word_zero = if word_groups && asymmetric {
+                f32::cast_from(zero_points[((kk * cols + col0) / group_size) as usize])
+            } else {
+                f32::new(0.0)
+            };
+            #[unroll]
+            for j in 0..per_word {
+                let col = col0 + j;
+                let code = field(word, j, bits);
+                let w = if word_groups {
+                    (code - word_zero) * word_scale
+                } else if col < cols {
+                    dequant(
+                        code,
+                        scales,
+                        zero_points,
+                        ((kk * cols + col) / group_size) as usize,
+                        asymmetric,
+                    )
+                } else {
+                    f32::new(0.0)
+                };
+                #[unroll]
+                for r in 0..rows {
+                    let a = (r * per_vec + v * per_word + j) as usize;
+                    acc[a] += xs[r as usize] * w;
+                }
+            }
+        }
+    }
+    #[unroll]
+    for r in 0..rows {
+        let row = row0 + r;
+        #[unroll]
+        for c in 0..per_vec {
+            let col = vcol * per_vec + c;
+            if row < m && col < cols {
+                partials[((split * m + row) * cols + col) as usize] =
+                    acc[(r * per_vec + c) as usize];
+            }
+        }
+    }
+}
+
+/// Sums the split-K slices in order and converts to `F`.
+#[cube(launch_unchecked)]
+fn sum_splits_kernel<F: Float>(partials: &Array<f32>, out: &mut Array<F>, len: u32, splits: u32) {
+    let i = CUBE_POS_Y * CUBE_COUNT_X * CUBE_DIM_X + ABSOLUTE_POS_X;
+    if i >= len {
+        terminate!();
+    }
+    let mut sum = 0.0f32;
+    for s in 0..splits {
+        sum += partials[(s * len + i) as usize];
+    }
+    out[i as usize] = F::cast_from(sum);
+}
+
+/// Tiled: a cube per 64×64 tile of `y`, 16×16 units of 4×4 outputs each.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn tiled_kernel<F: Float, S: Float>(
+    x: &Array<F>,
+    words: &Array<u32>,
+    scales: &Array<S>,
+    zero_points: &Array<i32>,
+    y: &mut Array<F>,
     m: u32,
     k: u32,
     n: u32,
@@ -121,46 +357,80 @@ fn matmul_kernel(
     #[comptime] asymmetric: bool,
 ) {
     let per_word = comptime!(32 / bits);
-    let word_col = ABSOLUTE_POS_X;
-    let row = ABSOLUTE_POS_Y;
-    if word_col >= words_per_row || row >= m {
-        terminate!();
-    }
-    let mut acc = Array::<f32>::new(comptime!(per_word as usize));
+    let row0 = CUBE_POS_Y * TILE_M;
+    let col0 = CUBE_POS_X * TILE_N;
+    let tx = UNIT_POS_X;
+    let ty = UNIT_POS_Y;
+    let t = UNIT_POS;
+    let mut xs = SharedMemory::<f32>::new(comptime!((TILE_M * TILE_K) as usize));
+    let mut ws = SharedMemory::<f32>::new(comptime!((TILE_K * TILE_N) as usize));
+    let mut acc = Array::<f32>::new(16usize);
     #[unroll]
-    for j in 0..per_word {
-        acc[j as usize] = 0.0;
+    for a in 0..16u32 {
+        acc[a as usize] = 0.0;
     }
-    for kk in 0..k {
-        let xv = x[(row * k + kk) as usize];
-        let word = words[(kk * words_per_row + word_col) as usize];
+    let mut a_reg = Array::<f32>::new(4usize);
+    let mut b_reg = Array::<f32>::new(4usize);
+    let mut k0 = 0u32;
+    while k0 < k {
         #[unroll]
-        for j in 0..per_word {
-            let col = word_col * per_word + j;
-            if col < n {
-                let g = ((kk * n + col) / group_size) as usize;
-                let code = if comptime!(bits == 1) {
-                    // Binary: bit 1 is +1, bit 0 is −1.
-                    (((word >> j) & 1) * 2) as f32 - 1.0
-                } else {
-                    // Shift the field to the top, then arithmetic-shift it back: sign extension.
-                    let top = i32::cast_from(word << (32 - (j + 1) * bits));
-                    f32::cast_from(top >> (32 - bits) as i32)
-                };
-                let q = if comptime!(asymmetric) {
-                    code - f32::cast_from(zero_points[g])
-                } else {
-                    code
-                };
-                acc[j as usize] += xv * q * scales[g];
+        for e in 0..comptime!(TILE_M * TILE_K / 256) {
+            let idx = t + e * 256;
+            let r = idx / TILE_K;
+            let c = idx % TILE_K;
+            let (gr, gc) = (row0 + r, k0 + c);
+            xs[idx as usize] = if gr < m && gc < k {
+                f32::cast_from(x[(gr * k + gc) as usize])
+            } else {
+                f32::new(0.0)
+            };
+        }
+        #[unroll]
+        for e in 0..comptime!(TILE_K * TILE_N / 256) {
+            let idx = t + e * 256;
+            let r = idx / TILE_N;
+            let c = idx % TILE_N;
+            let (gr, gc) = (k0 + r, col0 + c);
+            ws[idx as usize] = if gr < k && gc < n {
+                let word = words[(gr * words_per_row + gc / per_word) as usize];
+                let code = field(word, gc % per_word, bits);
+                dequant(
+                    code,
+                    scales,
+                    zero_points,
+                    ((gr * n + gc) / group_size) as usize,
+                    asymmetric,
+                )
+            } else {
+                f32::new(0.0)
+            };
+        }
+        sync_cube();
+        for kk in 0..TILE_K {
+            #[unroll]
+            for i in 0..4u32 {
+                a_reg[i as usize] = xs[((ty * 4 + i) * TILE_K + kk) as usize];
+                b_reg[i as usize] = ws[(kk * TILE_N + tx * 4 + i) as usize];
+            }
+            #[unroll]
+            for i in 0..4u32 {
+                #[unroll]
+                for j in 0..4u32 {
+                    acc[(i * 4 + j) as usize] += a_reg[i as usize] * b_reg[j as usize];
+                }
             }
         }
+        sync_cube();
+        k0 += TILE_K;
     }
     #[unroll]
-    for j in 0..per_word {
-        let col = word_col * per_word + j;
-        if col < n {
-            y[(row * n + col) as usize] = acc[j as usize];
+    for i in 0..4u32 {
+        #[unroll]
+        for j in 0..4u32 {
+            let (row, col) = (row0 + ty * 4 + i, col0 + tx * 4 + j);
+            if row < m && col < n {
+                y[(row * n + col) as usize] = F::cast_from(acc[(i * 4 + j) as usize]);
+            }
         }
     }
 }

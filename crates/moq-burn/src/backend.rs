@@ -5,8 +5,11 @@
 //!   tensor's host data: on a CPU backend that *is* the fastest path, and it is bit-identical to
 //!   the reference by construction. `NdArray` uses it.
 //! - [`fake_quantize_tensor_ops`] is built from burn tensor ops and stays on the device (and
-//!   `Fusion` can fuse it). burn-wgpu and burn-cuda (`CubeBackend`, and the `Fusion` wrapping
-//!   users hold, features `wgpu`/`cuda`) use it until `moq-kernels` provides fused kernels.
+//!   `Fusion` can fuse it): for a backend with neither kernels nor a fast host path.
+//!
+//! burn's cubecl backends (`CubeBackend`: burn-wgpu and burn-cuda, features `wgpu`/`cuda`) run
+//! `moq-kernels`' fused kernel. `Fusion<B>`, the wrapping users hold by default, drains its
+//! stream up to the tensor, runs `B`'s kernel and registers the result in the stream.
 //!
 //! `Autodiff<B>` adds a straight-through backward: the gradient passes through unchanged. Any
 //! other backend implements [`MoqBackend`] in three lines by calling one of the two paths.
@@ -255,8 +258,10 @@ impl<B: MoqBackend, C: CheckpointStrategy> MoqBackend for Autodiff<B, C> {
     }
 }
 
-/// burn's cubecl backends (burn-wgpu, burn-cuda) through the tensor-ops path, on the device,
-/// until `moq-kernels` provides fused kernels for them.
+/// burn's cubecl backends (burn-wgpu, burn-cuda): `moq-kernels`' fused kernel, one per tensor
+/// (a per-group reduction, then one pass over the tensor), on the device. f32, f16 and bf16
+/// tensors; other dtypes take the tensor-ops path. A NaN or infinity is then located by the
+/// host reference, so the error names the element, as on every backend.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl<R, F, I, BT> MoqBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
@@ -271,12 +276,37 @@ where
         spec: &QuantSpec,
         mix_ratio: f32,
     ) -> Result<FloatTensor<Self>> {
-        fake_quantize_tensor_ops::<Self>(tensor, name, spec, mix_ratio)
+        use moq_kernels::{KernelError, fake_quantize as kernel};
+        let tensor = burn_cubecl::kernel::into_contiguous(tensor);
+        let shape = tensor.shape();
+        let len = shape.num_elements();
+        let (client, handle) = (&tensor.client, &tensor.handle);
+        let out = match tensor.dtype {
+            DType::F32 => kernel::<R, f32>(client, handle, len, name, spec, mix_ratio),
+            DType::F16 => kernel::<R, f16>(client, handle, len, name, spec, mix_ratio),
+            DType::BF16 => kernel::<R, bf16>(client, handle, len, name, spec, mix_ratio),
+            _ => return fake_quantize_tensor_ops::<Self>(tensor, name, spec, mix_ratio),
+        };
+        match out {
+            Ok(out) => Ok(burn_cubecl::tensor::CubeTensor::new_contiguous(
+                tensor.client.clone(),
+                tensor.device.clone(),
+                shape,
+                out,
+                tensor.dtype,
+            )),
+            Err(KernelError::NonFinite { .. }) => {
+                fake_quantize_on_host::<Self>(tensor, name, spec, mix_ratio)
+            }
+            Err(KernelError::Spec(e)) => Err(e.into()),
+            Err(e) => Err(MoqBurnError::Kernel(e)),
+        }
     }
 }
 
 /// `Fusion<B>`, which is what `burn::backend::Wgpu` and `Cuda` are with default features: the
-/// tensor-ops path, whose element-wise ops the fusion stream can fuse.
+/// fusion stream is drained up to the tensor, `B`'s kernel runs on its primitive (so errors are
+/// returned at once), and the result enters the stream as a custom operation that registers it.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl<B: burn_fusion::FusionBackend + MoqBackend> MoqBackend for burn_fusion::Fusion<B> {
     fn fake_quantize(
@@ -285,6 +315,38 @@ impl<B: burn_fusion::FusionBackend + MoqBackend> MoqBackend for burn_fusion::Fus
         spec: &QuantSpec,
         mix_ratio: f32,
     ) -> Result<FloatTensor<Self>> {
-        fake_quantize_tensor_ops::<Self>(tensor, name, spec, mix_ratio)
+        use burn_fusion::FusionRuntime;
+        use burn_fusion::stream::{Operation, OperationStreams};
+        use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+
+        /// Registers an output computed eagerly.
+        #[derive(Clone, Debug)]
+        struct Computed<B: burn_fusion::FusionBackend> {
+            desc: CustomOpIr,
+            output: FloatTensor<B>,
+        }
+
+        impl<B: burn_fusion::FusionBackend> Operation<B::FusionRuntime> for Computed<B> {
+            fn execute(
+                &self,
+                handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
+            ) {
+                let (_, [out]) = self.desc.as_fixed::<1, 1>();
+                handles.register_float_tensor::<B>(&out.id, self.output.clone());
+            }
+        }
+
+        let client = tensor.client.clone();
+        let inner = client.resolve_tensor_float::<B>(tensor.clone());
+        let output = B::fake_quantize(inner, name, spec, mix_ratio)?;
+        let streams = OperationStreams::with_inputs([&tensor]);
+        let out = TensorIr::uninit(client.create_empty_handle(), tensor.shape(), tensor.dtype());
+        let desc = CustomOpIr::new("moq_fake_quantize", &[tensor.into_ir()], &[out]);
+        let mut outputs = client.register(
+            streams,
+            OperationIr::Custom(desc.clone()),
+            Computed::<B> { desc, output },
+        );
+        Ok(outputs.remove(0))
     }
 }

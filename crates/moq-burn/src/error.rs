@@ -13,6 +13,10 @@ pub enum MoqBurnError {
     #[error(transparent)]
     Hessian(#[from] moq_hessian::HessianError),
 
+    /// An error of a device kernel (layout, shape, reading back).
+    #[error(transparent)]
+    Kernel(#[from] moq_kernels::KernelError),
+
     /// A module-path pattern that is not well formed.
     #[error("pattern `{pattern}`: {reason}")]
     BadPattern {

@@ -1,5 +1,6 @@
 //! MoqBackend on burn-wgpu (the `Fusion<CubeBackend<WgpuRuntime>>` type users hold, and the bare
-//! `CubeBackend`), which run the tensor-ops path: results match `moq-core`'s reference, gradients
+//! `CubeBackend`), which run `moq-kernels`' fused kernel (and the tensor-ops path, tested on its
+//! own): results match `moq-core`'s reference, bad input is named, gradients
 //! pass straight through, the optimizer wrapper trains on it, and Hessian eigenvalues (exact
 //! through nested autodiff, and by finite differences) agree with NdArray's. Needs a wgpu adapter (lavapipe in CI): run with
 //! `cargo test -p moq-burn --features wgpu -- --include-ignored`.
@@ -21,9 +22,9 @@ fn reference(x: &[f32], spec: &QuantSpec, mix: f32) -> Vec<f32> {
     out
 }
 
-/// burn-wgpu runs the tensor-ops path: equal to the reference up to a few ulps of the scale (the
-/// reference nudges scales, and GPU division need not round like the CPU's), with elements on a
-/// rounding tie allowed one grid step away, but no more than 1% of them.
+/// Equal to the reference up to a few ulps of the scale (GPU division need not round like the
+/// CPU's; the tensor-ops path does not nudge scales at all), with elements on a rounding tie
+/// allowed one grid step away, but no more than 1% of them.
 fn assert_close(got: &[f32], x: &[f32], spec: &QuantSpec, mix: f32) {
     let expected = reference(x, spec, mix);
     let step = moq_core::quantize("w", x, spec)
@@ -50,6 +51,10 @@ fn assert_close(got: &[f32], x: &[f32], spec: &QuantSpec, mix: f32) {
 }
 
 fn check_backend<B: moq_burn::MoqBackend>() {
+    check_path::<B>(|t, spec, mix| fake_quantize(t, "w", spec, mix).unwrap());
+}
+
+fn check_path<B: Backend>(run: impl Fn(Tensor<B, 2>, &QuantSpec, f32) -> Tensor<B, 2>) {
     let device = Default::default();
     let x: Vec<f32> = (0..96).map(|i| (i as f32 * 0.71).sin() * 0.3).collect();
     for (spec, mix) in [
@@ -65,7 +70,8 @@ fn check_backend<B: moq_burn::MoqBackend>() {
         (QuantSpec::new(2, QuantType::Symmetric, 2), 0.25),
     ] {
         let t = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [8, 12]), &device);
-        let q = fake_quantize(t, "w", &spec, mix).unwrap();
+        // Through a transposed view (not contiguous), and on into further lazy ops.
+        let q = run(t.transpose().transpose(), &spec, mix) * 1.0;
         assert_eq!(q.dims(), [8, 12]);
         assert_close(&q.into_data().to_vec::<f32>().unwrap(), &x, &spec, mix);
     }
@@ -76,6 +82,34 @@ fn check_backend<B: moq_burn::MoqBackend>() {
 fn wgpu_fusion_and_cube_backends_match_the_reference() {
     check_backend::<Wgpu>();
     check_backend::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
+    check_path::<Wgpu>(|t, spec, mix| {
+        let out = moq_burn::backend::fake_quantize_tensor_ops::<Wgpu>(
+            t.into_primitive().tensor(),
+            "w",
+            spec,
+            mix,
+        )
+        .unwrap();
+        Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(out))
+    });
+}
+
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn wgpu_errors_name_the_tensor_and_element() {
+    let device = Default::default();
+    let mut x: Vec<f32> = (0..24).map(|i| i as f32).collect();
+    x[13] = f32::NAN;
+    let t = Tensor::<Wgpu, 2>::from_data(TensorData::new(x, [4, 6]), &device);
+    let spec = QuantSpec::new(4, QuantType::Symmetric, 2);
+    let err = fake_quantize(t.clone(), "enc.w", &spec, 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("enc.w") && err.contains("13"), "{err}");
+    let err = fake_quantize(t, "enc.w", &QuantSpec::new(4, QuantType::Symmetric, 5), 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("enc.w") && err.contains('5'), "{err}");
 }
 
 #[test]

@@ -1,0 +1,692 @@
+//! Group-wise quantization on the device: fused fake quantization ([`fake_quantize`]), codes
+//! ([`quantize`], packed as `moq-core`'s `Packed32` layout) and the grids behind both.
+//!
+//! Every operation is the same three steps (DESIGN.md section 3, "Quantizer"):
+//! 1. **statistics**: one cube per piece of a group (at most [`SPAN`] elements) reduces min,
+//!    max, Σ|x| (or Σ|x| past the ternary threshold), a count and a non-finite count into a
+//!    partial;
+//! 2. **grid**: one unit per group merges its partials and computes the group's grid
+//!    (`scale, 1/scale, zero, lo, hi`) exactly as `moq-core` does, including its search for a
+//!    scale that requantizes exactly; ternary grids take a second statistics pass;
+//! 3. **apply**: one unit per element (or per packed word) computes the code, with the
+//!    stochastic offset from `moq-core`'s counter-based generator, and writes the value
+//!    (mixed with the input when asked) or the packed code.
+//!
+//! The only read back to the host is one `u32`, the non-finite count, so that a NaN becomes an
+//! error naming the tensor instead of a silently broken model.
+//!
+//! Results equal the reference except in the last bits of some scales: GPU division is not
+//! always correctly rounded (WGSL allows 2.5 ulp), the reference divides the asymmetric range in
+//! f64, and it sums |x| in f64 for 1- and 2-bit grids. A value can then differ by a few ulps,
+//! and an element sitting exactly on a rounding tie can land one grid step away. The tests
+//! bound both.
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+use moq_core::{QuantSpec, QuantType, Rounding};
+
+use crate::error::{KernelError, Result};
+
+/// Units per cube in the statistics pass.
+const UNITS: u32 = 256;
+/// Units per cube in element-wise kernels.
+pub(crate) const UNITS_ELEMENTWISE: u32 = 256;
+/// Elements one cube reduces in the statistics pass.
+pub const SPAN: usize = 4096;
+/// Floats per partial: min, max, Σ|x|, count, non-finite count.
+const PARTIAL: usize = 5;
+/// Floats per grid: scale (α for 1 and 2 bits), 1/scale (the ternary threshold), zero, lo, hi.
+pub(crate) const GRID: usize = 5;
+
+/// Grid kinds, a comptime parameter of the kernels.
+pub(crate) const LINEAR: u32 = 0;
+pub(crate) const TERNARY: u32 = 1;
+pub(crate) const BINARY: u32 = 2;
+
+/// What the grid kernel computes from a statistics pass.
+const GRID_LINEAR: u32 = 0;
+const GRID_BINARY: u32 = 1;
+const GRID_TERNARY_THRESHOLD: u32 = 2;
+const GRID_TERNARY_ALPHA: u32 = 3;
+
+/// `lowbias32`, as `moq_core::noise::mix32`.
+#[cube]
+pub(crate) fn mix32(x: u32) -> u32 {
+    let mut x = x;
+    x ^= x >> 16u32;
+    x *= 0x7feb_352du32;
+    x ^= x >> 15u32;
+    x *= 0x846c_a68bu32;
+    x ^= x >> 16u32;
+    x
+}
+
+/// The stochastic rounding offset of element `i` (< 2^32), as `NoiseKeys::offset`.
+#[cube]
+fn noise_offset(i: u32, k0: u32, k1: u32) -> f32 {
+    let h = mix32(mix32(i ^ k0) ^ k1);
+    (f32::cast_from(h >> 8) + 0.5) * (1.0 / 16_777_216.0) - 0.5
+}
+
+#[cube]
+fn is_non_finite(x: f32) -> bool {
+    (u32::reinterpret(x) & 0x7f80_0000) == 0x7f80_0000
+}
+
+#[cube]
+fn next_float(s: f32, up: bool) -> f32 {
+    let bits = u32::reinterpret(s);
+    if up {
+        f32::reinterpret(bits + 1)
+    } else {
+        f32::reinterpret(bits - 1)
+    }
+}
+
+#[cube]
+fn inverse_or_zero(s: f32) -> f32 {
+    if s == 0.0 { f32::new(0.0) } else { 1.0 / s }
+}
+
+/// Whether a symmetric scale reproduces itself (`moq-core`'s `linear_grid`).
+#[cube]
+fn symmetric_ok(s: f32, m: f32, qmax: f32) -> bool {
+    (qmax * s) / qmax == s && f32::round(m * inverse_or_zero(s)) >= qmax
+}
+
+#[cube]
+fn zero_of(s: f32, min: f32) -> f32 {
+    if s == 0.0 {
+        f32::new(0.0)
+    } else {
+        f32::clamp(f32::round(-min / s), -1_073_741_824.0, 1_073_741_824.0)
+    }
+}
+
+/// `(max − min) / n` rounded once, as the reference computes it in f64: the difference's
+/// rounding error (TwoSum) and the quotient's remainder (fma) correct the f32 quotient.
+#[cube]
+fn range_scale(min: f32, max: f32, n: f32) -> f32 {
+    let d = max - min;
+    let bb = d - max;
+    let e = (max - (d - bb)) + (-min - bb);
+    let q = d / n;
+    let r = fma(-q, n, d) + e;
+    q + r / n
+}
+
+/// Whether an asymmetric scale reproduces itself (`moq-core`'s `linear_grid`).
+#[cube]
+fn asymmetric_ok(s: f32, min: f32, max: f32, n: f32) -> bool {
+    let z = zero_of(s, min);
+    let inv = inverse_or_zero(s);
+    let lo = (0.0 - z) * s;
+    let hi = (n - z) * s;
+    f32::round(min * inv) + z <= 0.0
+        && f32::round(max * inv) + z >= n
+        && range_scale(lo, hi, n) == s
+        && zero_of(s, min) == f32::round(-lo / s)
+}
+
+/// `moq-core`'s `stable_scale`: the scale nearest `s0` (within 64 ulps each way) that
+/// reproduces itself, `s0` if none does.
+#[cube]
+fn stable_scale(s0: f32, min: f32, max: f32, n: f32, #[comptime] symmetric: bool) -> f32 {
+    let m = f32::max(f32::abs(min), f32::abs(max));
+    let mut found = s0;
+    let mut done = if symmetric {
+        symmetric_ok(s0, m, n)
+    } else {
+        asymmetric_ok(s0, min, max, n)
+    };
+    let mut up = s0;
+    let mut down = s0;
+    for _ in 0..64u32 {
+        if !done {
+            up = next_float(up, true);
+            let up_ok = if symmetric {
+                symmetric_ok(up, m, n)
+            } else {
+                asymmetric_ok(up, min, max, n)
+            };
+            if up_ok {
+                found = up;
+                done = true;
+            } else {
+                down = next_float(down, false);
+                let down_ok = if symmetric {
+                    symmetric_ok(down, m, n)
+                } else {
+                    asymmetric_ok(down, min, max, n)
+                };
+                if down > 0.0 && down_ok {
+                    found = down;
+                    done = true;
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Statistics of `[start, end)` of every group piece: one cube per piece.
+#[cube(launch_unchecked)]
+fn stats_kernel<F: Float>(
+    x: &Array<F>,
+    grids: &Array<f32>,
+    partials: &mut Array<f32>,
+    group_len: u32,
+    pieces: u32,
+    total: u32,
+    #[comptime] past_threshold: bool,
+) {
+    let piece = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    if piece >= total {
+        terminate!();
+    }
+    let group = piece / pieces;
+    let start = group * group_len + (piece % pieces) * comptime!(SPAN as u32);
+    let end = u32::min(start + comptime!(SPAN as u32), (group + 1) * group_len);
+    let threshold = if past_threshold {
+        grids[(group * comptime!(GRID as u32) + 1) as usize]
+    } else {
+        f32::new(-1.0)
+    };
+    let mut lo = f32::new(f32::MAX);
+    let mut hi = f32::new(f32::MIN);
+    let mut sum = 0.0f32;
+    let mut count = 0.0f32;
+    let mut bad = 0.0f32;
+    let mut i = start + UNIT_POS;
+    while i < end {
+        let v = f32::cast_from(x[i as usize]);
+        if is_non_finite(v) {
+            bad += 1.0;
+        } else {
+            lo = f32::min(lo, v);
+            hi = f32::max(hi, v);
+            let a = f32::abs(v);
+            if a > threshold {
+                sum += a;
+                count += 1.0;
+            }
+        }
+        i += UNITS;
+    }
+    let mut s_lo = SharedMemory::<f32>::new(UNITS as usize);
+    let mut s_hi = SharedMemory::<f32>::new(UNITS as usize);
+    let mut s_sum = SharedMemory::<f32>::new(UNITS as usize);
+    let mut s_count = SharedMemory::<f32>::new(UNITS as usize);
+    let mut s_bad = SharedMemory::<f32>::new(UNITS as usize);
+    let u = UNIT_POS as usize;
+    s_lo[u] = lo;
+    s_hi[u] = hi;
+    s_sum[u] = sum;
+    s_count[u] = count;
+    s_bad[u] = bad;
+    sync_cube();
+    #[unroll]
+    for level in 0..8u32 {
+        let stride = comptime!((UNITS >> (level + 1)) as usize);
+        if u < stride {
+            s_lo[u] = f32::min(s_lo[u], s_lo[u + stride]);
+            s_hi[u] = f32::max(s_hi[u], s_hi[u + stride]);
+            s_sum[u] += s_sum[u + stride];
+            s_count[u] += s_count[u + stride];
+            s_bad[u] += s_bad[u + stride];
+        }
+        sync_cube();
+    }
+    if u == 0 {
+        let p = (piece * comptime!(PARTIAL as u32)) as usize;
+        partials[p] = s_lo[0];
+        partials[p + 1] = s_hi[0];
+        partials[p + 2] = s_sum[0];
+        partials[p + 3] = s_count[0];
+        partials[p + 4] = s_bad[0];
+    }
+}
+
+/// One unit per group: merges the group's partials and writes its grid.
+#[cube(launch_unchecked)]
+fn grid_kernel(
+    partials: &Array<f32>,
+    grids: &mut Array<f32>,
+    bad: &mut Array<Atomic<u32>>,
+    groups: u32,
+    pieces: u32,
+    group_len: u32,
+    #[comptime] what: u32,
+    #[comptime] bits: u32,
+    #[comptime] symmetric: bool,
+) {
+    let group = ABSOLUTE_POS_X;
+    if group >= groups {
+        terminate!();
+    }
+    let mut lo = f32::new(f32::MAX);
+    let mut hi = f32::new(f32::MIN);
+    let mut sum = 0.0f32;
+    let mut count = 0.0f32;
+    let mut non_finite = 0.0f32;
+    for p in 0..pieces {
+        let at = ((group * pieces + p) * comptime!(PARTIAL as u32)) as usize;
+        lo = f32::min(lo, partials[at]);
+        hi = f32::max(hi, partials[at + 1]);
+        sum += partials[at + 2];
+        count += partials[at + 3];
+        non_finite += partials[at + 4];
+    }
+    if non_finite > 0.0 {
+        bad[0].fetch_add(1u32);
+    }
+    let g = (group * comptime!(GRID as u32)) as usize;
+    if comptime!(what == GRID_BINARY) {
+        grids[g] = sum / f32::cast_from(group_len);
+        grids[g + 2] = 0.0;
+    } else if comptime!(what == GRID_TERNARY_THRESHOLD) {
+        grids[g + 1] = 0.7 * sum / f32::cast_from(group_len);
+        grids[g + 2] = 0.0;
+    } else if comptime!(what == GRID_TERNARY_ALPHA) {
+        grids[g] = if count == 0.0 {
+            f32::new(0.0)
+        } else {
+            sum / count
+        };
+    } else if comptime!(symmetric) {
+        let qmax = comptime!(((1u32 << (bits - 1)) - 1) as f32);
+        let m = f32::max(f32::abs(lo), f32::abs(hi));
+        let scale = if lo == hi {
+            m
+        } else {
+            stable_scale(m / qmax, lo, hi, qmax, true)
+        };
+        grids[g] = scale;
+        grids[g + 1] = inverse_or_zero(scale);
+        grids[g + 2] = 0.0;
+        grids[g + 3] = -qmax;
+        grids[g + 4] = qmax;
+    } else {
+        let n = comptime!(((1u64 << bits) - 1) as f32);
+        let mut scale = f32::abs(lo);
+        let mut zero = if lo < 0.0 {
+            f32::new(1.0)
+        } else {
+            f32::new(0.0)
+        };
+        if lo != hi {
+            scale = stable_scale(range_scale(lo, hi, n), lo, hi, n, false);
+            zero = zero_of(scale, lo);
+        }
+        grids[g] = scale;
+        grids[g + 1] = inverse_or_zero(scale);
+        grids[g + 2] = zero;
+        grids[g + 3] = 0.0;
+        grids[g + 4] = n;
+    }
+}
+
+/// The code of `v` on a group's grid (an integer in f32), before any storage offset.
+#[cube]
+pub(crate) fn code_of(
+    v: f32,
+    grids: &Array<f32>,
+    g: usize,
+    offset: f32,
+    #[comptime] kind: u32,
+) -> f32 {
+    if comptime!(kind == LINEAR) {
+        f32::clamp(
+            f32::round(v * grids[g + 1] + offset) + grids[g + 2],
+            grids[g + 3],
+            grids[g + 4],
+        )
+    } else if comptime!(kind == TERNARY) {
+        let t = grids[g + 1];
+        if v > t {
+            f32::new(1.0)
+        } else if v < -t {
+            f32::new(-1.0)
+        } else {
+            f32::new(0.0)
+        }
+    } else if v >= 0.0 {
+        f32::new(1.0)
+    } else {
+        f32::new(-1.0)
+    }
+}
+
+/// One unit per element: `ρ·x + (1−ρ)·Q(x)` (`Q(x)` when not mixing).
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn fake_quantize_kernel<F: Float>(
+    x: &Array<F>,
+    grids: &Array<f32>,
+    out: &mut Array<F>,
+    len: u32,
+    group_len: u32,
+    k0: u32,
+    k1: u32,
+    mix: f32,
+    #[comptime] kind: u32,
+    #[comptime] stochastic: bool,
+    #[comptime] mixing: bool,
+) {
+    let i = CUBE_POS_Y * CUBE_COUNT_X * CUBE_DIM_X + ABSOLUTE_POS_X;
+    if i >= len {
+        terminate!();
+    }
+    let v = f32::cast_from(x[i as usize]);
+    let g = ((i / group_len) * comptime!(GRID as u32)) as usize;
+    let offset = if stochastic {
+        noise_offset(i, k0, k1)
+    } else {
+        f32::new(0.0)
+    };
+    let q = code_of(v, grids, g, offset, kind);
+    let value = (q - grids[g + 2]) * grids[g];
+    out[i as usize] = if mixing {
+        F::cast_from(mix * v + (1.0 - mix) * value)
+    } else {
+        F::cast_from(value)
+    };
+}
+
+/// One unit per packed word: the codes of `per_word` consecutive elements of a row.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn quantize_kernel<F: Float>(
+    x: &Array<F>,
+    grids: &Array<f32>,
+    words: &mut Array<u32>,
+    total_words: u32,
+    row_len: u32,
+    words_per_row: u32,
+    group_len: u32,
+    k0: u32,
+    k1: u32,
+    #[comptime] bits: u32,
+    #[comptime] kind: u32,
+    #[comptime] stochastic: bool,
+    #[comptime] asymmetric: bool,
+) {
+    let w = CUBE_POS_Y * CUBE_COUNT_X * CUBE_DIM_X + ABSOLUTE_POS_X;
+    if w >= total_words {
+        terminate!();
+    }
+    let per_word = comptime!(32 / bits);
+    let row = w / words_per_row;
+    let first = (w % words_per_row) * per_word;
+    let mask = comptime!(if bits == 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    });
+    let mut word = 0u32;
+    #[unroll]
+    for j in 0..per_word {
+        let col = first + j;
+        if col < row_len {
+            let i = row * row_len + col;
+            let v = f32::cast_from(x[i as usize]);
+            let g = ((i / group_len) * comptime!(GRID as u32)) as usize;
+            let offset = if stochastic {
+                noise_offset(i, k0, k1)
+            } else {
+                f32::new(0.0)
+            };
+            let q = code_of(v, grids, g, offset, kind);
+            let field = if comptime!(kind == BINARY) {
+                if q > 0.0 { u32::new(1) } else { u32::new(0) }
+            } else {
+                let stored = if asymmetric {
+                    i32::cast_from(q) - comptime!(1i32 << (bits - 1))
+                } else {
+                    i32::cast_from(q)
+                };
+                u32::cast_from(stored) & mask
+            };
+            word |= field << (j * bits);
+        }
+    }
+    words[w as usize] = word;
+}
+
+/// A cube count covering `units` units of `per_cube` each, two-dimensional when one
+/// dimension is not enough (WebGPU allows 65535 cubes per dimension).
+pub(crate) fn cubes_for(units: usize, per_cube: u32) -> CubeCount {
+    let cubes = units.div_ceil(per_cube as usize).max(1);
+    let x = cubes.min(65_535);
+    CubeCount::Static(x as u32, cubes.div_ceil(x) as u32, 1)
+}
+
+/// The most elements the kernels index (32-bit indices).
+pub const MAX_LEN: usize = u32::MAX as usize;
+
+/// Per-group grids computed on the device, and what the apply kernels need with them.
+pub(crate) struct DeviceGrids {
+    pub grids: Handle,
+    pub groups: usize,
+    pub group_len: usize,
+    pub kind: u32,
+    pub keys: (u32, u32),
+}
+
+fn kind_of(bits: u32) -> u32 {
+    match bits {
+        1 => BINARY,
+        2 => TERNARY,
+        _ => LINEAR,
+    }
+}
+
+/// Steps 1 and 2: checks the spec, computes every group's grid, and fails on non-finite input.
+pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    input: &Handle,
+    len: usize,
+    name: &str,
+    spec: &QuantSpec,
+) -> Result<DeviceGrids> {
+    let group_len = spec.check(name, len)?;
+    if len > MAX_LEN {
+        return Err(KernelError::TooLarge {
+            tensor: name.to_string(),
+            len,
+            max: MAX_LEN,
+        });
+    }
+    let groups = spec.groups;
+    let pieces = group_len.div_ceil(SPAN).max(1);
+    let total = groups * pieces;
+    let partials = client.empty(total * PARTIAL * size_of::<f32>());
+    let grids = client.empty(groups.max(1) * GRID * size_of::<f32>());
+    let bad = client.create_from_slice(u32::as_bytes(&[0]));
+    let stats = |past_threshold: bool| unsafe {
+        stats_kernel::launch_unchecked::<F, R>(
+            client,
+            cubes_for(total, 1),
+            CubeDim::new_1d(UNITS),
+            ArrayArg::from_raw_parts(input.clone(), len),
+            ArrayArg::from_raw_parts(grids.clone(), groups * GRID),
+            ArrayArg::from_raw_parts(partials.clone(), total * PARTIAL),
+            group_len as u32,
+            pieces as u32,
+            total as u32,
+            past_threshold,
+        )
+    };
+    let grid = |what: u32| unsafe {
+        grid_kernel::launch_unchecked::<R>(
+            client,
+            CubeCount::Static(groups.div_ceil(64) as u32, 1, 1),
+            CubeDim::new_1d(64),
+            ArrayArg::from_raw_parts(partials.clone(), total * PARTIAL),
+            ArrayArg::from_raw_parts(grids.clone(), groups * GRID),
+            ArrayArg::from_raw_parts(bad.clone(), 1),
+            groups as u32,
+            pieces as u32,
+            group_len as u32,
+            what,
+            spec.bits.max(3),
+            spec.quant_type == QuantType::Symmetric,
+        )
+    };
+    let kind = kind_of(spec.bits);
+    if len > 0 {
+        stats(false);
+        match kind {
+            BINARY => grid(GRID_BINARY),
+            TERNARY => {
+                grid(GRID_TERNARY_THRESHOLD);
+                stats(true);
+                grid(GRID_TERNARY_ALPHA);
+            }
+            _ => grid(GRID_LINEAR),
+        }
+        let bad = read_u32(client, bad)?;
+        if bad[0] != 0 {
+            return Err(KernelError::NonFinite {
+                tensor: name.to_string(),
+            });
+        }
+    }
+    let keys = match spec.rounding {
+        Rounding::Stochastic => {
+            let k = spec.noise.keys();
+            (k.k0, k.k1)
+        }
+        Rounding::Nearest => (0, 0),
+    };
+    Ok(DeviceGrids {
+        grids,
+        groups,
+        group_len,
+        kind,
+        keys,
+    })
+}
+
+pub(crate) fn read_u32<R: Runtime>(client: &ComputeClient<R>, handle: Handle) -> Result<Vec<u32>> {
+    let bytes = client.read_one(handle).map_err(|e| KernelError::Read {
+        message: format!("{e:?}"),
+    })?;
+    Ok(u32::from_bytes(&bytes).to_vec())
+}
+
+pub(crate) fn read_f32<R: Runtime>(client: &ComputeClient<R>, handle: Handle) -> Result<Vec<f32>> {
+    let bytes = client.read_one(handle).map_err(|e| KernelError::Read {
+        message: format!("{e:?}"),
+    })?;
+    Ok(f32::from_bytes(&bytes).to_vec())
+}
+
+/// Fused fake quantization of a device tensor of `len` elements of `F` (f32, f16 or bf16):
+/// returns a new tensor holding `ρ·x + (1−ρ)·Q(x)` with `ρ = mix_ratio` (0: plain `Q(x)`), the
+/// same grids as `moq_core::fake_quantize_mixed` (see the module docs for the last-bit
+/// differences). `name` names the tensor in errors.
+pub fn fake_quantize<R: Runtime, F: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    input: &Handle,
+    len: usize,
+    name: &str,
+    spec: &QuantSpec,
+    mix_ratio: f32,
+) -> Result<Handle> {
+    if !(0.0..=1.0).contains(&mix_ratio) {
+        return Err(moq_core::MoqError::UnsupportedMode {
+            tensor: name.to_string(),
+            reason: format!("mixing ratio {mix_ratio} is not in [0, 1]"),
+        }
+        .into());
+    }
+    let grids = device_grids::<R, F>(client, input, len, name, spec)?;
+    let out = client.empty(len * size_of::<F>());
+    if len == 0 {
+        return Ok(out);
+    }
+    unsafe {
+        fake_quantize_kernel::launch_unchecked::<F, R>(
+            client,
+            cubes_for(len, UNITS),
+            CubeDim::new_1d(UNITS),
+            ArrayArg::from_raw_parts(input.clone(), len),
+            ArrayArg::from_raw_parts(grids.grids.clone(), grids.groups * GRID),
+            ArrayArg::from_raw_parts(out.clone(), len),
+            len as u32,
+            grids.group_len as u32,
+            grids.keys.0,
+            grids.keys.1,
+            mix_ratio,
+            grids.kind,
+            spec.rounding == Rounding::Stochastic,
+            mix_ratio != 0.0,
+        )
+    };
+    Ok(out)
+}
+
+/// Codes of a device tensor in the `Packed32` layout (rows of `row_len` padded to whole words),
+/// with the grids they were computed on.
+pub(crate) struct DeviceCodes {
+    pub words: Handle,
+    pub words_len: usize,
+    pub grids: DeviceGrids,
+}
+
+/// Steps 1–3 for codes: the packed words on the device.
+pub(crate) fn quantize_words<R: Runtime, F: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    input: &Handle,
+    len: usize,
+    row_len: usize,
+    name: &str,
+    spec: &QuantSpec,
+) -> Result<DeviceCodes> {
+    if !(1..=8).contains(&spec.bits) {
+        return Err(KernelError::Layout {
+            reason: format!(
+                "tensor `{name}`: {} bits (packed codes hold 1 to 8)",
+                spec.bits
+            ),
+        });
+    }
+    if row_len == 0 || !len.is_multiple_of(row_len) {
+        return Err(KernelError::Layout {
+            reason: format!("tensor `{name}`: {len} elements do not form rows of {row_len}"),
+        });
+    }
+    let grids = device_grids::<R, F>(client, input, len, name, spec)?;
+    let per_word = 32 / spec.bits as usize;
+    let words_per_row = row_len.div_ceil(per_word);
+    let words_len = len / row_len * words_per_row;
+    let words = client.empty(words_len.max(1) * size_of::<u32>());
+    if words_len > 0 {
+        unsafe {
+            quantize_kernel::launch_unchecked::<F, R>(
+                client,
+                cubes_for(words_len, UNITS),
+                CubeDim::new_1d(UNITS),
+                ArrayArg::from_raw_parts(input.clone(), len),
+                ArrayArg::from_raw_parts(grids.grids.clone(), grids.groups * GRID),
+                ArrayArg::from_raw_parts(words.clone(), words_len),
+                words_len as u32,
+                row_len as u32,
+                words_per_row as u32,
+                grids.group_len as u32,
+                grids.keys.0,
+                grids.keys.1,
+                spec.bits,
+                grids.kind,
+                spec.rounding == Rounding::Stochastic,
+                spec.quant_type == QuantType::Asymmetric,
+            )
+        };
+    }
+    Ok(DeviceCodes {
+        words,
+        words_len,
+        grids,
+    })
+}

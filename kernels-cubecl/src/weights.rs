@@ -1,0 +1,303 @@
+//! Quantized tensors on the device ([`DeviceWeights`]): uploaded from a `moq-core`
+//! [`PackedTensor`], or quantized from a float tensor on the device ([`quantize`]); downloaded
+//! back, or dequantized on the device.
+//!
+//! On the device codes are always in `moq-core`'s `Packed32` layout: 8-bit codes four per word
+//! (for rows whose length is a multiple of 4 these are the bytes of the `Int8` layout; WGSL has
+//! no 8-bit storage), 4-bit codes eight per word, any width 1–8. Scales are f32 or f16.
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+use half::f16;
+use moq_core::pack::codes_per_word;
+use moq_core::{
+    CodeLayout, PackedCodes, PackedScales, PackedTensor, QuantSpec, QuantType, ScaleFormat, pack,
+    unpack,
+};
+
+use crate::error::{KernelError, Result};
+use crate::quant::{GRID, UNITS_ELEMENTWISE, cubes_for, quantize_words, read_f32, read_u32};
+
+/// A quantized `[rows, row_len]` tensor on the device, ready for [`crate::matmul()`].
+#[derive(Clone, Debug)]
+pub struct DeviceWeights {
+    pub(crate) words: Handle,
+    pub(crate) scales: Handle,
+    pub(crate) zero_points: Handle,
+    /// Rows (for a matmul weight `W` of `y = x · W`: the inner dimension `k`).
+    pub k: usize,
+    /// Elements per row (the outputs `n`).
+    pub n: usize,
+    /// Bit width of the codes.
+    pub bits: u32,
+    /// Symmetric or asymmetric grid.
+    pub quant_type: QuantType,
+    /// Number of groups over the flat element sequence.
+    pub groups: usize,
+    /// How the scales are stored.
+    pub scale_format: ScaleFormat,
+    pub(crate) words_len: usize,
+}
+
+impl DeviceWeights {
+    /// Elements per group.
+    pub fn group_size(&self) -> usize {
+        (self.k * self.n) / self.groups
+    }
+
+    /// Words per row.
+    pub fn words_per_row(&self) -> usize {
+        self.n.div_ceil(codes_per_word(self.bits))
+    }
+
+    /// Bytes of codes, scales and zero points on the device.
+    pub fn size_bytes(&self) -> usize {
+        let scale = match self.scale_format {
+            ScaleFormat::F32 => 4,
+            ScaleFormat::F16 => 2,
+        };
+        let zero_points = match self.quant_type {
+            QuantType::Asymmetric => self.groups * 4,
+            QuantType::Symmetric => 0,
+        };
+        self.words_len * 4 + self.groups * scale + zero_points
+    }
+
+    /// Uploads a packed tensor (`Packed32` as is; `Int8` is repacked to 8-bit `Packed32`).
+    /// Rows are the packed tensor's rows (`row_len` elements each).
+    pub fn upload<R: Runtime>(client: &ComputeClient<R>, packed: &PackedTensor) -> Result<Self> {
+        packed.check().map_err(|e| KernelError::Layout {
+            reason: e.to_string(),
+        })?;
+        let repacked;
+        let packed = match packed.codes {
+            PackedCodes::Words(_) => packed,
+            PackedCodes::Int8(_) => {
+                let format = match packed.scales {
+                    PackedScales::F32(_) => ScaleFormat::F32,
+                    PackedScales::F16(_) => ScaleFormat::F16,
+                };
+                let layout_error = |e: moq_core::MoqError| KernelError::Layout {
+                    reason: e.to_string(),
+                };
+                let q = unpack(packed).map_err(layout_error)?;
+                repacked =
+                    pack(&q, packed.row_len, CodeLayout::Packed32, format).map_err(layout_error)?;
+                &repacked
+            }
+        };
+        let words = packed.words().unwrap_or_default();
+        let (scales, scale_format) = match &packed.scales {
+            PackedScales::F32(s) => (client.create_from_slice(f32::as_bytes(s)), ScaleFormat::F32),
+            PackedScales::F16(s) => (client.create_from_slice(f16::as_bytes(s)), ScaleFormat::F16),
+        };
+        let zero_points = if packed.zero_points.is_empty() {
+            vec![0]
+        } else {
+            packed.zero_points.clone()
+        };
+        Ok(Self {
+            words: client.create_from_slice(u32::as_bytes(if words.is_empty() {
+                &[0]
+            } else {
+                words
+            })),
+            scales,
+            zero_points: client.create_from_slice(i32::as_bytes(&zero_points)),
+            k: packed.len / packed.row_len,
+            n: packed.row_len,
+            bits: packed.bits,
+            quant_type: packed.quant_type,
+            groups: packed.groups,
+            scale_format,
+            words_len: words.len(),
+        })
+    }
+
+    /// Reads the codes, scales and zero points back into a [`PackedTensor`] in `layout`.
+    pub fn download<R: Runtime>(
+        &self,
+        client: &ComputeClient<R>,
+        layout: CodeLayout,
+    ) -> Result<PackedTensor> {
+        let mut words = read_u32(client, self.words.clone())?;
+        words.truncate(self.words_len);
+        let scales = match self.scale_format {
+            ScaleFormat::F32 => {
+                let mut s = read_f32(client, self.scales.clone())?;
+                s.truncate(self.groups);
+                PackedScales::F32(s)
+            }
+            ScaleFormat::F16 => {
+                let bytes =
+                    client
+                        .read_one(self.scales.clone())
+                        .map_err(|e| KernelError::Read {
+                            message: format!("{e:?}"),
+                        })?;
+                PackedScales::F16(f16::from_bytes(&bytes)[..self.groups].to_vec())
+            }
+        };
+        let zero_points = match self.quant_type {
+            QuantType::Asymmetric => {
+                let bytes =
+                    client
+                        .read_one(self.zero_points.clone())
+                        .map_err(|e| KernelError::Read {
+                            message: format!("{e:?}"),
+                        })?;
+                i32::from_bytes(&bytes)[..self.groups].to_vec()
+            }
+            QuantType::Symmetric => Vec::new(),
+        };
+        let packed = PackedTensor {
+            bits: self.bits,
+            quant_type: self.quant_type,
+            groups: self.groups,
+            len: self.k * self.n,
+            row_len: self.n,
+            codes: PackedCodes::Words(words),
+            scales,
+            zero_points,
+        };
+        match layout {
+            CodeLayout::Packed32 => Ok(packed),
+            CodeLayout::Int8 => {
+                let format = self.scale_format;
+                let layout_error = |e: moq_core::MoqError| KernelError::Layout {
+                    reason: e.to_string(),
+                };
+                let q = unpack(&packed).map_err(layout_error)?;
+                pack(&q, self.n, CodeLayout::Int8, format).map_err(layout_error)
+            }
+        }
+    }
+
+    /// Dequantizes on the device into a new `[k, n]` tensor of `F`.
+    pub fn dequantize<R: Runtime, F: Float + CubeElement>(
+        &self,
+        client: &ComputeClient<R>,
+    ) -> Handle {
+        let len = self.k * self.n;
+        let out = client.empty(len.max(1) * size_of::<F>());
+        if len == 0 {
+            return out;
+        }
+        let asymmetric = self.quant_type == QuantType::Asymmetric;
+        let zero_len = if asymmetric { self.groups } else { 1 };
+        macro_rules! launch {
+            ($s:ty) => {
+                unsafe {
+                    dequantize_kernel::launch_unchecked::<F, $s, R>(
+                        client,
+                        cubes_for(len, UNITS_ELEMENTWISE),
+                        CubeDim::new_1d(UNITS_ELEMENTWISE),
+                        ArrayArg::from_raw_parts(self.words.clone(), self.words_len),
+                        ArrayArg::from_raw_parts(self.scales.clone(), self.groups),
+                        ArrayArg::from_raw_parts(self.zero_points.clone(), zero_len),
+                        ArrayArg::from_raw_parts(out.clone(), len),
+                        len as u32,
+                        self.n as u32,
+                        self.words_per_row() as u32,
+                        self.group_size() as u32,
+                        self.bits,
+                        asymmetric,
+                    )
+                }
+            };
+        }
+        match self.scale_format {
+            ScaleFormat::F32 => launch!(f32),
+            ScaleFormat::F16 => launch!(f16),
+        }
+        out
+    }
+}
+
+/// Quantizes a device tensor of `len` elements of `F` (rows of `row_len`) to codes on the
+/// device, with the grids of `moq_core::quantize` (nearest or stochastic, 1–8 bits); scales are
+/// stored as `scale_format`. `name` names the tensor in errors.
+pub fn quantize<R: Runtime, F: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    input: &Handle,
+    len: usize,
+    row_len: usize,
+    name: &str,
+    spec: &QuantSpec,
+    scale_format: ScaleFormat,
+) -> Result<DeviceWeights> {
+    let codes = quantize_words::<R, F>(client, input, len, row_len, name, spec)?;
+    let groups = codes.grids.groups;
+    let mut grids = read_f32(client, codes.grids.grids.clone())?;
+    grids.truncate(groups * GRID);
+    let scales: Vec<f32> = grids.chunks(GRID).map(|g| g[0]).collect();
+    let offset = 1i32 << (spec.bits - 1);
+    let zero_points: Vec<i32> = match spec.quant_type {
+        QuantType::Asymmetric => grids.chunks(GRID).map(|g| g[2] as i32 - offset).collect(),
+        QuantType::Symmetric => vec![0],
+    };
+    let scales = match scale_format {
+        ScaleFormat::F32 => client.create_from_slice(f32::as_bytes(&scales)),
+        ScaleFormat::F16 => {
+            let half: Vec<f16> = scales.iter().map(|&s| f16::from_f32(s)).collect();
+            client.create_from_slice(f16::as_bytes(&half))
+        }
+    };
+    Ok(DeviceWeights {
+        words: codes.words,
+        scales,
+        zero_points: client.create_from_slice(i32::as_bytes(&zero_points)),
+        k: len.checked_div(row_len).unwrap_or(0),
+        n: row_len,
+        bits: spec.bits,
+        quant_type: spec.quant_type,
+        groups,
+        scale_format,
+        words_len: codes.words_len,
+    })
+}
+
+/// Field `j` of a packed word as a signed code (binary: bit 1 is +1, bit 0 is −1).
+#[cube]
+pub(crate) fn field(word: u32, j: u32, #[comptime] bits: u32) -> f32 {
+    if comptime!(bits == 1) {
+        f32::cast_from(((word >> j) & 1) * 2) - 1.0
+    } else {
+        // Shift the field to the top, then arithmetic-shift it back: sign extension.
+        let top = i32::cast_from(word << (32 - (j + 1) * bits));
+        f32::cast_from(top >> comptime!((32 - bits) as i32))
+    }
+}
+
+/// One unit per element: `(c − z')·s`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn dequantize_kernel<F: Float, S: Float>(
+    words: &Array<u32>,
+    scales: &Array<S>,
+    zero_points: &Array<i32>,
+    out: &mut Array<F>,
+    len: u32,
+    row_len: u32,
+    words_per_row: u32,
+    group_size: u32,
+    #[comptime] bits: u32,
+    #[comptime] asymmetric: bool,
+) {
+    let i = CUBE_POS_Y * CUBE_COUNT_X * CUBE_DIM_X + ABSOLUTE_POS_X;
+    if i >= len {
+        terminate!();
+    }
+    let per_word = comptime!(32 / bits);
+    let row = i / row_len;
+    let col = i % row_len;
+    let word = words[(row * words_per_row + col / per_word) as usize];
+    let g = (i / group_size) as usize;
+    let code = field(word, col % per_word, bits);
+    let q = if asymmetric {
+        code - f32::cast_from(zero_points[g])
+    } else {
+        code
+    };
+    out[i as usize] = F::cast_from(q * f32::cast_from(scales[g]));
+}

@@ -1,0 +1,211 @@
+//! The low-bit-weight matmul against a host reference (moq-core's dequantization, products in
+//! f64): both kernels (GEMV with and without split-K and vectorised loads, tiled), f32 and f16
+//! activations, f32 and f16 scales, every width 1–8 and both grids.
+
+use cubecl::Runtime;
+use cubecl::wgpu::WgpuRuntime;
+use half::f16;
+use moq_core::{
+    CodeLayout, PackedScales, QuantSpec, QuantType, ScaleFormat, dequantize, pack, quantize, unpack,
+};
+use moq_kernels::{DeviceWeights, KernelError, Plan, matmul, plan};
+
+use crate::{client, random, read, upload};
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    k: usize,
+    n: usize,
+    bits: u32,
+    quant_type: QuantType,
+    groups: usize,
+}
+
+fn case(m: usize, k: usize, n: usize, bits: u32, quant_type: QuantType, groups: usize) -> Case {
+    Case {
+        m,
+        k,
+        n,
+        bits,
+        quant_type,
+        groups,
+    }
+}
+
+/// Runs one case with f32 or f16 activations and scales and compares with the reference.
+fn check(c: Case, half_x: bool, scales: ScaleFormat) {
+    let client = client();
+    let Case { m, k, n, bits, .. } = c;
+    let w = random(k * n, (k * 31 + n * 7 + bits as usize) as u64);
+    let mut x = random(m * k, (m * 13 + k) as u64);
+    if half_x {
+        x = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+    }
+    let q = quantize("w", &w, &QuantSpec::new(bits, c.quant_type, c.groups)).unwrap();
+    let packed = pack(&q, n, CodeLayout::Packed32, scales).unwrap();
+    // The reference dequantizes what the kernel reads (f16 scales included).
+    let mut dq = vec![0.0f32; k * n];
+    dequantize(&unpack(&packed).unwrap(), &mut dq).unwrap();
+    let weights = DeviceWeights::upload(&client, &packed).unwrap();
+    let y: Vec<f32> = if half_x {
+        let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+        let y = matmul::<WgpuRuntime, f16>(&client, &upload(&client, &xh), m, &weights).unwrap();
+        read::<f16>(&client, y, m * n)
+            .iter()
+            .map(|v| v.to_f32())
+            .collect()
+    } else {
+        let y = matmul::<WgpuRuntime, f32>(&client, &upload(&client, &x), m, &weights).unwrap();
+        read::<f32>(&client, y, m * n)
+    };
+    // f32 accumulation in another order; f16 output rounds once more.
+    let relative = if half_x { 2e-3 } else { 1e-5 };
+    for r in 0..m {
+        for col in 0..n {
+            let products = (0..k).map(|i| x[r * k + i] as f64 * dq[i * n + col] as f64);
+            let expected: f64 = products.clone().sum();
+            let size: f64 = products.map(f64::abs).sum();
+            let got = y[r * n + col] as f64;
+            assert!(
+                (got - expected).abs() <= relative * size.max(1e-3),
+                "{c:?}, f16 x {half_x}, {scales:?} scales ({:?}): y[{r}, {col}] = {got}, \
+                 reference {expected}",
+                plan(m, k, n, bits)
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn both_kernels_match_the_reference_for_every_width() {
+    use QuantType::{Asymmetric, Symmetric};
+    for bits in [8, 4] {
+        for quant_type in [Symmetric, Asymmetric] {
+            for c in [
+                // GEMV: vectorised loads (4 and 2 words), split-K, rows 1..16.
+                case(1, 300, 256, bits, quant_type, 300),
+                case(2, 129, 64, bits, quant_type, 129),
+                case(3, 37, 45, bits, quant_type, 5),
+                case(16, 33, 8, bits, quant_type, 3),
+                case(5, 20, 17, bits, quant_type, 17),
+                // Tiled: partial tiles in every dimension.
+                case(17, 37, 45, bits, quant_type, 9),
+                case(70, 100, 130, bits, quant_type, 10),
+            ] {
+                check(c, false, ScaleFormat::F32);
+            }
+        }
+    }
+    for bits in [7, 6, 5, 3] {
+        check(
+            case(2, 37, 45, bits, Asymmetric, 9),
+            false,
+            ScaleFormat::F32,
+        );
+        check(
+            case(20, 37, 45, bits, Symmetric, 1),
+            false,
+            ScaleFormat::F32,
+        );
+    }
+    // Ternary and binary grids are symmetric.
+    for bits in [2, 1] {
+        check(case(4, 37, 64, bits, Symmetric, 8), false, ScaleFormat::F32);
+        check(
+            case(33, 37, 45, bits, Symmetric, 5),
+            false,
+            ScaleFormat::F32,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn half_activations_and_half_scales() {
+    for (m, bits) in [(1, 4), (4, 8), (40, 4)] {
+        let c = case(m, 96, 128, bits, QuantType::Symmetric, 96);
+        check(c, true, ScaleFormat::F16);
+        check(c, false, ScaleFormat::F16);
+        check(c, true, ScaleFormat::F32);
+    }
+}
+
+#[test]
+fn the_plan_follows_the_shape() {
+    // Small m: GEMV with vectorised loads and split-K when the columns are few.
+    let Plan::Gemv {
+        rows,
+        vec,
+        splits,
+        k_per_split,
+    } = plan(1, 4096, 4096, 4)
+    else {
+        panic!("m = 1 is a GEMV");
+    };
+    assert_eq!((rows, vec), (1, 4));
+    assert!(splits > 1 && splits * k_per_split >= 4096);
+    let Plan::Gemv { rows, vec, .. } = plan(16, 4096, 4096, 8) else {
+        panic!("m = 16 is a GEMV");
+    };
+    assert_eq!((rows, vec), (16, 1));
+    // A row of 45 4-bit codes is 6 words: vectors of 2.
+    let Plan::Gemv { vec, .. } = plan(1, 64, 45, 4) else {
+        panic!()
+    };
+    assert_eq!(vec, 2);
+    assert_eq!(plan(17, 4096, 4096, 4), Plan::Tiled);
+}
+
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn int8_codes_upload_and_download_in_either_layout() {
+    let client = client();
+    let w = random(64, 1);
+    let q = quantize("w", &w, &QuantSpec::new(8, QuantType::Asymmetric, 2)).unwrap();
+    let int8 = pack(&q, 16, CodeLayout::Int8, ScaleFormat::F16).unwrap();
+    let weights = DeviceWeights::upload(&client, &int8).unwrap();
+    assert_eq!(weights.download(&client, CodeLayout::Int8).unwrap(), int8);
+    let words = weights.download(&client, CodeLayout::Packed32).unwrap();
+    assert_eq!(unpack(&words).unwrap(), unpack(&int8).unwrap());
+    assert!(matches!(words.scales, PackedScales::F16(_)));
+}
+
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn weights_the_kernel_cannot_read_are_named() {
+    let client = client();
+    let w = random(64, 1);
+    let q = quantize("w", &w, &QuantSpec::new(8, QuantType::Symmetric, 2)).unwrap();
+    // Parts that do not agree would make the kernel read out of bounds.
+    let mut short = pack(&q, 16, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+    short.groups = 4;
+    let Err(KernelError::Layout { reason }) = DeviceWeights::upload(&client, &short) else {
+        panic!("2 scales for 4 groups must be refused");
+    };
+    assert!(reason.contains("2 scales for 4 groups"), "{reason}");
+    // An input too short for m rows.
+    let packed = pack(&q, 16, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+    let weights = DeviceWeights::upload(&client, &packed).unwrap();
+    let x = upload(&client, &[0.0f32; 8]);
+    let Err(KernelError::Shape { expected, .. }) =
+        matmul::<WgpuRuntime, f32>(&client, &x, 3, &weights)
+    else {
+        panic!("8 values cannot be 3 rows of 4");
+    };
+    assert_eq!(expected, 12);
+}
+
+/// The compiler in use is the one the features ask for: SPIR-V with `vulkan` (which unlocks f16
+/// and i8 on Vulkan devices), WGSL otherwise.
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn the_configured_compiler_runs_the_kernels() {
+    let name = WgpuRuntime::name(&client());
+    if cfg!(feature = "vulkan") {
+        assert_eq!(name, "wgpu<spirv>");
+    } else {
+        assert!(name.starts_with("wgpu<"), "{name}");
+    }
+}
