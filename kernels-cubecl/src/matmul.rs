@@ -99,11 +99,11 @@ pub fn matmul<R: Runtime, F: Float + CubeElement>(
             max: crate::quant::MAX_LEN,
         });
     }
-    if x.size() < (m * w.k * size_of::<F>()) as u64 {
+    if x.size_in_used() < (m * w.k * size_of::<F>()) as u64 {
         return Err(KernelError::Shape {
             what: "matmul input x".into(),
             expected: m * w.k,
-            found: x.size() as usize / size_of::<F>(),
+            found: x.size_in_used() as usize / size_of::<F>(),
         });
     }
     let out = client.empty((m * w.n).max(1) * size_of::<F>());

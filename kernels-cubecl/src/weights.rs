@@ -63,6 +63,67 @@ impl DeviceWeights {
         self.words_len * 4 + self.groups * scale + zero_points
     }
 
+    /// Wraps buffers already on the device: `words` (`k` rows of `ceil(n / (32 / bits))` u32
+    /// words, `moq-core`'s `Packed32` layout), `scales` (one per group, in `scale_format`) and
+    /// `zero_points` (one `i32` per group for asymmetric grids, at least one otherwise). The
+    /// buffers' sizes are checked against the shape, so the kernels never read out of bounds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        words: Handle,
+        scales: Handle,
+        zero_points: Handle,
+        shape: [usize; 2],
+        bits: u32,
+        quant_type: QuantType,
+        groups: usize,
+        scale_format: ScaleFormat,
+    ) -> Result<Self> {
+        let [k, n] = shape;
+        let bad = |reason: String| Err(KernelError::Layout { reason });
+        if !(1..=8).contains(&bits) {
+            return bad(format!("{bits} bits (packed codes hold 1 to 8)"));
+        }
+        if groups == 0 || !(k * n).is_multiple_of(groups) {
+            return bad(format!(
+                "{} elements do not form {groups} equal groups",
+                k * n
+            ));
+        }
+        let words_len = k * n.div_ceil(codes_per_word(bits));
+        let scale_size = match scale_format {
+            ScaleFormat::F32 => 4,
+            ScaleFormat::F16 => 2,
+        };
+        let zero_len = match quant_type {
+            QuantType::Asymmetric => groups,
+            QuantType::Symmetric => 1,
+        };
+        for (what, handle, bytes) in [
+            ("words", &words, words_len * 4),
+            ("scales", &scales, groups * scale_size),
+            ("zero points", &zero_points, zero_len * 4),
+        ] {
+            if (handle.size_in_used() as usize) < bytes {
+                return bad(format!(
+                    "{what}: {} bytes on the device, {bytes} needed for a [{k}, {n}] weight",
+                    handle.size_in_used()
+                ));
+            }
+        }
+        Ok(Self {
+            words,
+            scales,
+            zero_points,
+            k,
+            n,
+            bits,
+            quant_type,
+            groups,
+            scale_format,
+            words_len,
+        })
+    }
+
     /// Uploads a packed tensor (`Packed32` as is; `Int8` is repacked to 8-bit `Packed32`).
     /// Rows are the packed tensor's rows (`row_len` elements each).
     pub fn upload<R: Runtime>(client: &ComputeClient<R>, packed: &PackedTensor) -> Result<Self> {

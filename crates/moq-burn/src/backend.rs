@@ -22,13 +22,14 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, unary};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{
-    DType, ElementConversion, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive,
+    DType, ElementConversion, Int, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive,
     try_read_sync,
 };
 use half::{bf16, f16};
 use moq_core::{Element, QuantSpec, QuantType, Rounding, fake_quantize_mixed};
+use moq_kernels::KernelError;
 
 use crate::error::{MoqBurnError, Result};
 
@@ -44,6 +45,148 @@ pub trait MoqBackend: Backend {
         spec: &QuantSpec,
         mix_ratio: f32,
     ) -> Result<FloatTensor<Self>>;
+
+    /// `x · dequant(W)` for `x` of shape `[..., k]` and a packed weight `W` `[k, n]`; returns
+    /// `[..., n]`. The default is [`quantized_matmul_tensor_ops`] (dequantize with tensor ops,
+    /// then multiply); burn's cubecl backends run `moq-kernels`' low-bit matmul, which never
+    /// materialises `dequant(W)`.
+    fn quantized_matmul(x: FloatTensor<Self>, w: PackedWeight<Self>) -> Result<FloatTensor<Self>> {
+        quantized_matmul_tensor_ops::<Self>(x, w)
+    }
+}
+
+/// A weight `W` `[k, n]` in `moq-core`'s `Packed32` layout, held in burn tensors: what
+/// [`MoqBackend::quantized_matmul`] multiplies with.
+#[derive(Debug)]
+pub struct PackedWeight<B: Backend> {
+    /// The words, `[k, ceil(n / (32 / bits))]`: each element holds the 32 bits of one `u32` word
+    /// (as an `i32`, or sign-extended in a wider int type).
+    pub words: IntTensor<B>,
+    /// One scale per group, `[groups]`.
+    pub scales: FloatTensor<B>,
+    /// One stored zero point per group, `[groups]` (zeros for symmetric grids).
+    pub zero_points: IntTensor<B>,
+    /// Columns `n`.
+    pub n: usize,
+    /// Bit width of the codes, 1–8.
+    pub bits: u32,
+    /// Whether the grid is asymmetric (zero points are used).
+    pub asymmetric: bool,
+}
+
+impl<B: Backend> Clone for PackedWeight<B> {
+    fn clone(&self) -> Self {
+        Self {
+            words: self.words.clone(),
+            scales: self.scales.clone(),
+            zero_points: self.zero_points.clone(),
+            n: self.n,
+            bits: self.bits,
+            asymmetric: self.asymmetric,
+        }
+    }
+}
+
+impl<B: Backend> PackedWeight<B> {
+    /// `[k, words per row]`, checked against `n`, `bits` and the scales and zero points.
+    fn check(&self) -> Result<[usize; 2]> {
+        let bad = |reason: String| Err(MoqBurnError::Kernel(KernelError::Layout { reason }));
+        let [k, words_per_row] = match self.words.shape().as_slice() {
+            &[k, w] => [k, w],
+            other => return bad(format!("words have shape {other:?}, expected [k, words]")),
+        };
+        if !(1..=8).contains(&self.bits) {
+            return bad(format!("{} bits (packed codes hold 1 to 8)", self.bits));
+        }
+        let per_word = 32 / self.bits as usize;
+        if words_per_row != self.n.div_ceil(per_word) {
+            return bad(format!(
+                "{words_per_row} words per row cannot hold {} columns of {} bits",
+                self.n, self.bits
+            ));
+        }
+        let groups = self.scales.shape().num_elements();
+        if groups == 0 || !(k * self.n).is_multiple_of(groups) {
+            return bad(format!(
+                "{groups} scales for a [{k}, {}] weight (groups must divide it)",
+                self.n
+            ));
+        }
+        if self.zero_points.shape().num_elements() != groups {
+            return bad(format!(
+                "{} zero points for {groups} groups",
+                self.zero_points.shape().num_elements()
+            ));
+        }
+        Ok([k, words_per_row])
+    }
+}
+
+/// `dequant(W)` `[k, n]` from tensor ops (shifts and masks on the words), on any backend.
+pub fn dequantize_packed<B: Backend>(w: PackedWeight<B>) -> Result<Tensor<B, 2>> {
+    let [k, words_per_row] = w.check()?;
+    let groups = w.scales.shape().num_elements();
+    let device = B::int_device(&w.words);
+    let (bits, per_word) = (w.bits as i64, (32 / w.bits) as usize);
+    let words = Tensor::<B, 2, Int>::from_primitive(w.words);
+    let shifts = Tensor::<B, 1, Int>::arange(0..per_word as i64, &device)
+        .mul_scalar(bits)
+        .reshape([1, 1, per_word])
+        .expand([k, words_per_row, per_word]);
+    let fields = words
+        .reshape([k, words_per_row, 1])
+        .expand([k, words_per_row, per_word])
+        .bitwise_right_shift(shifts)
+        .bitwise_and_scalar(((1i64 << bits) - 1).elem());
+    let codes = if bits == 1 {
+        fields.mul_scalar(2).sub_scalar(1)
+    } else {
+        let negative = fields.clone().greater_equal_elem(1i64 << (bits - 1)).int();
+        fields - negative.mul_scalar(1i64 << bits)
+    };
+    let codes = codes
+        .reshape([k, words_per_row * per_word])
+        .slice([0..k, 0..w.n])
+        .reshape([groups, k * w.n / groups]);
+    let zero = Tensor::<B, 1, Int>::from_primitive(w.zero_points).reshape([groups, 1]);
+    let codes = if w.asymmetric { codes - zero } else { codes };
+    let scales =
+        Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(w.scales)).reshape([groups, 1]);
+    Ok((codes.float() * scales).reshape([k, w.n]))
+}
+
+/// The generic [`MoqBackend::quantized_matmul`]: [`dequantize_packed`], then a matmul.
+pub fn quantized_matmul_tensor_ops<B: Backend>(
+    x: FloatTensor<B>,
+    w: PackedWeight<B>,
+) -> Result<FloatTensor<B>> {
+    let shape = x.shape();
+    let k = shape.as_slice().last().copied().unwrap_or(0);
+    let rows = shape.num_elements() / k.max(1);
+    let n = w.n;
+    let weight = dequantize_packed(w)?;
+    let [wk, _] = weight.dims();
+    if wk != k {
+        return Err(shape_mismatch(shape.as_slice(), wk));
+    }
+    let x = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(B::float_reshape(
+        x,
+        Shape::new([rows, k]),
+    )));
+    let mut out_shape = shape.to_vec();
+    *out_shape.last_mut().expect("checked non-empty") = n;
+    Ok(B::float_reshape(
+        x.matmul(weight).into_primitive().tensor(),
+        Shape::from(out_shape),
+    ))
+}
+
+fn shape_mismatch(x: &[usize], k: usize) -> MoqBurnError {
+    MoqBurnError::Kernel(KernelError::Shape {
+        what: format!("input of shape {x:?} to a quantized matmul with {k} input features"),
+        expected: k,
+        found: x.last().copied().unwrap_or(0),
+    })
 }
 
 /// [`MoqBackend::fake_quantize`] on a `Tensor`.
@@ -276,7 +419,7 @@ where
         spec: &QuantSpec,
         mix_ratio: f32,
     ) -> Result<FloatTensor<Self>> {
-        use moq_kernels::{KernelError, fake_quantize as kernel};
+        use moq_kernels::fake_quantize as kernel;
         let tensor = burn_cubecl::kernel::into_contiguous(tensor);
         let shape = tensor.shape();
         let len = shape.num_elements();
@@ -302,6 +445,64 @@ where
             Err(e) => Err(MoqBurnError::Kernel(e)),
         }
     }
+
+    fn quantized_matmul(x: FloatTensor<Self>, w: PackedWeight<Self>) -> Result<FloatTensor<Self>> {
+        use burn_cubecl::kernel::into_contiguous;
+        use moq_core::ScaleFormat;
+        let [k, _] = w.check()?;
+        let x = into_contiguous(x);
+        let shape = x.shape();
+        if shape.as_slice().last().copied().unwrap_or(0) != k {
+            return Err(shape_mismatch(shape.as_slice(), k));
+        }
+        let scale_format = match w.scales.dtype {
+            DType::F32 => ScaleFormat::F32,
+            DType::F16 => ScaleFormat::F16,
+            _ => return quantized_matmul_tensor_ops::<Self>(x, w),
+        };
+        let four_bytes =
+            |t: &burn_cubecl::tensor::CubeTensor<R>| matches!(t.dtype, DType::I32 | DType::U32);
+        if !four_bytes(&w.words)
+            || !four_bytes(&w.zero_points)
+            || !matches!(x.dtype, DType::F32 | DType::F16)
+        {
+            return quantized_matmul_tensor_ops::<Self>(x, w);
+        }
+        let (words, scales, zero_points) = (
+            into_contiguous(w.words),
+            into_contiguous(w.scales),
+            into_contiguous(w.zero_points),
+        );
+        let groups = scales.shape().num_elements();
+        let weights = moq_kernels::DeviceWeights::from_parts(
+            words.handle.clone(),
+            scales.handle.clone(),
+            zero_points.handle.clone(),
+            [k, w.n],
+            w.bits,
+            if w.asymmetric {
+                QuantType::Asymmetric
+            } else {
+                QuantType::Symmetric
+            },
+            groups,
+            scale_format,
+        )?;
+        let rows = shape.num_elements() / k.max(1);
+        let y = match x.dtype {
+            DType::F32 => moq_kernels::matmul::<R, f32>(&x.client, &x.handle, rows, &weights)?,
+            _ => moq_kernels::matmul::<R, f16>(&x.client, &x.handle, rows, &weights)?,
+        };
+        let mut out_shape = shape.to_vec();
+        *out_shape.last_mut().expect("checked non-empty") = w.n;
+        Ok(burn_cubecl::tensor::CubeTensor::new_contiguous(
+            x.client.clone(),
+            x.device.clone(),
+            Shape::from(out_shape),
+            y,
+            x.dtype,
+        ))
+    }
 }
 
 /// `Fusion<B>`, which is what `burn::backend::Wgpu` and `Cuda` are with default features: the
@@ -315,38 +516,80 @@ impl<B: burn_fusion::FusionBackend + MoqBackend> MoqBackend for burn_fusion::Fus
         spec: &QuantSpec,
         mix_ratio: f32,
     ) -> Result<FloatTensor<Self>> {
-        use burn_fusion::FusionRuntime;
-        use burn_fusion::stream::{Operation, OperationStreams};
-        use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
-
-        /// Registers an output computed eagerly.
-        #[derive(Clone, Debug)]
-        struct Computed<B: burn_fusion::FusionBackend> {
-            desc: CustomOpIr,
-            output: FloatTensor<B>,
-        }
-
-        impl<B: burn_fusion::FusionBackend> Operation<B::FusionRuntime> for Computed<B> {
-            fn execute(
-                &self,
-                handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
-            ) {
-                let (_, [out]) = self.desc.as_fixed::<1, 1>();
-                handles.register_float_tensor::<B>(&out.id, self.output.clone());
-            }
-        }
-
         let client = tensor.client.clone();
         let inner = client.resolve_tensor_float::<B>(tensor.clone());
         let output = B::fake_quantize(inner, name, spec, mix_ratio)?;
-        let streams = OperationStreams::with_inputs([&tensor]);
-        let out = TensorIr::uninit(client.create_empty_handle(), tensor.shape(), tensor.dtype());
-        let desc = CustomOpIr::new("moq_fake_quantize", &[tensor.into_ir()], &[out]);
-        let mut outputs = client.register(
-            streams,
-            OperationIr::Custom(desc.clone()),
-            Computed::<B> { desc, output },
-        );
-        Ok(outputs.remove(0))
+        Ok(fusion::computed::<B>(
+            "moq_fake_quantize",
+            vec![tensor],
+            output,
+        ))
+    }
+
+    fn quantized_matmul(x: FloatTensor<Self>, w: PackedWeight<Self>) -> Result<FloatTensor<Self>> {
+        let client = x.client.clone();
+        let inner = PackedWeight::<B> {
+            words: client.resolve_tensor_int::<B>(w.words.clone()),
+            scales: client.resolve_tensor_float::<B>(w.scales.clone()),
+            zero_points: client.resolve_tensor_int::<B>(w.zero_points.clone()),
+            n: w.n,
+            bits: w.bits,
+            asymmetric: w.asymmetric,
+        };
+        let output = B::quantized_matmul(client.resolve_tensor_float::<B>(x.clone()), inner)?;
+        let inputs = vec![x, w.words, w.scales, w.zero_points];
+        Ok(fusion::computed::<B>(
+            "moq_quantized_matmul",
+            inputs,
+            output,
+        ))
+    }
+}
+
+/// Entering results computed eagerly on `B` into a `Fusion<B>` stream.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod fusion {
+    use burn::tensor::TensorMetadata;
+    use burn::tensor::ops::FloatTensor;
+    use burn_fusion::stream::{Operation, OperationStreams};
+    use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
+    use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+
+    /// A custom operation whose output is already computed: executing it registers the output.
+    #[derive(Clone, Debug)]
+    struct Computed<B: FusionBackend> {
+        desc: CustomOpIr,
+        output: FloatTensor<B>,
+    }
+
+    impl<B: FusionBackend> Operation<B::FusionRuntime> for Computed<B> {
+        fn execute(
+            &self,
+            handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
+        ) {
+            let out = &self.desc.outputs[0];
+            handles.register_float_tensor::<B>(&out.id, self.output.clone());
+        }
+    }
+
+    /// `output` (computed from the resolved `inputs`) as a tensor of the inputs' stream, after
+    /// them. The inputs are consumed as by any operation.
+    pub(super) fn computed<B: FusionBackend>(
+        id: &'static str,
+        inputs: Vec<FusionTensor<B::FusionRuntime>>,
+        output: FloatTensor<B>,
+    ) -> FloatTensor<Fusion<B>> {
+        let client = inputs[0].client.clone();
+        let streams = OperationStreams::with_inputs(&inputs);
+        let out = TensorIr::uninit(client.create_empty_handle(), output.shape(), output.dtype());
+        let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
+        let desc = CustomOpIr::new(id, &inputs, &[out]);
+        client
+            .register(
+                streams,
+                OperationIr::Custom(desc.clone()),
+                Computed::<B> { desc, output },
+            )
+            .remove(0)
     }
 }

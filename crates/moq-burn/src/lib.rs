@@ -39,7 +39,10 @@ pub mod metric;
 pub mod optim;
 pub mod select;
 
-pub use backend::{MoqBackend, fake_quantize, fake_quantize_on_host, fake_quantize_tensor_ops};
+pub use backend::{
+    MoqBackend, PackedWeight, dequantize_packed, fake_quantize, fake_quantize_on_host,
+    fake_quantize_tensor_ops, quantized_matmul_tensor_ops,
+};
 pub use eigen::{EigenHistory, EigenRecord, HessianProvider};
 pub use error::{MoqBurnError, Result};
 pub use export::load_dequantized;

@@ -1,40 +1,52 @@
-//! [`QuantizedLinear`]: a linear layer that holds its weight as low-bit codes with per-group
-//! scales (and zero points), built from a MoQ export, for inference.
+//! [`QuantizedLinear`]: a linear layer that holds its weight as packed low-bit codes with
+//! per-group scales (and zero points), built from a MoQ export, for inference.
 //!
-//! Its forward pass is the generic path for every backend: it dequantizes the weight with
-//! tensor ops, then multiplies. The codes are stored as `i32` on the device, so this path saves
-//! no device memory; the packed codes and the kernels that multiply with them directly
-//! (`moq-kernels`) are what make low-bit inference small and fast, and will back this module on
-//! the cubecl backends.
+//! The codes stay packed on the device (`moq-core`'s `Packed32` layout: eight 4-bit or four
+//! 8-bit codes per 32-bit word), so a 4-bit layer takes about an eighth of its f32 size. Its
+//! forward pass is [`MoqBackend::quantized_matmul`]: on burn-wgpu and burn-cuda (`CubeBackend`
+//! and the default `Fusion` wrapping) `moq-kernels`' low-bit matmul, which dequantizes in
+//! registers; on other backends (NdArray, Autodiff) a generic path that dequantizes with tensor
+//! ops and multiplies.
+//!
+//! burn's module types are fixed at compile time, so a trained model's `Linear` fields cannot
+//! be swapped in place: write the inference twin of the model with `QuantizedLinear` fields and
+//! build each with [`QuantizedLinear::load`] from the export, which carries the bits each layer
+//! reached (layers may end at different widths).
 
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
-use moq_core::QuantType;
-use moq_core::export::Exported;
+use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
+use moq_core::export::{Exported, MoqFile};
+use moq_core::{CodeLayout, PackedScales, QuantType, pack, unpack};
 
+use crate::backend::{MoqBackend, PackedWeight, dequantize_packed};
 use crate::error::{MoqBurnError, Result};
 
 /// A linear layer `y = x · dequant(W) + b` with `W` (`[d_input, d_output]`, burn's layout) held
-/// as integer codes, one scale per group of its flattened values and, for asymmetric grids, one
+/// as packed codes, one scale per group of its flattened values and, for asymmetric grids, one
 /// zero point per group.
 #[derive(Module, Debug)]
 pub struct QuantizedLinear<B: Backend> {
-    /// The codes, `[d_input, d_output]` (`q` for symmetric grids, `q − z` offset form for
-    /// asymmetric ones: the value is `(codes − zero_points) · scale`).
-    pub codes: Param<Tensor<B, 2, Int>>,
+    /// The packed codes, `[d_input, words per row]`: each element holds the 32 bits of one
+    /// `u32` word of `moq-core`'s `Packed32` layout.
+    pub words: Param<Tensor<B, 2, Int>>,
     /// One scale per group, `[groups]`.
     pub scales: Param<Tensor<B, 1>>,
-    /// One zero point per group, `[groups]` (zeros for symmetric grids).
+    /// One stored zero point per group, `[groups]` (zeros for symmetric grids).
     pub zero_points: Param<Tensor<B, 1, Int>>,
     /// The bias, `[d_output]`.
     pub bias: Option<Param<Tensor<B, 1>>>,
     /// Bit width of the codes.
     pub bits: u32,
+    /// Outputs (columns of `W`).
+    pub d_output: usize,
+    /// Whether the grid is asymmetric.
+    pub asymmetric: bool,
 }
 
 impl<B: Backend> QuantizedLinear<B> {
-    /// Builds the layer from an exported weight (`[d_input, d_output]`) and its bias.
+    /// Builds the layer from an exported weight (`[d_input, d_output]`, either code layout) and
+    /// its bias.
     pub fn from_export(
         weight: &Exported,
         bias: Option<&[f32]>,
@@ -49,12 +61,12 @@ impl<B: Backend> QuantizedLinear<B> {
                 weight.shape
             )));
         };
-        let q = moq_core::unpack(&weight.packed)?;
-        if q.bits == 2 && q.quant_type == QuantType::Symmetric || q.bits == 1 {
-            // Ternary and binary grids are not `code · scale` per group.
+        let p = &weight.packed;
+        p.check()?;
+        if p.len != d_input * d_output || p.row_len != d_output {
             return Err(bad(format!(
-                "{}-bit grids are not supported by QuantizedLinear yet",
-                q.bits
+                "codes for {} elements in rows of {}, the shape says {:?}",
+                p.len, p.row_len, weight.shape
             )));
         }
         if let Some(b) = bias.filter(|b| b.len() != d_output) {
@@ -63,41 +75,116 @@ impl<B: Backend> QuantizedLinear<B> {
                 b.len()
             )));
         }
-        let zero_points = if q.zero_points.is_empty() {
-            vec![0; q.groups]
-        } else {
-            q.zero_points.clone()
+        let repacked;
+        let p = match p.words() {
+            Some(_) => p,
+            None => {
+                let format = match p.scales {
+                    PackedScales::F32(_) => moq_core::ScaleFormat::F32,
+                    PackedScales::F16(_) => moq_core::ScaleFormat::F16,
+                };
+                repacked = pack(&unpack(p)?, d_output, CodeLayout::Packed32, format)?;
+                &repacked
+            }
         };
-        let groups = q.groups;
+        let words: Vec<i32> = p
+            .words()
+            .unwrap_or_default()
+            .iter()
+            .map(|&w| w as i32)
+            .collect();
+        let words_per_row = words.len() / d_input.max(1);
+        let scales: Vec<f32> = match &p.scales {
+            PackedScales::F32(s) => s.clone(),
+            PackedScales::F16(s) => s.iter().map(|v| v.to_f32()).collect(),
+        };
+        let groups = p.groups;
+        let zero_points = if p.zero_points.is_empty() {
+            vec![0; groups]
+        } else {
+            p.zero_points.clone()
+        };
         Ok(Self {
-            codes: Param::initialized(
+            words: Param::initialized(
                 ParamId::new(),
-                Tensor::from_data(TensorData::new(q.codes, [d_input, d_output]), device),
+                Tensor::from_data(TensorData::new(words, [d_input, words_per_row]), device),
             ),
-            scales: Param::from_data(TensorData::new(q.scales, [groups]), device)
+            scales: Param::from_data(TensorData::new(scales, [groups]), device)
                 .set_require_grad(false),
             zero_points: Param::initialized(
                 ParamId::new(),
                 Tensor::from_data(TensorData::new(zero_points, [groups]), device),
             ),
             bias: bias.map(|b| Param::from_data(TensorData::new(b.to_vec(), [d_output]), device)),
-            bits: q.bits,
+            bits: p.bits,
+            d_output,
+            asymmetric: p.quant_type == QuantType::Asymmetric,
         })
     }
 
-    /// The dequantized weight, `[d_input, d_output]`.
+    /// The layer at module path `prefix` of an export: its quantized `{prefix}.weight` and its
+    /// float `{prefix}.bias` if the file has one.
+    pub fn load(file: &MoqFile, prefix: &str, device: &B::Device) -> Result<Self> {
+        let name = format!("{prefix}.weight");
+        let weight = file
+            .quantized
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| MoqBurnError::Export {
+                reason: format!(
+                    "the file has no quantized tensor `{name}` (quantized tensors: {})",
+                    file.quantized
+                        .iter()
+                        .map(|e| e.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        let bias_name = format!("{prefix}.bias");
+        let bias = file
+            .float
+            .iter()
+            .find(|(n, _, _)| *n == bias_name)
+            .map(|(_, _, v)| v.as_slice());
+        Self::from_export(weight, bias, device)
+    }
+
+    fn packed(&self) -> PackedWeight<B> {
+        PackedWeight {
+            words: self.words.val().into_primitive(),
+            scales: self.scales.val().into_primitive().tensor(),
+            zero_points: self.zero_points.val().into_primitive(),
+            n: self.d_output,
+            bits: self.bits,
+            asymmetric: self.asymmetric,
+        }
+    }
+
+    /// The dequantized weight, `[d_input, d_output]` (tensor ops; for inspection and tests).
     pub fn weight(&self) -> Tensor<B, 2> {
-        let [d_input, d_output] = self.codes.val().dims();
-        let [groups] = self.scales.val().dims();
-        let per_group = d_input * d_output / groups;
-        let codes = self.codes.val().reshape([groups, per_group]);
-        let zero = self.zero_points.val().reshape([groups, 1]);
-        let scale = self.scales.val().reshape([groups, 1]);
-        ((codes - zero).float() * scale).reshape([d_input, d_output])
+        dequantize_packed(self.packed()).expect("the layer's parts were checked when built")
+    }
+}
+
+impl<B: MoqBackend> QuantizedLinear<B> {
+    /// `x · dequant(W) + b` for `x` of shape `[..., d_input]`; an error names a mismatched
+    /// input width.
+    pub fn try_forward<const D: usize>(&self, x: Tensor<B, D>) -> Result<Tensor<B, D>> {
+        let y = B::quantized_matmul(x.into_primitive().tensor(), self.packed())?;
+        let y = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(y));
+        Ok(match &self.bias {
+            Some(b) => y + b.val().unsqueeze(),
+            None => y,
+        })
     }
 
     /// `x · dequant(W) + b` for `x` of shape `[..., d_input]`.
+    ///
+    /// # Panics
+    /// If `x`'s last dimension is not `d_input`, as burn's `Linear` does; [`Self::try_forward`]
+    /// returns the error instead.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        burn::tensor::module::linear(x, self.weight(), self.bias.as_ref().map(|b| b.val()))
+        self.try_forward(x)
+            .unwrap_or_else(|e| panic!("QuantizedLinear: {e}"))
     }
 }

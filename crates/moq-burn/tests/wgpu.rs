@@ -253,3 +253,138 @@ fn wgpu_hessian_eigenvalues_match_ndarray() {
         }
     }
 }
+
+/// A `QuantizedLinear` from random weights of every width, on NdArray (tensor ops), on the
+/// `Fusion` type users hold and on the bare `CubeBackend` (both `moq-kernels`' matmul; GEMV for
+/// 3 rows, tiled for 24): each equals the host reference `x · dequant(W) + b`.
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn quantized_linear_runs_the_kernels_and_matches_every_backend() {
+    use moq_burn::QuantizedLinear;
+    use moq_core::export::Exported;
+    use moq_core::{CodeLayout, ScaleFormat};
+    type Cube = CubeBackend<WgpuRuntime, f32, i32, u32>;
+
+    fn forward<B: moq_burn::MoqBackend>(
+        e: &Exported,
+        bias: &[f32],
+        x: &[f32],
+        rows: usize,
+    ) -> Vec<f32> {
+        let device = Default::default();
+        let layer = QuantizedLinear::<B>::from_export(e, Some(bias), &device).unwrap();
+        let k = e.shape[0];
+        // Rank 3: [rows / 3, 3, k].
+        let x = Tensor::<B, 3>::from_data(TensorData::new(x.to_vec(), [rows / 3, 3, k]), &device);
+        let y = layer.forward(x);
+        assert_eq!(y.dims(), [rows / 3, 3, e.shape[1]]);
+        y.into_data().to_vec::<f32>().unwrap()
+    }
+
+    let (k, n) = (40, 52);
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+    for (bits, quant_type, groups, layout, scales) in [
+        (
+            8,
+            QuantType::Symmetric,
+            40,
+            CodeLayout::Int8,
+            ScaleFormat::F32,
+        ),
+        (
+            8,
+            QuantType::Asymmetric,
+            13,
+            CodeLayout::Packed32,
+            ScaleFormat::F16,
+        ),
+        (
+            4,
+            QuantType::Symmetric,
+            20,
+            CodeLayout::Packed32,
+            ScaleFormat::F32,
+        ),
+        (
+            4,
+            QuantType::Asymmetric,
+            5,
+            CodeLayout::Packed32,
+            ScaleFormat::F32,
+        ),
+        (
+            3,
+            QuantType::Asymmetric,
+            8,
+            CodeLayout::Packed32,
+            ScaleFormat::F32,
+        ),
+        (
+            2,
+            QuantType::Symmetric,
+            4,
+            CodeLayout::Packed32,
+            ScaleFormat::F32,
+        ),
+        (
+            1,
+            QuantType::Symmetric,
+            4,
+            CodeLayout::Packed32,
+            ScaleFormat::F32,
+        ),
+    ] {
+        let q = moq_core::quantize("w", &w, &QuantSpec::new(bits, quant_type, groups)).unwrap();
+        let packed = moq_core::pack(&q, n, layout, scales).unwrap();
+        let e = Exported {
+            name: "fc.weight".into(),
+            shape: vec![k, n],
+            packed: packed.clone(),
+        };
+        let mut dq = vec![0.0f32; k * n];
+        moq_core::dequantize(&moq_core::unpack(&packed).unwrap(), &mut dq).unwrap();
+        for rows in [3, 24] {
+            let x: Vec<f32> = (0..rows * k)
+                .map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0)
+                .collect();
+            let expected: Vec<f32> = (0..rows * n)
+                .map(|o| {
+                    let (r, c) = (o / n, o % n);
+                    bias[c] + (0..k).map(|i| x[r * k + i] * dq[i * n + c]).sum::<f32>()
+                })
+                .collect();
+            for (backend, got) in [
+                (
+                    "NdArray",
+                    forward::<burn::backend::NdArray>(&e, &bias, &x, rows),
+                ),
+                ("Wgpu", forward::<Wgpu>(&e, &bias, &x, rows)),
+                ("CubeBackend", forward::<Cube>(&e, &bias, &x, rows)),
+            ] {
+                for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                        "{backend}, {bits} bits {quant_type:?}, {rows} rows: y[{i}] = {a}, reference {b}"
+                    );
+                }
+            }
+        }
+    }
+    // A mismatched input is an error naming both widths.
+    let device = Default::default();
+    let q = moq_core::quantize("w", &w, &QuantSpec::new(4, QuantType::Symmetric, 4)).unwrap();
+    let e = Exported {
+        name: "fc.weight".into(),
+        shape: vec![k, n],
+        packed: moq_core::pack(&q, n, CodeLayout::Packed32, ScaleFormat::F32).unwrap(),
+    };
+    let layer = QuantizedLinear::<Wgpu>::from_export(&e, None, &device).unwrap();
+    let err = layer
+        .try_forward(Tensor::<Wgpu, 2>::zeros([2, 39], &device))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("40") && err.contains("39"), "{err}");
+}
