@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod burn_quant;
 pub mod eigen;
 pub mod error;
 pub mod export;
@@ -43,6 +44,7 @@ pub use backend::{
     MoqBackend, PackedWeight, dequantize_packed, fake_quantize, fake_quantize_on_host,
     fake_quantize_tensor_ops, quantized_matmul_tensor_ops,
 };
+pub use burn_quant::{burn_scheme, to_burn_data};
 pub use eigen::{EigenHistory, EigenRecord, HessianProvider};
 pub use error::{MoqBurnError, Result};
 pub use export::load_dequantized;

@@ -1137,3 +1137,48 @@ fn export_gives_the_trained_weights_as_codes() {
         .to_string();
     assert!(err.contains("bias has 3 values for 4 outputs"), "{err}");
 }
+
+/// burn's own quantized tensors from MoQ codes dequantize to exactly the values of the codes
+/// (NdArray loads Q8S only in burn 0.21; the wgpu tests cover Q4S); layouts burn has no
+/// scheme for are named.
+#[test]
+fn burn_quantized_tensors_hold_the_codes() {
+    use moq_core::{CodeLayout, ScaleFormat, pack, quantize, unpack};
+    type B = NdArray;
+    let device = Default::default();
+    let (k, n) = (6, 64);
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    for (bits, groups, scales) in [(8, 1, ScaleFormat::F32), (8, 12, ScaleFormat::F16)] {
+        let q = quantize("w", &w, &QuantSpec::new(bits, QuantType::Symmetric, groups)).unwrap();
+        let packed = pack(&q, n, CodeLayout::Packed32, scales).unwrap();
+        let data = moq_burn::to_burn_data(&packed, &[k, n]).unwrap();
+        let got = Tensor::<B, 2>::from_data(data, &device)
+            .dequantize()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let mut expected = vec![0.0f32; k * n];
+        moq_core::dequantize(&unpack(&packed).unwrap(), &mut expected).unwrap();
+        assert_eq!(got, expected, "{bits} bits, {groups} groups");
+    }
+    let refused = |bits, quant_type, groups, what: &str| {
+        let q = quantize("w", &w, &QuantSpec::new(bits, quant_type, groups)).unwrap();
+        let packed = pack(&q, n, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+        let err = moq_burn::burn_scheme(&packed, &[k, n])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(what), "{err}");
+    };
+    refused(4, QuantType::Asymmetric, 6, "symmetric only");
+    refused(3, QuantType::Symmetric, 6, "3-bit");
+    refused(2, QuantType::Symmetric, 6, "Q2S");
+    // Groups of 96 straddle rows of 64: not blocks.
+    refused(8, QuantType::Symmetric, 4, "not blocks");
+    // Groups of two whole rows are blocks of [2, 64].
+    let q = quantize("w", &w, &QuantSpec::new(8, QuantType::Symmetric, 3)).unwrap();
+    let packed = pack(&q, n, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+    let scheme = moq_burn::burn_scheme(&packed, &[k, n]).unwrap();
+    assert_eq!(format!("{:?}", scheme.level), "Block(BlockSize([2, 64]))");
+}

@@ -388,3 +388,50 @@ fn quantized_linear_runs_the_kernels_and_matches_every_backend() {
         .to_string();
     assert!(err.contains("40") && err.contains("39"), "{err}");
 }
+
+/// burn's own quantized tensors from MoQ codes on burn-wgpu: Q8S and Q4S, per tensor and per
+/// block, dequantize to exactly the values of the codes, and burn's quantized matmul runs.
+#[test]
+#[ignore = "needs a wgpu adapter"]
+fn wgpu_burn_quantized_tensors_hold_the_codes() {
+    use moq_core::{CodeLayout, ScaleFormat, pack, quantize, unpack};
+    type B = Wgpu;
+    let device = Default::default();
+    let (k, n) = (6, 64);
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    for (bits, groups, scales) in [
+        (8, 1, ScaleFormat::F32),
+        (8, 12, ScaleFormat::F16),
+        (4, 24, ScaleFormat::F32),
+        (4, 3, ScaleFormat::F32),
+    ] {
+        let q = quantize("w", &w, &QuantSpec::new(bits, QuantType::Symmetric, groups)).unwrap();
+        let packed = pack(&q, n, CodeLayout::Packed32, scales).unwrap();
+        let data = moq_burn::to_burn_data(&packed, &[k, n]).unwrap();
+        let got = Tensor::<B, 2>::from_data(data, &device)
+            .dequantize()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let mut expected = vec![0.0f32; k * n];
+        moq_core::dequantize(&unpack(&packed).unwrap(), &mut expected).unwrap();
+        assert_eq!(got, expected, "{bits} bits, {groups} groups");
+        let x = Tensor::<B, 2>::ones([2, k], &device);
+        let data = moq_burn::to_burn_data(&packed, &[k, n]).unwrap();
+        let y = x
+            .matmul(Tensor::<B, 2>::from_data(data, &device))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        for c in 0..n {
+            let col: f32 = (0..k).map(|r| expected[r * n + c]).sum();
+            assert!(
+                (y[c] - col).abs() <= 1e-4 * col.abs().max(1.0),
+                "{bits} bits: {} vs {col}",
+                y[c]
+            );
+        }
+    }
+}
