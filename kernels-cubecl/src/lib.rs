@@ -26,6 +26,8 @@ pub mod matmul;
 pub mod quant;
 pub mod weights;
 
+/// The cubecl this crate is built with (runtimes, clients, handles), re-exported.
+pub use cubecl;
 pub use error::{KernelError, Result};
 pub use matmul::{Plan, matmul, plan};
 /// The packed layouts the kernels read (re-exported from `moq-core`).

@@ -53,6 +53,7 @@ pub use linear::QuantizedLinear;
 pub use metric::{BitsMetric, MixingMetric};
 pub use moq_core;
 pub use moq_hessian;
+pub use moq_kernels;
 pub use optim::{
     EigenvalueProvider, FixedEigenvalues, Moq, MoqLayer, MoqOptimizer, MoqRecord, MoqStatus,
     StatusSnapshot,
