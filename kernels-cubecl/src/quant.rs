@@ -1,5 +1,5 @@
 //! Group-wise quantization on the device: fused fake quantization ([`fake_quantize`]), codes
-//! ([`quantize`], packed as `moq-core`'s `Packed32` layout) and the grids behind both.
+//! ([`crate::quantize()`], packed as `moq-core`'s `Packed32` layout) and the grids behind both.
 //!
 //! Every operation is the same three steps (DESIGN.md section 3, "Quantizer"):
 //! 1. **statistics**: one cube per piece of a group (at most [`SPAN`] elements) reduces min,

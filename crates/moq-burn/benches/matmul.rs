@@ -8,11 +8,12 @@
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod common;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn matmul(c: &mut Criterion) {
     use common::{input, timed, weights};
+    use criterion::Throughput;
     #[cfg(feature = "cuda")]
     type B = burn_cubecl::CubeBackend<moq_kernels::cubecl::cuda::CudaRuntime, half::f16, i32, u8>;
     #[cfg(not(feature = "cuda"))]

@@ -8,22 +8,24 @@
 //!   writes the scheduled fake-quantized weights into the model after each step.
 //! - [`select`]: module-path patterns choosing the quantized parameters, their layers and bit
 //!   groups (`encoder.layers.{i}`).
-//! - [`MoqBackend`] ([`backend`]): the quantization operations as an extension of burn's
-//!   `Backend`: a generic implementation (NdArray), and a straight-through backward for
-//!   `Autodiff<B>`.
+//! - [`MoqBackend`] ([`backend`]): the quantization operations (fake quantization, low-bit
+//!   matmul) as an extension of burn's `Backend`: `moq-kernels` on burn-wgpu and burn-cuda
+//!   (`CubeBackend` and its `Fusion` wrapping), generic implementations elsewhere (NdArray), and
+//!   a straight-through backward for `Autodiff<B>`.
 //!
 //! - `BitsMetric` and `MixingMetric` (module `metric`, feature `train`): the schedule on
 //!   burn-train's `Learner` dashboard.
 //! - [`MoqOptimizer::export`] and [`load_dequantized`] ([`export`]): the trained weights as
 //!   packed low-bit codes in a safetensors file (`moq inspect` reads it), and back.
-//! - [`QuantizedLinear`] ([`linear`]): a linear layer holding codes and scales, built from an
-//!   export (the generic dequantize path for now).
+//! - [`QuantizedLinear`] ([`linear`]): a linear layer holding packed codes and scales, built
+//!   from an export, multiplying through the kernels on GPU backends.
+//! - [`to_burn_data`] ([`burn_quant`]): symmetric 8/4-bit codes as burn's own quantized tensors
+//!   (`Q8S`/`Q4S`).
 //! - [`HessianProvider`] ([`eigen`]): per-layer Hessian eigenvalues from [`moq_hessian`] that
 //!   stretch the periods of sensitive layers (`eigenvalue.enabled`).
 //!
-//! The algorithm itself is [`moq_core`] (re-exported, as is [`moq_hessian`]). Not implemented
-//! yet: the cubecl kernels for burn-wgpu and burn-cuda, `QuantizedLinear` and export (the
-//! moq-kernels issue).
+//! The algorithm itself is [`moq_core`] (re-exported, as are [`moq_hessian`] and
+//! [`moq_kernels`]).
 //!
 //! Backends are chosen by features passed down to burn: `ndarray` (default), `wgpu`, `vulkan`,
 //! `cuda`; `train` adds the burn-train metrics.

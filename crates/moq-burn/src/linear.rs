@@ -123,9 +123,14 @@ impl<B: Backend> QuantizedLinear<B> {
     }
 
     /// The layer at module path `prefix` of an export: its quantized `{prefix}.weight` and its
-    /// float `{prefix}.bias` if the file has one.
+    /// float `{prefix}.bias` if the file has one (`weight` and `bias` for an empty prefix: a
+    /// model that is one `Linear`).
     pub fn load(file: &MoqFile, prefix: &str, device: &B::Device) -> Result<Self> {
-        let name = format!("{prefix}.weight");
+        let path = |leaf: &str| match prefix {
+            "" => leaf.to_string(),
+            _ => format!("{prefix}.{leaf}"),
+        };
+        let name = path("weight");
         let weight = file
             .quantized
             .iter()
@@ -140,7 +145,7 @@ impl<B: Backend> QuantizedLinear<B> {
                         .join(", ")
                 ),
             })?;
-        let bias_name = format!("{prefix}.bias");
+        let bias_name = path("bias");
         let bias = file
             .float
             .iter()

@@ -27,7 +27,7 @@ use burn::train::{
 use clap::Parser;
 use moq_burn::moq_core::export::MoqFile;
 use moq_burn::moq_hessian::HessianLoss;
-use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend, load_dequantized};
+use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend, QuantizedLinear, load_dequantized};
 use moq_examples::{
     EpochLines, Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider,
     eigen_summary, run_on, train, variant_config,
@@ -170,6 +170,33 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
+/// The MLP for inference from an export: each `Linear` becomes a `QuantizedLinear` holding the
+/// packed codes at the bits its layer reached.
+#[derive(Module, Debug)]
+struct QuantizedMlp<B: Backend> {
+    fc1: QuantizedLinear<B>,
+    fc2: QuantizedLinear<B>,
+    out: QuantizedLinear<B>,
+    relu: Relu,
+}
+
+impl<B: MoqBackend> QuantizedMlp<B> {
+    fn load(file: &MoqFile, device: &B::Device) -> Result<Self> {
+        Ok(Self {
+            fc1: QuantizedLinear::load(file, "fc1", device)?,
+            fc2: QuantizedLinear::load(file, "fc2", device)?,
+            out: QuantizedLinear::load(file, "out", device)?,
+            relu: Relu::new(),
+        })
+    }
+
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let x = self.relu.forward(self.fc1.forward(x));
+        let x = self.relu.forward(self.fc2.forward(x));
+        self.out.forward(x)
+    }
+}
+
 /// The training loss on a fixed probe batch: what the Hessian eigenvalues are taken of.
 struct Probe {
     x: TensorData,
@@ -193,10 +220,14 @@ impl HessianLoss for Probe {
     }
 }
 
-fn accuracy<B: Backend>(model: &Mlp<B>, data: &Digits, device: &B::Device) -> f64 {
+fn accuracy<B: Backend>(
+    forward: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>,
+    data: &Digits,
+    device: &B::Device,
+) -> f64 {
     let rows: Vec<usize> = (0..data.len()).collect();
     let (x, y) = data.tensors::<B>(&rows, device);
-    let predicted = model.forward(x).argmax(1).squeeze_dim::<1>(1);
+    let predicted = forward(x).argmax(1).squeeze_dim::<1>(1);
     let correct: i64 = predicted.equal(y).int().sum().into_scalar().elem();
     correct as f64 / data.len() as f64
 }
@@ -306,7 +337,7 @@ where
         .renderer(EpochLines::default())
         .summary()
         .launch(Learner::new(model, optim, 2e-3));
-    let acc = accuracy(&result.model, &test_set, &device);
+    let acc = accuracy(|x| result.model.forward(x), &test_set, &device);
     let bits = status.snapshot().bits;
     println!(
         "test accuracy {:.2}%, bits per layer {bits:?}; metrics logged under {}",
@@ -401,7 +432,7 @@ where
                     seed,
                 )
                 .unzip();
-                let evaluate = |m: &Mlp<B>| accuracy(&m.valid(), &test_set, &device);
+                let evaluate = |m: &Mlp<B>| accuracy(|x| m.valid().forward(x), &test_set, &device);
                 // The plain MoQ run of seed 0 leaves as packed codes, checked below.
                 let export = (seed == 0 && variant == Variant::Moq).then(|| {
                     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
@@ -416,25 +447,32 @@ where
                     export: export.clone(),
                 };
                 let trained = train(model, config.clone(), |moq| moq, run, loss)?;
-                let acc = accuracy(&trained.model.valid(), &test_set, &device);
+                let valid = trained.model.valid();
+                let acc = accuracy(|x| valid.forward(x), &test_set, &device);
                 results.add(variant, column, acc);
                 if let Some(path) = &export {
-                    // The codes, dequantized into a fresh model, must score exactly the same.
+                    // The codes, as QuantizedLinear layers (and dequantized into a fresh model),
+                    // must score exactly the same.
                     let file = MoqFile::load(path)?;
+                    let quantized = QuantizedMlp::<B::InnerBackend>::load(&file, &device)?;
+                    let from_codes = accuracy(|x| quantized.forward(x), &test_set, &device);
                     let reloaded = load_dequantized(Mlp::<B::InnerBackend>::new(&device), &file)?;
-                    let from_codes = accuracy(&reloaded, &test_set, &device);
+                    let dequantized = accuracy(|x| reloaded.forward(x), &test_set, &device);
                     let (stored, full) = file.quantized.iter().fold((0, 0), |(s, f), e| {
                         (s + e.packed.size_bytes(), f + 4 * e.packed.len)
                     });
                     println!(
-                        "      exported to {} ({:.1}x smaller weights): accuracy from the codes {:.2}%, fake-quantized {:.2}%",
+                        "      exported to {} ({:.1}x smaller weights): accuracy of the QuantizedLinear model {:.2}%, fake-quantized {:.2}%",
                         path.display(),
                         full as f64 / stored as f64,
                         100.0 * from_codes,
                         100.0 * acc
                     );
-                    if from_codes != acc {
-                        bail!("the exported codes score {from_codes}, the trained model {acc}");
+                    if from_codes != acc || dequantized != acc {
+                        bail!(
+                            "the exported codes score {from_codes} as QuantizedLinear layers and \
+                             {dequantized} dequantized, the trained model {acc}"
+                        );
                     }
                 }
                 if seed == 0 {

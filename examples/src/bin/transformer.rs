@@ -8,16 +8,18 @@
 //!
 //! `cargo run --release -p moq-examples --bin transformer`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use moq_burn::MoqBackend;
+use moq_burn::moq_core::export::MoqFile;
 use moq_examples::permutation::{
-    BATCH, Classifier, D_MODEL, LAYERS, LEN, LR, Probe, TEST, TRAIN, Task, VOCAB, accuracy,
+    BATCH, Classifier, D_MODEL, LAYERS, LEN, LR, Probe, QuantizedClassifier, TEST, TRAIN, Task,
+    VOCAB, accuracy, accuracy_of,
 };
 use moq_examples::{
     Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
@@ -107,12 +109,18 @@ where
                 )
                 .unzip();
                 let evaluate = |m: &Classifier<B>| accuracy(&m.valid(), &test_set, &device);
+                // The plain MoQ run of seed 0 leaves as packed codes, checked below.
+                let export = (seed == 0 && variant == Variant::Moq).then(|| {
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+                        "../target/moq-exports/transformer-{target}bit.safetensors"
+                    ))
+                });
                 let run = Run {
                     steps: args.steps,
                     lr: LR,
                     eigenvalues,
                     evaluate: (seed == 0).then_some(&evaluate as &dyn Fn(&Classifier<B>) -> f64),
-                    export: None,
+                    export: export.clone(),
                 };
                 let trained = train(
                     model,
@@ -123,6 +131,23 @@ where
                 )?;
                 let acc = accuracy(&trained.model.valid(), &test_set, &device);
                 results.add(variant, column, acc);
+                if let Some(path) = &export {
+                    // Every linear layer as a QuantizedLinear holding the exported codes: the
+                    // same predictions as the fake-quantized model.
+                    let file = MoqFile::load(path)?;
+                    let quantized = QuantizedClassifier::<B::InnerBackend>::load(&file, &device)?;
+                    let from_codes = accuracy_of(|x| quantized.forward(x), &test_set, &device);
+                    println!(
+                        "      exported to {}: accuracy of the QuantizedLinear model {:.2}%, \
+                         fake-quantized {:.2}%",
+                        path.display(),
+                        100.0 * from_codes,
+                        100.0 * acc
+                    );
+                    if from_codes != acc {
+                        bail!("the exported codes score {from_codes}, the trained model {acc}");
+                    }
+                }
                 if seed == 0 {
                     figures.add(variant, target, config.as_ref(), &trained, args.steps)?;
                 }
