@@ -21,7 +21,7 @@ use half::f16;
 use moq_core::{QuantType, ScaleFormat};
 
 use crate::error::{KernelError, Result};
-use crate::quant::cubes_for;
+use crate::quant::{cubes_for, unit_index};
 use crate::weights::{DeviceWeights, field};
 
 /// Largest `m` served by the GEMV kernel.
@@ -328,7 +328,7 @@ fn gemv_kernel<F: Float, S: Float, N: Size>(
 /// Sums the split-K slices in order and converts to `F`.
 #[cube(launch_unchecked)]
 fn sum_splits_kernel<F: Float>(partials: &Array<f32>, out: &mut Array<F>, len: u32, splits: u32) {
-    let i = CUBE_POS_Y * CUBE_COUNT_X * CUBE_DIM_X + ABSOLUTE_POS_X;
+    let i = unit_index();
     if i >= len {
         terminate!();
     }

@@ -357,6 +357,22 @@ pub(crate) fn code_of(
     }
 }
 
+/// The unit's index in a launch of [`cubes_for`] (cubes along x, then rows of cubes along y).
+#[cube]
+pub(crate) fn unit_index() -> u32 {
+    CUBE_POS_Y * CUBE_COUNT_X * CUBE_DIM_X + ABSOLUTE_POS_X
+}
+
+/// The rounding offset of element `i`: from the generator when stochastic, else 0.
+#[cube]
+fn rounding_offset(i: u32, k0: u32, k1: u32, #[comptime] stochastic: bool) -> f32 {
+    if stochastic {
+        noise_offset(i, k0, k1)
+    } else {
+        f32::new(0.0)
+    }
+}
+
 /// One unit per element: `ρ·x + (1−ρ)·Q(x)` (`Q(x)` when not mixing).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
@@ -373,18 +389,13 @@ fn fake_quantize_kernel<F: Float>(
     #[comptime] stochastic: bool,
     #[comptime] mixing: bool,
 ) {
-    let i = CUBE_POS_Y * CUBE_COUNT_X * CUBE_DIM_X + ABSOLUTE_POS_X;
+    let i = unit_index();
     if i >= len {
         terminate!();
     }
     let v = f32::cast_from(x[i as usize]);
     let g = ((i / group_len) * comptime!(GRID as u32)) as usize;
-    let offset = if stochastic {
-        noise_offset(i, k0, k1)
-    } else {
-        f32::new(0.0)
-    };
-    let q = code_of(v, grids, g, offset, kind);
+    let q = code_of(v, grids, g, rounding_offset(i, k0, k1, stochastic), kind);
     let value = (q - grids[g + 2]) * grids[g];
     out[i as usize] = if mixing {
         F::cast_from(mix * v + (1.0 - mix) * value)
@@ -411,7 +422,7 @@ fn quantize_kernel<F: Float>(
     #[comptime] stochastic: bool,
     #[comptime] asymmetric: bool,
 ) {
-    let w = CUBE_POS_Y * CUBE_COUNT_X * CUBE_DIM_X + ABSOLUTE_POS_X;
+    let w = unit_index();
     if w >= total_words {
         terminate!();
     }
@@ -431,12 +442,7 @@ fn quantize_kernel<F: Float>(
             let i = row * row_len + col;
             let v = f32::cast_from(x[i as usize]);
             let g = ((i / group_len) * comptime!(GRID as u32)) as usize;
-            let offset = if stochastic {
-                noise_offset(i, k0, k1)
-            } else {
-                f32::new(0.0)
-            };
-            let q = code_of(v, grids, g, offset, kind);
+            let q = code_of(v, grids, g, rounding_offset(i, k0, k1, stochastic), kind);
             let field = if comptime!(kind == BINARY) {
                 if q > 0.0 { u32::new(1) } else { u32::new(0) }
             } else {
@@ -545,7 +551,7 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
             }
             _ => grid(GRID_LINEAR),
         }
-        let bad = read_u32(client, bad)?;
+        let bad = read::<R, u32>(client, bad)?;
         if bad[0] != 0 {
             return Err(KernelError::NonFinite {
                 tensor: name.to_string(),
@@ -568,18 +574,15 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
     })
 }
 
-pub(crate) fn read_u32<R: Runtime>(client: &ComputeClient<R>, handle: Handle) -> Result<Vec<u32>> {
+/// Reads a buffer back to the host.
+pub(crate) fn read<R: Runtime, E: CubeElement>(
+    client: &ComputeClient<R>,
+    handle: Handle,
+) -> Result<Vec<E>> {
     let bytes = client.read_one(handle).map_err(|e| KernelError::Read {
         message: format!("{e:?}"),
     })?;
-    Ok(u32::from_bytes(&bytes).to_vec())
-}
-
-pub(crate) fn read_f32<R: Runtime>(client: &ComputeClient<R>, handle: Handle) -> Result<Vec<f32>> {
-    let bytes = client.read_one(handle).map_err(|e| KernelError::Read {
-        message: format!("{e:?}"),
-    })?;
-    Ok(f32::from_bytes(&bytes).to_vec())
+    Ok(E::from_bytes(&bytes).to_vec())
 }
 
 /// Fused fake quantization of a device tensor of `len` elements of `F` (f32, f16 or bf16):

@@ -16,7 +16,7 @@ use moq_core::{
 };
 
 use crate::error::{KernelError, Result};
-use crate::quant::{GRID, UNITS_ELEMENTWISE, cubes_for, quantize_words, read_f32, read_u32};
+use crate::quant::{GRID, UNITS_ELEMENTWISE, cubes_for, quantize_words, read, unit_index};
 
 /// A quantized `[rows, row_len]` tensor on the device, ready for [`crate::matmul()`].
 #[derive(Clone, Debug)]
@@ -181,33 +181,22 @@ impl DeviceWeights {
         client: &ComputeClient<R>,
         layout: CodeLayout,
     ) -> Result<PackedTensor> {
-        let mut words = read_u32(client, self.words.clone())?;
+        let mut words = read::<R, u32>(client, self.words.clone())?;
         words.truncate(self.words_len);
+        // Buffers hold at least `groups` entries (checked when built); a pool may round up.
         let scales = match self.scale_format {
-            ScaleFormat::F32 => {
-                let mut s = read_f32(client, self.scales.clone())?;
-                s.truncate(self.groups);
-                PackedScales::F32(s)
-            }
-            ScaleFormat::F16 => {
-                let bytes =
-                    client
-                        .read_one(self.scales.clone())
-                        .map_err(|e| KernelError::Read {
-                            message: format!("{e:?}"),
-                        })?;
-                PackedScales::F16(f16::from_bytes(&bytes)[..self.groups].to_vec())
-            }
+            ScaleFormat::F32 => PackedScales::F32(
+                read::<R, f32>(client, self.scales.clone())?[..self.groups].to_vec(),
+            ),
+            ScaleFormat::F16 => PackedScales::F16(
+                read::<R, f16>(client, self.scales.clone())?[..self.groups].to_vec(),
+            ),
         };
         let zero_points = match self.quant_type {
             QuantType::Asymmetric => {
-                let bytes =
-                    client
-                        .read_one(self.zero_points.clone())
-                        .map_err(|e| KernelError::Read {
-                            message: format!("{e:?}"),
-                        })?;
-                i32::from_bytes(&bytes)[..self.groups].to_vec()
+                let mut z = read::<R, i32>(client, self.zero_points.clone())?;
+                z.truncate(self.groups);
+                z
             }
             QuantType::Symmetric => Vec::new(),
         };
@@ -289,7 +278,7 @@ pub fn quantize<R: Runtime, F: Float + CubeElement>(
 ) -> Result<DeviceWeights> {
     let codes = quantize_words::<R, F>(client, input, len, row_len, name, spec)?;
     let groups = codes.grids.groups;
-    let mut grids = read_f32(client, codes.grids.grids.clone())?;
+    let mut grids = read::<R, f32>(client, codes.grids.grids.clone())?;
     grids.truncate(groups * GRID);
     let scales: Vec<f32> = grids.chunks(GRID).map(|g| g[0]).collect();
     let offset = 1i32 << (spec.bits - 1);
@@ -345,7 +334,7 @@ fn dequantize_kernel<F: Float, S: Float>(
     #[comptime] bits: u32,
     #[comptime] asymmetric: bool,
 ) {
-    let i = CUBE_POS_Y * CUBE_COUNT_X * CUBE_DIM_X + ABSOLUTE_POS_X;
+    let i = unit_index();
     if i >= len {
         terminate!();
     }
