@@ -80,7 +80,7 @@ fn micros(d: Duration) -> String {
 }
 
 fn gbps(bytes: usize, d: Duration) -> String {
-    format!("{:.0}", bytes as f64 / d.as_secs_f64() / 1e9)
+    format!("{:.1}", bytes as f64 / d.as_secs_f64() / 1e9)
 }
 
 /// Median time per call of each contender, interleaved over `rounds`.
