@@ -69,8 +69,14 @@ pub fn plan(m: usize, k: usize, n: usize, bits: u32) -> Plan {
         .find(|&v| words_per_row.is_multiple_of(v) && rows * per_word * v <= 32)
         .unwrap_or(1);
     let cubes = (words_per_row / vec).div_ceil(GEMV_UNITS as usize).max(1);
-    let wanted = GEMV_TARGET_CUBES.div_ceil(cubes);
-    let splits = wanted.min(k.div_ceil(GEMV_MIN_K_SLICE)).max(1);
+    let wanted = GEMV_TARGET_CUBES.div_ceil(cubes * m.div_ceil(rows));
+    // Each slice writes and the sum reads `m · n` f32 partials: keep that traffic within a tenth
+    // of the weight bytes read (`k · n · bits / 8`), so split-K never costs more than it gains.
+    let traffic_bound = (k * bits as usize) / (8 * 8 * 10 * m.max(1));
+    let splits = wanted
+        .min(traffic_bound)
+        .min(k.div_ceil(GEMV_MIN_K_SLICE))
+        .max(1);
     let k_per_split = k.div_ceil(splits).max(1);
     Plan::Gemv {
         rows: rows as u32,

@@ -12,6 +12,9 @@ use moq_kernels::{DeviceWeights, KernelError, Plan, matmul, plan};
 
 use crate::{client, random, read, upload};
 
+/// The most k-slices any GEMV case was split into (the tests must cover split-K).
+static SPLIT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 #[derive(Clone, Copy, Debug)]
 struct Case {
     m: usize,
@@ -37,6 +40,9 @@ fn case(m: usize, k: usize, n: usize, bits: u32, quant_type: QuantType, groups: 
 fn check(c: Case, half_x: bool, scales: ScaleFormat) {
     let client = client();
     let Case { m, k, n, bits, .. } = c;
+    if let Plan::Gemv { splits, .. } = plan(m, k, n, bits) {
+        SPLIT.fetch_max(splits, std::sync::atomic::Ordering::Relaxed);
+    }
     let w = random(k * n, (k * 31 + n * 7 + bits as usize) as u64);
     let mut x = random(m * k, (m * 13 + k) as u64);
     if half_x {
@@ -86,6 +92,8 @@ fn both_kernels_match_the_reference_for_every_width() {
             for c in [
                 // GEMV: vectorised loads (4 and 2 words), split-K, rows 1..16.
                 case(1, 300, 256, bits, quant_type, 300),
+                case(1, 2000, 64, bits, quant_type, 125),
+                case(3, 2000, 40, bits, quant_type, 16),
                 case(2, 129, 64, bits, quant_type, 129),
                 case(3, 37, 45, bits, quant_type, 5),
                 case(16, 33, 8, bits, quant_type, 3),
@@ -146,10 +154,22 @@ fn the_plan_follows_the_shape() {
     };
     assert_eq!((rows, vec), (1, 4));
     assert!(splits > 1 && splits * k_per_split >= 4096);
-    let Plan::Gemv { rows, vec, .. } = plan(16, 4096, 4096, 8) else {
+    // Partials (splits · m · n f32, written and read) stay within a tenth of the weight bytes.
+    assert!(
+        8 * splits as usize * 4096 <= 4096 * 4096 / 2 / 10,
+        "{splits} splits"
+    );
+    let Plan::Gemv {
+        rows, vec, splits, ..
+    } = plan(16, 4096, 4096, 8)
+    else {
         panic!("m = 16 is a GEMV");
     };
     assert_eq!((rows, vec), (16, 1));
+    assert!(
+        8 * 16 * splits as usize * 4096 <= 4096 * 4096 / 10,
+        "{splits} splits"
+    );
     // A row of 45 4-bit codes is 6 words: vectors of 2.
     let Plan::Gemv { vec, .. } = plan(1, 64, 45, 4) else {
         panic!()
