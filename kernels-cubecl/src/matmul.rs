@@ -6,9 +6,11 @@
 //! Two kernels, chosen by [`plan`]:
 //! - **GEMV** for `m ≤ 16`, bound by loading the weights: each unit owns a vector of
 //!   `vec` words (up to 16 bytes, one vectorised load per row of `W`) across all of `x`'s rows
-//!   (`rows` accumulators per code, in registers), so `W` is read once per block of rows; the
-//!   inner dimension is split over cubes (split-K) when there are too few columns to fill the
-//!   device, and a second kernel sums the slices in a fixed order (deterministic, no atomics).
+//!   (`rows` accumulators per code, in registers), so `W` is read once per block of rows. A cube
+//!   is 32 vector columns × 8 lanes along `k` whose sums meet in shared memory; beyond that the
+//!   inner dimension is split over cubes (split-K, while the partials cost at most a tenth of
+//!   the weight bytes), and a second kernel sums the slices in a fixed order (deterministic, no
+//!   atomics).
 //! - **Tiled** for larger `m`: a cube computes a 64×64 tile of `y`, staging 32-deep slices of `x`
 //!   and of the dequantized `W` in shared memory; each unit computes a 4×4 block.
 //!
@@ -28,8 +30,12 @@ use crate::weights::{DeviceWeights, field};
 pub const GEMV_MAX_M: usize = 16;
 /// Cubes the GEMV aims to launch (enough to fill a large GPU), reached by splitting `k`.
 const GEMV_TARGET_CUBES: usize = 512;
-/// Units per cube of the GEMV (along the columns of `W`).
-const GEMV_UNITS: u32 = 64;
+/// GEMV cube: units along the columns of `W` (a warp reads one row's vectors contiguously)…
+const GEMV_COLUMNS: u32 = 32;
+/// …times lanes along `k`, each taking every `GEMV_LANES`-th row of the cube's slice; the lanes'
+/// sums are added in shared memory, which multiplies the loads in flight without split-K's
+/// traffic.
+const GEMV_LANES: u32 = 8;
 /// Smallest slice of `k` one GEMV cube takes.
 const GEMV_MIN_K_SLICE: usize = 64;
 
@@ -68,7 +74,7 @@ pub fn plan(m: usize, k: usize, n: usize, bits: u32) -> Plan {
         .into_iter()
         .find(|&v| words_per_row.is_multiple_of(v) && rows * per_word * v <= 32)
         .unwrap_or(1);
-    let cubes = (words_per_row / vec).div_ceil(GEMV_UNITS as usize).max(1);
+    let cubes = (words_per_row / vec).div_ceil(GEMV_COLUMNS as usize).max(1);
     let wanted = GEMV_TARGET_CUBES.div_ceil(cubes * m.div_ceil(rows));
     // Each slice writes and the sum reads `m · n` f32 partials: keep that traffic within a tenth
     // of the weight bytes read (`k · n · bits / 8`), so split-K never costs more than it gains.
@@ -152,11 +158,11 @@ fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
                 gemv_kernel::launch_unchecked::<F, S, R>(
                     client,
                     CubeCount::Static(
-                        vectors_per_row.div_ceil(GEMV_UNITS as usize) as u32,
+                        vectors_per_row.div_ceil(GEMV_COLUMNS as usize) as u32,
                         m.div_ceil(rows as usize) as u32,
                         splits,
                     ),
-                    CubeDim::new_1d(GEMV_UNITS),
+                    CubeDim::new_2d(GEMV_COLUMNS, GEMV_LANES),
                     vec as usize,
                     x_arg(),
                     ArrayArg::from_raw_parts(w.words.clone(), w.words_len / vec as usize),
@@ -250,10 +256,10 @@ fn gemv_kernel<F: Float, S: Float, N: Size>(
     #[comptime] vec: u32,
     #[comptime] word_groups: bool,
 ) {
-    let vcol = ABSOLUTE_POS_X;
-    if vcol >= vectors_per_row {
-        terminate!();
-    }
+    let vcol = CUBE_POS_X * GEMV_COLUMNS + UNIT_POS_X;
+    let lane = UNIT_POS_Y;
+    // Every unit reaches the lanes' reduction (it synchronises the cube).
+    let active = vcol < vectors_per_row;
     let per_word = comptime!(32 / bits);
     let per_vec = comptime!(per_word * vec);
     let row0 = CUBE_POS_Y * rows;
@@ -266,7 +272,8 @@ fn gemv_kernel<F: Float, S: Float, N: Size>(
     let mut xs = Array::<f32>::new(comptime!(rows as usize));
     let k_start = split * k_per_split;
     let k_end = u32::min(k, k_start + k_per_split);
-    for kk in k_start..k_end {
+    let mut kk = k_start + lane;
+    while active && kk < k_end {
         #[unroll]
         for r in 0..rows {
             let row = row0 + r;
@@ -316,18 +323,25 @@ fn gemv_kernel<F: Float, S: Float, N: Size>(
                 }
             }
         }
+        kk += GEMV_LANES;
     }
-    #[unroll]
-    for r in 0..rows {
-        let row = row0 + r;
-        #[unroll]
-        for c in 0..per_vec {
-            let col = vcol * per_vec + c;
-            if row < m && col < cols {
-                partials[((split * m + row) * cols + col) as usize] =
-                    acc[(r * per_vec + c) as usize];
+    // Add the lanes' sums, one accumulator at a time, in lane order (a loop, not unrolled: it
+    // runs once per cube, and unrolling it only makes shaders large).
+    let mut sums = SharedMemory::<f32>::new(comptime!((GEMV_COLUMNS * GEMV_LANES) as usize));
+    for a in 0..comptime!(rows * per_vec) {
+        sums[(lane * GEMV_COLUMNS + UNIT_POS_X) as usize] = acc[a as usize];
+        sync_cube();
+        let row = row0 + a / per_vec;
+        let col = vcol * per_vec + a % per_vec;
+        if lane == 0 && active && row < m && col < cols {
+            let mut sum = f32::new(0.0);
+            #[unroll]
+            for l in 0..GEMV_LANES {
+                sum += sums[(l * GEMV_COLUMNS + UNIT_POS_X) as usize];
             }
+            partials[((split * m + row) * cols + col) as usize] = sum;
         }
+        sync_cube();
     }
 }
 
