@@ -1182,3 +1182,43 @@ fn burn_quantized_tensors_hold_the_codes() {
     let scheme = moq_burn::burn_scheme(&packed, &[k, n]).unwrap();
     assert_eq!(format!("{:?}", scheme.level), "Block(BlockSize([2, 64]))");
 }
+
+/// The inference twin of a trained model: each layer a `QuantizedLinear` at the bits it reached
+/// (here 4, 3 and 6), computing what the trained (fake-quantized) model computes.
+#[test]
+fn quantized_twin_keeps_each_layers_bits_and_outputs() {
+    use moq_burn::QuantizedLinear;
+    let device = Default::default();
+    let mut model = Net::<B>::new(&device);
+    let mut optim = Moq::new(config(8, 4, 2, 0))
+        .bits_for("layers.1", 8, 3)
+        .bits_for("head", 8, 6)
+        .init(AdamConfig::new().init(), &model)
+        .unwrap();
+    for step in 0..80 {
+        let g = grads(&model, step);
+        model = optim.step(1e-2, model, g);
+    }
+    let file = optim.export(&model).unwrap();
+    let twin: Vec<QuantizedLinear<Inner>> = ["layers.0", "layers.1", "head"]
+        .iter()
+        .map(|p| QuantizedLinear::load(&file, p, &device).unwrap())
+        .collect();
+    assert_eq!(twin.iter().map(|l| l.bits).collect::<Vec<_>>(), [4, 3, 6]);
+    let x = batch(3).inner();
+    let hidden = twin[..2].iter().fold(x.clone(), |x, l| {
+        burn::tensor::activation::tanh(l.forward(x))
+    });
+    let got = values(twin[2].forward(hidden));
+    let expected = values(model.valid().forward(x));
+    for (a, b) in got.iter().zip(&expected) {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let err = QuantizedLinear::<Inner>::load(&file, "layers.2", &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no quantized tensor `layers.2.weight`"),
+        "{err}"
+    );
+}
