@@ -101,6 +101,8 @@ fn both_kernels_match_the_reference_for_every_width() {
                 // Tiled: partial tiles in every dimension.
                 case(17, 37, 45, bits, quant_type, 9),
                 case(70, 100, 130, bits, quant_type, 10),
+                // Tiled with whole words per group (one scale per word).
+                case(24, 64, 128, bits, quant_type, 32),
             ] {
                 check(c, false, ScaleFormat::F32);
             }
