@@ -5,9 +5,10 @@
 //! 1. **statistics**: one cube per piece of a group (at most [`SPAN`] elements) reduces min,
 //!    max, Σ|x| (or Σ|x| past the ternary threshold), a count and a non-finite count into a
 //!    partial;
-//! 2. **grid**: one unit per group merges its partials and computes the group's grid
-//!    (`scale, 1/scale, zero, lo, hi`) exactly as `moq-core` does, including its search for a
-//!    scale that requantizes exactly; ternary grids take a second statistics pass;
+//! 2. **grid**: cubes merge each group's partials 256 at a time (a tree, so a large group costs
+//!    a few short passes, not one long serial one), then one unit per group computes the
+//!    group's grid (`scale, 1/scale, zero, lo, hi`) exactly as `moq-core` does, including its
+//!    search for a scale that requantizes exactly; ternary grids take a second statistics pass;
 //! 3. **apply**: one unit per element (or per packed word) computes the code, with the
 //!    stochastic offset from `moq-core`'s counter-based generator, and writes the value
 //!    (mixed with the input when asked) or the packed code.
@@ -217,6 +218,21 @@ fn stats_kernel<F: Float>(
         }
         i += UNITS;
     }
+    write_partial(lo, hi, sum, count, bad, partials, piece);
+}
+
+/// Adds the cube's partial statistics in shared memory (a tree, in a fixed order) and writes
+/// them as partial `piece`.
+#[cube]
+fn write_partial(
+    lo: f32,
+    hi: f32,
+    sum: f32,
+    count: f32,
+    bad: f32,
+    partials: &mut Array<f32>,
+    piece: u32,
+) {
     let mut s_lo = SharedMemory::<f32>::new(UNITS as usize);
     let mut s_hi = SharedMemory::<f32>::new(UNITS as usize);
     let mut s_sum = SharedMemory::<f32>::new(UNITS as usize);
@@ -251,14 +267,45 @@ fn stats_kernel<F: Float>(
     }
 }
 
-/// One unit per group: merges the group's partials and writes its grid.
+/// Merges up to [`UNITS`] consecutive partials of a group into one: one cube per output
+/// partial. Repeated until each group has one partial, so no unit merges more than 256.
+#[cube(launch_unchecked)]
+fn merge_kernel(
+    input: &Array<f32>,
+    output: &mut Array<f32>,
+    pieces_in: u32,
+    pieces_out: u32,
+    total_out: u32,
+) {
+    let piece = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    if piece >= total_out {
+        terminate!();
+    }
+    let group = piece / pieces_out;
+    let p = (piece % pieces_out) * UNITS + UNIT_POS;
+    let mut lo = f32::new(f32::MAX);
+    let mut hi = f32::new(f32::MIN);
+    let mut sum = f32::new(0.0);
+    let mut count = f32::new(0.0);
+    let mut bad = f32::new(0.0);
+    if p < pieces_in {
+        let at = ((group * pieces_in + p) * comptime!(PARTIAL as u32)) as usize;
+        lo = input[at];
+        hi = input[at + 1];
+        sum = input[at + 2];
+        count = input[at + 3];
+        bad = input[at + 4];
+    }
+    write_partial(lo, hi, sum, count, bad, output, piece);
+}
+
+/// One unit per group: reads the group's statistics and writes its grid.
 #[cube(launch_unchecked)]
 fn grid_kernel(
     partials: &Array<f32>,
     grids: &mut Array<f32>,
     bad: &mut Array<Atomic<u32>>,
     groups: u32,
-    pieces: u32,
     group_len: u32,
     #[comptime] what: u32,
     #[comptime] bits: u32,
@@ -268,19 +315,13 @@ fn grid_kernel(
     if group >= groups {
         terminate!();
     }
-    let mut lo = f32::new(f32::MAX);
-    let mut hi = f32::new(f32::MIN);
-    let mut sum = 0.0f32;
-    let mut count = 0.0f32;
-    let mut non_finite = 0.0f32;
-    for p in 0..pieces {
-        let at = ((group * pieces + p) * comptime!(PARTIAL as u32)) as usize;
-        lo = f32::min(lo, partials[at]);
-        hi = f32::max(hi, partials[at + 1]);
-        sum += partials[at + 2];
-        count += partials[at + 3];
-        non_finite += partials[at + 4];
-    }
+    // One partial per group (the merge passes ran).
+    let at = (group * comptime!(PARTIAL as u32)) as usize;
+    let lo = partials[at];
+    let hi = partials[at + 1];
+    let sum = partials[at + 2];
+    let count = partials[at + 3];
+    let non_finite = partials[at + 4];
     if non_finite > 0.0 {
         bad[0].fetch_add(1u32);
     }
@@ -513,30 +554,51 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
     let partials = client.empty(total * PARTIAL * size_of::<f32>());
     let grids = client.empty(groups.max(1) * GRID * size_of::<f32>());
     let bad = client.create_from_slice(u32::as_bytes(&[0]));
-    let stats = |past_threshold: bool| unsafe {
-        stats_kernel::launch_unchecked::<F, R>(
-            client,
-            cubes_for(total, 1),
-            CubeDim::new_1d(UNITS),
-            ArrayArg::from_raw_parts(input.clone(), len),
-            ArrayArg::from_raw_parts(grids.clone(), groups * GRID),
-            ArrayArg::from_raw_parts(partials.clone(), total * PARTIAL),
-            group_len as u32,
-            pieces as u32,
-            total as u32,
-            past_threshold,
-        )
+    let stats = |past_threshold: bool| {
+        unsafe {
+            stats_kernel::launch_unchecked::<F, R>(
+                client,
+                cubes_for(total, 1),
+                CubeDim::new_1d(UNITS),
+                ArrayArg::from_raw_parts(input.clone(), len),
+                ArrayArg::from_raw_parts(grids.clone(), groups * GRID),
+                ArrayArg::from_raw_parts(partials.clone(), total * PARTIAL),
+                group_len as u32,
+                pieces as u32,
+                total as u32,
+                past_threshold,
+            )
+        };
+        // Merge each group's partials, 256 at a time, down to one.
+        let (mut current, mut count) = (partials.clone(), pieces);
+        while count > 1 {
+            let next_count = count.div_ceil(UNITS as usize);
+            let next = client.empty(groups * next_count * PARTIAL * size_of::<f32>());
+            unsafe {
+                merge_kernel::launch_unchecked::<R>(
+                    client,
+                    cubes_for(groups * next_count, 1),
+                    CubeDim::new_1d(UNITS),
+                    ArrayArg::from_raw_parts(current, groups * count * PARTIAL),
+                    ArrayArg::from_raw_parts(next.clone(), groups * next_count * PARTIAL),
+                    count as u32,
+                    next_count as u32,
+                    (groups * next_count) as u32,
+                )
+            };
+            (current, count) = (next, next_count);
+        }
+        current
     };
-    let grid = |what: u32| unsafe {
+    let grid = |merged: Handle, what: u32| unsafe {
         grid_kernel::launch_unchecked::<R>(
             client,
             CubeCount::Static(groups.div_ceil(64) as u32, 1, 1),
             CubeDim::new_1d(64),
-            ArrayArg::from_raw_parts(partials.clone(), total * PARTIAL),
+            ArrayArg::from_raw_parts(merged, groups * PARTIAL),
             ArrayArg::from_raw_parts(grids.clone(), groups * GRID),
             ArrayArg::from_raw_parts(bad.clone(), 1),
             groups as u32,
-            pieces as u32,
             group_len as u32,
             what,
             spec.bits.max(3),
@@ -545,15 +607,14 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
     };
     let kind = kind_of(spec.bits);
     if len > 0 {
-        stats(false);
+        let merged = stats(false);
         match kind {
-            BINARY => grid(GRID_BINARY),
+            BINARY => grid(merged, GRID_BINARY),
             TERNARY => {
-                grid(GRID_TERNARY_THRESHOLD);
-                stats(true);
-                grid(GRID_TERNARY_ALPHA);
+                grid(merged, GRID_TERNARY_THRESHOLD);
+                grid(stats(true), GRID_TERNARY_ALPHA);
             }
-            _ => grid(GRID_LINEAR),
+            _ => grid(merged, GRID_LINEAR),
         }
         let bad = read::<R, u32>(client, bad)?;
         if bad[0] != 0 {

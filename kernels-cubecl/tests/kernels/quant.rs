@@ -88,6 +88,12 @@ fn fake_quantization_matches_the_reference_in_every_mode() {
             }
         }
     }
+    // One group of more than 256 × 4096 values: two merge passes.
+    for quant_type in [QuantType::Symmetric, QuantType::Asymmetric] {
+        let len = (1 << 20) + 4099;
+        differ += check_f32(len, QuantSpec::new(8, quant_type, 1), 0.0);
+        total += len;
+    }
     for bits in [1, 2] {
         for (len, groups) in [(1001, 7), (9000, 1)] {
             differ += check_f32(len, QuantSpec::new(bits, QuantType::Symmetric, groups), 0.0);
@@ -188,6 +194,25 @@ fn bad_input_is_named_and_nothing_is_returned() {
         err,
         KernelError::NonFinite {
             tensor: "layer.w".into()
+        }
+    );
+    // Far into a group of many pieces, through the merge passes.
+    let mut big = random(600_000, 4);
+    big[599_999] = f32::NAN;
+    let spec1 = QuantSpec::new(8, QuantType::Symmetric, 1);
+    let err = fake_quantize::<WgpuRuntime, f32>(
+        &client,
+        &upload(&client, &big),
+        big.len(),
+        "big",
+        &spec1,
+        0.0,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::NonFinite {
+            tensor: "big".into()
         }
     );
     x[40] = f32::INFINITY;
