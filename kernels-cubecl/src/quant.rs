@@ -176,14 +176,15 @@ fn stable_scale(s0: f32, min: f32, max: f32, n: f32, #[comptime] symmetric: bool
 
 /// Statistics of `[start, end)` of every group piece: one cube per piece.
 #[cube(launch_unchecked)]
-fn stats_kernel<F: Float>(
-    x: &Array<F>,
+fn stats_kernel<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
     grids: &Array<f32>,
     partials: &mut Array<f32>,
     group_len: u32,
     pieces: u32,
     total: u32,
     #[comptime] past_threshold: bool,
+    #[comptime] width: u32,
 ) {
     let piece = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
     if piece >= total {
@@ -202,18 +203,23 @@ fn stats_kernel<F: Float>(
     let mut sum = 0.0f32;
     let mut count = 0.0f32;
     let mut bad = 0.0f32;
-    let mut i = start + UNIT_POS;
-    while i < end {
-        let v = f32::cast_from(x[i as usize]);
-        if is_non_finite(v) {
-            bad += 1.0;
-        } else {
-            lo = f32::min(lo, v);
-            hi = f32::max(hi, v);
-            let a = f32::abs(v);
-            if a > threshold {
-                sum += a;
-                count += 1.0;
+    // Vectors of `width` values (a group holds whole vectors).
+    let mut i = start / width + UNIT_POS;
+    while i < end / width {
+        let values = x[i as usize];
+        #[unroll]
+        for j in 0..width {
+            let v = f32::cast_from(values[j as usize]);
+            if is_non_finite(v) {
+                bad += 1.0;
+            } else {
+                lo = f32::min(lo, v);
+                hi = f32::max(hi, v);
+                let a = f32::abs(v);
+                if a > threshold {
+                    sum += a;
+                    count += 1.0;
+                }
             }
         }
         i += UNITS;
@@ -418,14 +424,15 @@ fn rounding_offset(i: u32, k0: u32, k1: u32, #[comptime] stochastic: bool) -> f3
     }
 }
 
-/// One unit per element: `ρ·x + (1−ρ)·Q(x)` (`Q(x)` when not mixing).
+/// One unit per vector of `width` elements (all in one group): `ρ·x + (1−ρ)·Q(x)` (`Q(x)`
+/// when not mixing).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-fn fake_quantize_kernel<F: Float>(
-    x: &Array<F>,
+fn fake_quantize_kernel<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
     grids: &Array<f32>,
-    out: &mut Array<F>,
-    len: u32,
+    out: &mut Array<Vector<F, N>>,
+    vectors: u32,
     group_len: u32,
     k0: u32,
     k1: u32,
@@ -433,20 +440,35 @@ fn fake_quantize_kernel<F: Float>(
     #[comptime] kind: u32,
     #[comptime] stochastic: bool,
     #[comptime] mixing: bool,
+    #[comptime] width: u32,
 ) {
-    let i = unit_index();
-    if i >= len {
+    let vi = unit_index();
+    if vi >= vectors {
         terminate!();
     }
-    let v = f32::cast_from(x[i as usize]);
-    let g = ((i / group_len) * comptime!(GRID as u32)) as usize;
-    let q = code_of(v, grids, g, rounding_offset(i, k0, k1, stochastic), kind);
-    let value = (q - grids[g + 2]) * grids[g];
-    out[i as usize] = if mixing {
-        F::cast_from(mix * v + (1.0 - mix) * value)
-    } else {
-        F::cast_from(value)
-    };
+    let first = vi * width;
+    let g = ((first / group_len) * comptime!(GRID as u32)) as usize;
+    let (scale, zero) = (grids[g], grids[g + 2]);
+    let values = x[vi as usize];
+    let mut result = Vector::<F, N>::empty();
+    #[unroll]
+    for j in 0..width {
+        let v = f32::cast_from(values[j as usize]);
+        let q = code_of(
+            v,
+            grids,
+            g,
+            rounding_offset(first + j, k0, k1, stochastic),
+            kind,
+        );
+        let value = (q - zero) * scale;
+        result[j as usize] = if mixing {
+            F::cast_from(mix * v + (1.0 - mix) * value)
+        } else {
+            F::cast_from(value)
+        };
+    }
+    out[vi as usize] = result;
 }
 
 /// One unit per packed word: the codes of `per_word` consecutive elements of a row.
@@ -522,6 +544,24 @@ pub(crate) struct DeviceGrids {
     pub group_len: usize,
     pub kind: u32,
     pub keys: (u32, u32),
+    /// Elements per vectorised load: divides the group length.
+    pub width: usize,
+}
+
+/// The widest vector (in elements of `elem_size` bytes) the device loads at once that divides
+/// `group_len`, so no vector straddles two groups, and that the buffer's start is aligned to
+/// (a tensor can be a view into a larger buffer).
+fn vector_width<R: Runtime>(
+    client: &ComputeClient<R>,
+    input: &Handle,
+    elem_size: usize,
+    group_len: usize,
+) -> usize {
+    let offset = input.offset_start.unwrap_or(0) as usize;
+    client
+        .io_optimized_vector_sizes(elem_size)
+        .find(|&w| group_len.is_multiple_of(w) && offset.is_multiple_of(w * elem_size))
+        .unwrap_or(1)
 }
 
 fn kind_of(bits: u32) -> u32 {
@@ -549,6 +589,7 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
         });
     }
     let groups = spec.groups;
+    let width = vector_width::<R>(client, input, size_of::<F>(), group_len);
     let pieces = group_len.div_ceil(SPAN).max(1);
     let total = groups * pieces;
     let partials = client.empty(total * PARTIAL * size_of::<f32>());
@@ -560,13 +601,15 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
                 client,
                 cubes_for(total, 1),
                 CubeDim::new_1d(UNITS),
-                ArrayArg::from_raw_parts(input.clone(), len),
+                width,
+                ArrayArg::from_raw_parts(input.clone(), len / width),
                 ArrayArg::from_raw_parts(grids.clone(), groups * GRID),
                 ArrayArg::from_raw_parts(partials.clone(), total * PARTIAL),
                 group_len as u32,
                 pieces as u32,
                 total as u32,
                 past_threshold,
+                width as u32,
             )
         };
         // Merge each group's partials, 256 at a time, down to one.
@@ -636,6 +679,7 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
         group_len,
         kind,
         keys,
+        width,
     })
 }
 
@@ -674,15 +718,17 @@ pub fn fake_quantize<R: Runtime, F: Float + CubeElement>(
     if len == 0 {
         return Ok(out);
     }
+    let (width, vectors) = (grids.width, len / grids.width);
     unsafe {
         fake_quantize_kernel::launch_unchecked::<F, R>(
             client,
-            cubes_for(len, UNITS),
-            CubeDim::new_1d(UNITS),
-            ArrayArg::from_raw_parts(input.clone(), len),
+            cubes_for(vectors, UNITS_ELEMENTWISE),
+            CubeDim::new_1d(UNITS_ELEMENTWISE),
+            width,
+            ArrayArg::from_raw_parts(input.clone(), vectors),
             ArrayArg::from_raw_parts(grids.grids.clone(), grids.groups * GRID),
-            ArrayArg::from_raw_parts(out.clone(), len),
-            len as u32,
+            ArrayArg::from_raw_parts(out.clone(), vectors),
+            vectors as u32,
             grids.group_len as u32,
             grids.keys.0,
             grids.keys.1,
@@ -690,6 +736,7 @@ pub fn fake_quantize<R: Runtime, F: Float + CubeElement>(
             grids.kind,
             spec.rounding == Rounding::Stochastic,
             mix_ratio != 0.0,
+            width as u32,
         )
     };
     Ok(out)
