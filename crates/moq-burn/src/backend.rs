@@ -8,8 +8,12 @@
 //!   `Fusion` can fuse it): for a backend with neither kernels nor a fast host path.
 //!
 //! burn's cubecl backends (`CubeBackend`: burn-wgpu and burn-cuda, features `wgpu`/`cuda`) run
-//! `moq-kernels`' fused kernel. `Fusion<B>`, the wrapping users hold by default, drains its
-//! stream up to the tensor, runs `B`'s kernel and registers the result in the stream.
+//! `moq-kernels`. On `Fusion<B>`, the wrapping users hold by default, both operations enter the
+//! fusion stream as custom operations (not fused with their neighbours):
+//! - fake quantization drains the stream up to its tensor and runs `B`'s kernel at once, since
+//!   its result says whether the tensor held a NaN (once per weight per optimizer step);
+//! - the low-bit matmul is lazy: its shapes are checked when it is called, and it runs when the
+//!   stream does, like any burn op (the inference path).
 //!
 //! `Autodiff<B>` adds a straight-through backward: the gradient passes through unchanged. Any
 //! other backend implements [`MoqBackend`] in three lines by calling one of the two paths.
@@ -161,23 +165,16 @@ pub fn quantized_matmul_tensor_ops<B: Backend>(
     w: PackedWeight<B>,
 ) -> Result<FloatTensor<B>> {
     let shape = x.shape();
-    let k = shape.as_slice().last().copied().unwrap_or(0);
-    let rows = shape.num_elements() / k.max(1);
-    let n = w.n;
+    let [k, _] = w.check()?;
+    let out_shape = matmul_output_shape(shape.as_slice(), k, w.n)?;
     let weight = dequantize_packed(w)?;
-    let [wk, _] = weight.dims();
-    if wk != k {
-        return Err(shape_mismatch(shape.as_slice(), wk));
-    }
     let x = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(B::float_reshape(
         x,
-        Shape::new([rows, k]),
+        Shape::new([shape.num_elements() / k.max(1), k]),
     )));
-    let mut out_shape = shape.to_vec();
-    *out_shape.last_mut().expect("checked non-empty") = n;
     Ok(B::float_reshape(
         x.matmul(weight).into_primitive().tensor(),
-        Shape::from(out_shape),
+        out_shape,
     ))
 }
 
@@ -452,9 +449,7 @@ where
         let [k, _] = w.check()?;
         let x = into_contiguous(x);
         let shape = x.shape();
-        if shape.as_slice().last().copied().unwrap_or(0) != k {
-            return Err(shape_mismatch(shape.as_slice(), k));
-        }
+        let out_shape = matmul_output_shape(shape.as_slice(), k, w.n)?;
         let scale_format = match w.scales.dtype {
             DType::F32 => ScaleFormat::F32,
             DType::F16 => ScaleFormat::F16,
@@ -493,12 +488,10 @@ where
             DType::F32 => moq_kernels::matmul::<R, f32>(&x.client, &x.handle, rows, &weights)?,
             _ => moq_kernels::matmul::<R, f16>(&x.client, &x.handle, rows, &weights)?,
         };
-        let mut out_shape = shape.to_vec();
-        *out_shape.last_mut().expect("checked non-empty") = w.n;
         Ok(burn_cubecl::tensor::CubeTensor::new_contiguous(
             x.client.clone(),
             x.device.clone(),
-            Shape::from(out_shape),
+            out_shape,
             y,
             x.dtype,
         ))
@@ -526,34 +519,105 @@ impl<B: burn_fusion::FusionBackend + MoqBackend> MoqBackend for burn_fusion::Fus
         ))
     }
 
+    /// Lazy: the shapes are checked now (everything `B`'s matmul could refuse), and the matmul
+    /// enters the fusion stream as a custom operation, run when the stream runs; no drain.
     fn quantized_matmul(x: FloatTensor<Self>, w: PackedWeight<Self>) -> Result<FloatTensor<Self>> {
-        let client = x.client.clone();
-        let inner = PackedWeight::<B> {
-            words: client.resolve_tensor_int::<B>(w.words.clone()),
-            scales: client.resolve_tensor_float::<B>(w.scales.clone()),
-            zero_points: client.resolve_tensor_int::<B>(w.zero_points.clone()),
-            n: w.n,
-            bits: w.bits,
-            asymmetric: w.asymmetric,
-        };
-        let output = B::quantized_matmul(client.resolve_tensor_float::<B>(x.clone()), inner)?;
-        let inputs = vec![x, w.words, w.scales, w.zero_points];
-        Ok(fusion::computed::<B>(
-            "moq_quantized_matmul",
-            inputs,
-            output,
-        ))
+        let [k, _] = w.check()?;
+        let shape = x.shape();
+        let out_shape = matmul_output_shape(shape.as_slice(), k, w.n)?;
+        Ok(fusion::quantized_matmul::<B>(x, w, out_shape))
     }
 }
 
-/// Entering results computed eagerly on `B` into a `Fusion<B>` stream.
+/// `[..., n]` for an input `[..., k]`; an error when the input's last dimension is not `k` or
+/// the product is larger than the kernels index (32-bit).
+fn matmul_output_shape(x: &[usize], k: usize, n: usize) -> Result<Shape> {
+    if x.last().copied() != Some(k) {
+        return Err(shape_mismatch(x, k));
+    }
+    let rows: usize = x[..x.len() - 1].iter().product();
+    let max = moq_kernels::quant::MAX_LEN;
+    if rows.saturating_mul(k.max(n)) > max {
+        return Err(MoqBurnError::Kernel(KernelError::TooLarge {
+            tensor: "quantized matmul input".into(),
+            len: rows.saturating_mul(k.max(n)),
+            max,
+        }));
+    }
+    let mut out = x.to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = n;
+    }
+    Ok(Shape::from(out))
+}
+
+/// MoQ's operations in a `Fusion<B>` stream, as custom operations.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod fusion {
-    use burn::tensor::TensorMetadata;
+    use std::marker::PhantomData;
+
     use burn::tensor::ops::FloatTensor;
+    use burn::tensor::{Shape, TensorMetadata};
     use burn_fusion::stream::{Operation, OperationStreams};
     use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
     use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+
+    use super::{MoqBackend, PackedWeight};
+
+    /// `B::quantized_matmul` run when the stream runs.
+    #[derive(Clone, Debug)]
+    struct QuantizedMatmul<B> {
+        desc: CustomOpIr,
+        n: usize,
+        bits: u32,
+        asymmetric: bool,
+        _backend: PhantomData<B>,
+    }
+
+    impl<B: FusionBackend + MoqBackend> Operation<B::FusionRuntime> for QuantizedMatmul<B> {
+        fn execute(
+            &self,
+            handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
+        ) {
+            let ([x, words, scales, zero_points], [out]) = self.desc.as_fixed();
+            let w = PackedWeight::<B> {
+                words: handles.get_int_tensor::<B>(words),
+                scales: handles.get_float_tensor::<B>(scales),
+                zero_points: handles.get_int_tensor::<B>(zero_points),
+                n: self.n,
+                bits: self.bits,
+                asymmetric: self.asymmetric,
+            };
+            // Every error `B` could return was checked when the operation was registered.
+            let y = B::quantized_matmul(handles.get_float_tensor::<B>(x), w)
+                .expect("quantized matmul shapes were checked when it was registered");
+            handles.register_float_tensor::<B>(&out.id, y);
+        }
+    }
+
+    /// `x · dequant(w)` as an operation of the stream (shapes already checked).
+    pub(super) fn quantized_matmul<B: FusionBackend + MoqBackend>(
+        x: FloatTensor<Fusion<B>>,
+        w: PackedWeight<Fusion<B>>,
+        out_shape: Shape,
+    ) -> FloatTensor<Fusion<B>> {
+        let client = x.client.clone();
+        let inputs = [x, w.words, w.scales, w.zero_points];
+        let streams = OperationStreams::with_inputs(&inputs);
+        let out = TensorIr::uninit(client.create_empty_handle(), out_shape, inputs[0].dtype());
+        let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
+        let desc = CustomOpIr::new("moq_quantized_matmul", &inputs, &[out]);
+        let op = QuantizedMatmul::<B> {
+            desc: desc.clone(),
+            n: w.n,
+            bits: w.bits,
+            asymmetric: w.asymmetric,
+            _backend: PhantomData,
+        };
+        client
+            .register(streams, OperationIr::Custom(desc), op)
+            .remove(0)
+    }
 
     /// A custom operation whose output is already computed: executing it registers the output.
     #[derive(Clone, Debug)]

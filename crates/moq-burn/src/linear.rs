@@ -165,9 +165,10 @@ impl<B: Backend> QuantizedLinear<B> {
         }
     }
 
-    /// The dequantized weight, `[d_input, d_output]` (tensor ops; for inspection and tests).
-    pub fn weight(&self) -> Tensor<B, 2> {
-        dequantize_packed(self.packed()).expect("the layer's parts were checked when built")
+    /// The dequantized weight, `[d_input, d_output]` (tensor ops; for inspection and tests). An
+    /// error if the layer's public parts were changed into ones that do not fit together.
+    pub fn weight(&self) -> Result<Tensor<B, 2>> {
+        dequantize_packed(self.packed())
     }
 }
 

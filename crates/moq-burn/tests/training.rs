@@ -1127,7 +1127,7 @@ fn export_gives_the_trained_weights_as_codes() {
         &device,
     );
     let trained = model.valid().head.forward(x.clone());
-    assert_eq!(values(q.weight()), values(model.head.weight.val()));
+    assert_eq!(values(q.weight().unwrap()), values(model.head.weight.val()));
     let got = values(q.forward(x));
     for (a, b) in got.iter().zip(values(trained)) {
         assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
