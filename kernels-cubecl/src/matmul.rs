@@ -12,8 +12,8 @@
 //!   the weight bytes), and a second kernel sums the slices in a fixed order (deterministic, no
 //!   atomics).
 //! - **Tiled** for larger `m`: a cube computes a 64×64 tile of `y`, staging 32-deep slices of `x`
-//!   and of the dequantized `W` in shared memory (a unit per packed word where words tile the 64
-//!   columns: 1, 2, 4 and 8 bits); each unit computes a 4×4 block.
+//!   and of the dequantized `W` in shared memory (a unit per packed word); each unit computes a
+//!   4×4 block.
 //!
 //! Both are correct for any shape: rows not a multiple of the codes per word, groups that
 //! straddle rows, sizes that are not multiples of the vector width or the tiles.
@@ -215,7 +215,6 @@ fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
                 group_size as u32,
                 w.bits,
                 asymmetric,
-                (TILE_N as usize).is_multiple_of(per_word),
                 word_groups,
             )
         },
@@ -379,7 +378,6 @@ fn tiled_kernel<F: Float, S: Float>(
     group_size: u32,
     #[comptime] bits: u32,
     #[comptime] asymmetric: bool,
-    #[comptime] word_tiles: bool,
     #[comptime] word_groups: bool,
 ) {
     let per_word = comptime!(32 / bits);
@@ -411,42 +409,50 @@ fn tiled_kernel<F: Float, S: Float>(
                 f32::new(0.0)
             };
         }
-        if comptime!(word_tiles) {
-            // A unit per word of the tile: one load, then its codes into shared memory.
-            let tile_words = comptime!(TILE_N / per_word);
-            #[unroll]
-            for e in 0..comptime!((TILE_K * tile_words).div_ceil(256)) {
-                let idx = t + e * 256;
-                if idx < comptime!(TILE_K * tile_words) {
-                    let r = idx / tile_words;
-                    let base = (idx % tile_words) * per_word;
-                    let (gr, gc0) = (k0 + r, col0 + base);
-                    let inside = gr < k && gc0 < n;
-                    let word = if inside {
-                        words[(gr * words_per_row + gc0 / per_word) as usize]
-                    } else {
-                        u32::new(0)
-                    };
-                    let g = if inside {
-                        (gr * n + gc0) / group_size
-                    } else {
-                        u32::new(0)
-                    } as usize;
-                    let word_scale = if word_groups && inside {
-                        dequant(1.0, scales, zero_points, g, false)
-                    } else {
-                        f32::new(0.0)
-                    };
-                    let word_zero = if word_groups && asymmetric && inside {
-                        f32::cast_from(zero_points[g])
-                    } else {
-                        f32::new(0.0)
-                    };
-                    #[unroll]
-                    for j in 0..per_word {
-                        let gc = gc0 + j;
+        // A unit per packed word overlapping the tile's columns: one load, then the word's codes
+        // that fall in the tile into shared memory. Words tile the 64 columns exactly for 1, 2,
+        // 4 and 8 bits; for other widths a word can straddle the tile's edge.
+        let first_word = col0 / per_word;
+        // Aligned tiles hold 64 / per_word words; a misaligned start can touch one more.
+        let tile_words = comptime!(if TILE_N.is_multiple_of(per_word) {
+            TILE_N / per_word
+        } else {
+            (TILE_N - 1).div_ceil(per_word) + 1
+        });
+        #[unroll]
+        for e in 0..comptime!((TILE_K * tile_words).div_ceil(256)) {
+            let idx = t + e * 256;
+            if idx < comptime!(TILE_K * tile_words) {
+                let r = idx / tile_words;
+                let word_col = first_word + idx % tile_words;
+                let (gr, gc0) = (k0 + r, word_col * per_word);
+                let inside = gr < k && gc0 < n;
+                let word = if inside {
+                    words[(gr * words_per_row + word_col) as usize]
+                } else {
+                    u32::new(0)
+                };
+                let g = if inside {
+                    (gr * n + gc0) / group_size
+                } else {
+                    u32::new(0)
+                } as usize;
+                let word_scale = if word_groups && inside {
+                    dequant(1.0, scales, zero_points, g, false)
+                } else {
+                    f32::new(0.0)
+                };
+                let word_zero = if word_groups && asymmetric && inside {
+                    f32::cast_from(zero_points[g])
+                } else {
+                    f32::new(0.0)
+                };
+                #[unroll]
+                for j in 0..per_word {
+                    let gc = gc0 + j;
+                    if gc >= col0 && gc < col0 + TILE_N {
                         let code = field(word, j, bits);
-                        ws[(r * TILE_N + base + j) as usize] = if !inside || gc >= n {
+                        ws[(r * TILE_N + gc - col0) as usize] = if !inside || gc >= n {
                             f32::new(0.0)
                         } else if word_groups {
                             (code - word_zero) * word_scale
@@ -461,28 +467,6 @@ fn tiled_kernel<F: Float, S: Float>(
                         };
                     }
                 }
-            }
-        } else {
-            // Widths whose words do not tile 64 columns (3, 5, 6, 7 bits): a unit per element.
-            #[unroll]
-            for e in 0..comptime!(TILE_K * TILE_N / 256) {
-                let idx = t + e * 256;
-                let r = idx / TILE_N;
-                let c = idx % TILE_N;
-                let (gr, gc) = (k0 + r, col0 + c);
-                ws[idx as usize] = if gr < k && gc < n {
-                    let word = words[(gr * words_per_row + gc / per_word) as usize];
-                    let code = field(word, gc % per_word, bits);
-                    dequant(
-                        code,
-                        scales,
-                        zero_points,
-                        ((gr * n + gc) / group_size) as usize,
-                        asymmetric,
-                    )
-                } else {
-                    f32::new(0.0)
-                };
             }
         }
         sync_cube();

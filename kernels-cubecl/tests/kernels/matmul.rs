@@ -119,6 +119,12 @@ fn both_kernels_match_the_reference_for_every_width() {
             false,
             ScaleFormat::F32,
         );
+        // Tiled, with words that straddle the 64-column tiles' edges.
+        check(
+            case(20, 37, 150, bits, Asymmetric, 5),
+            false,
+            ScaleFormat::F32,
+        );
     }
     // Ternary and binary grids are symmetric.
     for bits in [2, 1] {
