@@ -11,8 +11,9 @@ pub enum KernelError {
         /// What is wrong.
         reason: String,
     },
-    /// A quantization spec that cannot apply to this tensor (bit width, type, rounding, groups);
-    /// the same checks and messages as `moq-core`.
+    /// An error of `moq-core`'s checks, with its messages: a quantization spec that cannot
+    /// apply to this tensor (bit width, type, rounding, groups), or a tensor larger than the
+    /// kernels' 32-bit indexing (`MoqError::TooLarge`).
     #[error(transparent)]
     Spec(#[from] moq_core::MoqError),
     /// The tensor holds NaN or an infinity; nothing was written.
@@ -20,16 +21,6 @@ pub enum KernelError {
     NonFinite {
         /// The tensor's name.
         tensor: String,
-    },
-    /// A tensor larger than the kernels index (they use 32-bit element indices).
-    #[error("tensor `{tensor}` has {len} elements; the kernels index at most {max}")]
-    TooLarge {
-        /// The tensor's name.
-        tensor: String,
-        /// Its number of elements.
-        len: usize,
-        /// The largest supported number of elements.
-        max: usize,
     },
     /// A buffer whose size does not match the shape it is used with.
     #[error("{what}: {found} elements, expected {expected}")]

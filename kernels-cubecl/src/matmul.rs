@@ -24,7 +24,7 @@ use half::f16;
 use moq_core::{QuantType, ScaleFormat};
 
 use crate::error::{KernelError, Result};
-use crate::quant::{cubes_for, unit_index};
+use crate::quant::{check_buffer, cube_count, unit_index};
 use crate::weights::{DeviceWeights, field};
 
 /// Largest `m` served by the GEMV kernel.
@@ -67,7 +67,7 @@ pub fn plan(m: usize, k: usize, n: usize, bits: u32) -> Plan {
     if m > GEMV_MAX_M {
         return Plan::Tiled;
     }
-    let per_word = (32 / bits) as usize;
+    let per_word = moq_core::codes_per_word(bits);
     let words_per_row = n.div_ceil(per_word);
     let rows = m.max(1).next_power_of_two();
     // At most 32 accumulators per unit from vectorisation; rows alone may need more.
@@ -101,23 +101,20 @@ pub fn matmul<R: Runtime, F: Float + CubeElement>(
     m: usize,
     w: &DeviceWeights,
 ) -> Result<Handle> {
-    if m.checked_mul(w.k)
-        .is_none_or(|len| len > crate::quant::MAX_LEN)
-        || m.checked_mul(w.n)
-            .is_none_or(|len| len > crate::quant::MAX_LEN)
-    {
-        return Err(KernelError::TooLarge {
-            tensor: "matmul input".into(),
-            len: m.saturating_mul(w.k.max(w.n)),
-            max: crate::quant::MAX_LEN,
-        });
-    }
-    if x.size_in_used() < (m * w.k * size_of::<F>()) as u64 {
-        return Err(KernelError::Shape {
-            what: "matmul input x".into(),
-            expected: m * w.k,
-            found: x.size_in_used() as usize / size_of::<F>(),
-        });
+    moq_core::check_indexable("matmul input x", m.saturating_mul(w.k))?;
+    moq_core::check_indexable("matmul output", m.saturating_mul(w.n))?;
+    check_buffer("matmul input x", x, m * w.k, size_of::<F>())?;
+    // Tiles go along the cube grid's x (columns) and y (rows) axes, each at most 65535 cubes
+    // long on every API (the GEMV's grid is smaller).
+    for (what, len, tile) in [("rows of x", m, TILE_M), ("columns of W", w.n, TILE_N)] {
+        let max = u16::MAX as usize * tile as usize;
+        if len > max {
+            return Err(KernelError::Shape {
+                what: format!("matmul {what} (at most 65535 tiles of {tile})"),
+                expected: max,
+                found: len,
+            });
+        }
     }
     let out = client.empty((m * w.n).max(1) * size_of::<F>());
     if m == 0 || w.n == 0 {
@@ -139,11 +136,13 @@ fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
 ) {
     let asymmetric = w.quant_type == QuantType::Asymmetric;
     let zero_len = if asymmetric { w.groups } else { 1 };
-    let per_word = 32 / w.bits as usize;
+    let per_word = w.shape().codes_per_word();
     let words_per_row = w.words_per_row();
     let group_size = w.group_size();
     // Every word lies in one group: one scale per word.
     let word_groups = group_size.is_multiple_of(per_word) && w.n.is_multiple_of(per_word);
+    // SAFETY (the three arguments): the lengths are those checked in `matmul` (`x`) and when the
+    // weights were built (scales, zero points).
     let x_arg = || unsafe { ArrayArg::from_raw_parts(x.clone(), m * w.k) };
     let scales = || unsafe { ArrayArg::from_raw_parts(w.scales.clone(), w.groups) };
     let zero_points = || unsafe { ArrayArg::from_raw_parts(w.zero_points.clone(), zero_len) };
@@ -156,6 +155,10 @@ fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
         } => {
             let partials = client.empty(splits as usize * m * w.n * size_of::<f32>());
             let vectors_per_row = words_per_row / vec as usize;
+            // SAFETY: `matmul` checked that `x` holds `m · k` elements, and the weights' buffers
+            // were checked against their shape when built (`DeviceWeights`); `partials` and
+            // `out` were allocated here with the lengths given; `vec` divides the words per row,
+            // and units outside `m`, the row's vectors or their slice of `k` read nothing.
             unsafe {
                 gemv_kernel::launch_unchecked::<F, S, R>(
                     client,
@@ -185,7 +188,7 @@ fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
                 );
                 sum_splits_kernel::launch_unchecked::<F, R>(
                     client,
-                    cubes_for(m * w.n, 256),
+                    cube_count(client, m * w.n, 256),
                     CubeDim::new_1d(256),
                     ArrayArg::from_raw_parts(partials, splits as usize * m * w.n),
                     ArrayArg::from_raw_parts(out.clone(), m * w.n),
@@ -194,6 +197,8 @@ fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
                 );
             }
         }
+        // SAFETY: as for the GEMV; the kernel masks the rows, columns and words outside the
+        // tile's part of `x`, `W` and `y`.
         Plan::Tiled => unsafe {
             tiled_kernel::launch_unchecked::<F, S, R>(
                 client,

@@ -28,7 +28,7 @@
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
-use moq_core::{QuantSpec, QuantType, Rounding};
+use moq_core::{PackedShape, QuantSpec, QuantType, Rounding};
 
 use crate::error::{KernelError, Result};
 
@@ -40,19 +40,54 @@ pub(crate) const UNITS_ELEMENTWISE: u32 = 256;
 pub const SPAN: usize = 4096;
 /// Floats per partial: min, max, Σ|x|, count, non-finite count.
 const PARTIAL: usize = 5;
-/// Floats per grid: scale (α for 1 and 2 bits), 1/scale (the ternary threshold), zero, lo, hi.
+/// Floats per grid record, one record per group; the fields are at the offsets below.
 pub(crate) const GRID: usize = 5;
+/// Grid field: the scale (α for 1- and 2-bit grids).
+pub(crate) const SCALE: usize = 0;
+/// Grid field: 1/scale for linear grids…
+pub(crate) const INV_SCALE: usize = 1;
+/// …which holds the threshold `Δ` for ternary grids.
+pub(crate) const THRESHOLD: usize = 1;
+/// Grid field: the zero point `z` (0 for symmetric, ternary and binary grids).
+pub(crate) const ZERO: usize = 2;
+/// Grid field: the smallest code.
+pub(crate) const LO: usize = 3;
+/// Grid field: the largest code.
+pub(crate) const HI: usize = 4;
 
-/// Grid kinds, a comptime parameter of the kernels.
-pub(crate) const LINEAR: u32 = 0;
-pub(crate) const TERNARY: u32 = 1;
-pub(crate) const BINARY: u32 = 2;
+/// The kind of grid a width gets: a comptime parameter of the apply kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum GridKind {
+    /// Symmetric or asymmetric, 3 bits and more.
+    Linear,
+    /// 2 bits: `+α`, 0, `−α`.
+    Ternary,
+    /// 1 bit: `±α`.
+    Binary,
+}
 
-/// What the grid kernel computes from a statistics pass.
-const GRID_LINEAR: u32 = 0;
-const GRID_BINARY: u32 = 1;
-const GRID_TERNARY_THRESHOLD: u32 = 2;
-const GRID_TERNARY_ALPHA: u32 = 3;
+impl GridKind {
+    fn of(bits: u32) -> Self {
+        match bits {
+            1 => GridKind::Binary,
+            2 => GridKind::Ternary,
+            _ => GridKind::Linear,
+        }
+    }
+}
+
+/// What one launch of the grid kernel computes from a statistics pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum GridStep {
+    /// Scale, zero and code range of a linear grid, from min and max.
+    Linear,
+    /// α = mean |x|.
+    Binary,
+    /// Δ = 0.7 · mean |x| (then a second statistics pass sums |x| past it).
+    TernaryThreshold,
+    /// α = mean of |x| past Δ.
+    TernaryAlpha,
+}
 
 /// `lowbias32`, as `moq_core::noise::mix32`.
 #[cube]
@@ -186,7 +221,7 @@ fn stats_kernel<F: Float, N: Size>(
     #[comptime] past_threshold: bool,
     #[comptime] width: u32,
 ) {
-    let piece = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    let piece = u32::cast_from(CUBE_POS);
     if piece >= total {
         terminate!();
     }
@@ -194,7 +229,7 @@ fn stats_kernel<F: Float, N: Size>(
     let start = group * group_len + (piece % pieces) * comptime!(SPAN as u32);
     let end = u32::min(start + comptime!(SPAN as u32), (group + 1) * group_len);
     let threshold = if past_threshold {
-        grids[(group * comptime!(GRID as u32) + 1) as usize]
+        grids[group as usize * GRID + THRESHOLD]
     } else {
         f32::new(-1.0)
     };
@@ -283,7 +318,7 @@ fn merge_kernel(
     pieces_out: u32,
     total_out: u32,
 ) {
-    let piece = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    let piece = u32::cast_from(CUBE_POS);
     if piece >= total_out {
         terminate!();
     }
@@ -313,11 +348,11 @@ fn grid_kernel(
     bad: &mut Array<Atomic<u32>>,
     groups: u32,
     group_len: u32,
-    #[comptime] what: u32,
+    #[comptime] step: GridStep,
     #[comptime] bits: u32,
     #[comptime] symmetric: bool,
 ) {
-    let group = ABSOLUTE_POS_X;
+    let group = u32::cast_from(ABSOLUTE_POS);
     if group >= groups {
         terminate!();
     }
@@ -331,87 +366,100 @@ fn grid_kernel(
     if non_finite > 0.0 {
         bad[0].fetch_add(1u32);
     }
-    let g = (group * comptime!(GRID as u32)) as usize;
-    if comptime!(what == GRID_BINARY) {
-        grids[g] = sum / f32::cast_from(group_len);
-        grids[g + 2] = 0.0;
-    } else if comptime!(what == GRID_TERNARY_THRESHOLD) {
-        grids[g + 1] = 0.7 * sum / f32::cast_from(group_len);
-        grids[g + 2] = 0.0;
-    } else if comptime!(what == GRID_TERNARY_ALPHA) {
-        grids[g] = if count == 0.0 {
-            f32::new(0.0)
-        } else {
-            sum / count
-        };
-    } else if comptime!(symmetric) {
-        let qmax = comptime!(((1u32 << (bits - 1)) - 1) as f32);
-        let m = f32::max(f32::abs(lo), f32::abs(hi));
-        let scale = if lo == hi {
-            m
-        } else {
-            stable_scale(m / qmax, lo, hi, qmax, true)
-        };
-        grids[g] = scale;
-        grids[g + 1] = inverse_or_zero(scale);
-        grids[g + 2] = 0.0;
-        grids[g + 3] = -qmax;
-        grids[g + 4] = qmax;
-    } else {
-        let n = comptime!(((1u64 << bits) - 1) as f32);
-        let mut scale = f32::abs(lo);
-        let mut zero = if lo < 0.0 {
-            f32::new(1.0)
-        } else {
-            f32::new(0.0)
-        };
-        if lo != hi {
-            scale = stable_scale(range_scale(lo, hi, n), lo, hi, n, false);
-            zero = zero_of(scale, lo);
+    let g = group as usize * GRID;
+    match step {
+        GridStep::Binary => {
+            grids[g + SCALE] = sum / f32::cast_from(group_len);
+            grids[g + ZERO] = 0.0;
         }
-        grids[g] = scale;
-        grids[g + 1] = inverse_or_zero(scale);
-        grids[g + 2] = zero;
-        grids[g + 3] = 0.0;
-        grids[g + 4] = n;
+        GridStep::TernaryThreshold => {
+            grids[g + THRESHOLD] = 0.7 * sum / f32::cast_from(group_len);
+            grids[g + ZERO] = 0.0;
+        }
+        GridStep::TernaryAlpha => {
+            grids[g + SCALE] = if count == 0.0 {
+                f32::new(0.0)
+            } else {
+                sum / count
+            };
+        }
+        GridStep::Linear => {
+            if comptime!(symmetric) {
+                let qmax = comptime!(((1u32 << (bits - 1)) - 1) as f32);
+                let m = f32::max(f32::abs(lo), f32::abs(hi));
+                let scale = if lo == hi {
+                    m
+                } else {
+                    stable_scale(m / qmax, lo, hi, qmax, true)
+                };
+                grids[g + SCALE] = scale;
+                grids[g + INV_SCALE] = inverse_or_zero(scale);
+                grids[g + ZERO] = 0.0;
+                grids[g + LO] = -qmax;
+                grids[g + HI] = qmax;
+            } else {
+                let n = comptime!(((1u64 << bits) - 1) as f32);
+                let mut scale = f32::abs(lo);
+                let mut zero = if lo < 0.0 {
+                    f32::new(1.0)
+                } else {
+                    f32::new(0.0)
+                };
+                if lo != hi {
+                    scale = stable_scale(range_scale(lo, hi, n), lo, hi, n, false);
+                    zero = zero_of(scale, lo);
+                }
+                grids[g + SCALE] = scale;
+                grids[g + INV_SCALE] = inverse_or_zero(scale);
+                grids[g + ZERO] = zero;
+                grids[g + LO] = 0.0;
+                grids[g + HI] = n;
+            }
+        }
     }
 }
 
-/// The code of `v` on a group's grid (an integer in f32), before any storage offset.
+/// The code of `v` on a group's grid (an integer in f32), before any storage offset; `g` is
+/// the start of the group's grid record.
 #[cube]
 pub(crate) fn code_of(
     v: f32,
     grids: &Array<f32>,
     g: usize,
     offset: f32,
-    #[comptime] kind: u32,
+    #[comptime] kind: GridKind,
 ) -> f32 {
-    if comptime!(kind == LINEAR) {
-        f32::clamp(
-            f32::round(v * grids[g + 1] + offset) + grids[g + 2],
-            grids[g + 3],
-            grids[g + 4],
-        )
-    } else if comptime!(kind == TERNARY) {
-        let t = grids[g + 1];
-        if v > t {
-            f32::new(1.0)
-        } else if v < -t {
-            f32::new(-1.0)
-        } else {
-            f32::new(0.0)
+    match kind {
+        GridKind::Linear => f32::clamp(
+            f32::round(v * grids[g + INV_SCALE] + offset) + grids[g + ZERO],
+            grids[g + LO],
+            grids[g + HI],
+        ),
+        GridKind::Ternary => {
+            let t = grids[g + THRESHOLD];
+            if v > t {
+                f32::new(1.0)
+            } else if v < -t {
+                f32::new(-1.0)
+            } else {
+                f32::new(0.0)
+            }
         }
-    } else if v >= 0.0 {
-        f32::new(1.0)
-    } else {
-        f32::new(-1.0)
+        GridKind::Binary => {
+            if v >= 0.0 {
+                f32::new(1.0)
+            } else {
+                f32::new(-1.0)
+            }
+        }
     }
 }
 
-/// The unit's index in a launch of [`cubes_for`] (cubes along x, then rows of cubes along y).
+/// The unit's index in a launch of [`cube_count`] (one-dimensional cubes, spread over the
+/// device's cube-count limits).
 #[cube]
 pub(crate) fn unit_index() -> u32 {
-    CUBE_POS_Y * CUBE_COUNT_X * CUBE_DIM_X + ABSOLUTE_POS_X
+    u32::cast_from(ABSOLUTE_POS)
 }
 
 /// The rounding offset of element `i`: from the generator when stochastic, else 0.
@@ -437,7 +485,7 @@ fn fake_quantize_kernel<F: Float, N: Size>(
     k0: u32,
     k1: u32,
     mix: f32,
-    #[comptime] kind: u32,
+    #[comptime] kind: GridKind,
     #[comptime] stochastic: bool,
     #[comptime] mixing: bool,
     #[comptime] width: u32,
@@ -447,8 +495,8 @@ fn fake_quantize_kernel<F: Float, N: Size>(
         terminate!();
     }
     let first = vi * width;
-    let g = ((first / group_len) * comptime!(GRID as u32)) as usize;
-    let (scale, zero) = (grids[g], grids[g + 2]);
+    let g = (first / group_len) as usize * GRID;
+    let (scale, zero) = (grids[g + SCALE], grids[g + ZERO]);
     let values = x[vi as usize];
     let mut result = Vector::<F, N>::empty();
     #[unroll]
@@ -485,7 +533,7 @@ fn quantize_kernel<F: Float>(
     k0: u32,
     k1: u32,
     #[comptime] bits: u32,
-    #[comptime] kind: u32,
+    #[comptime] kind: GridKind,
     #[comptime] stochastic: bool,
     #[comptime] asymmetric: bool,
 ) {
@@ -508,9 +556,9 @@ fn quantize_kernel<F: Float>(
         if col < row_len {
             let i = row * row_len + col;
             let v = f32::cast_from(x[i as usize]);
-            let g = ((i / group_len) * comptime!(GRID as u32)) as usize;
+            let g = (i / group_len) as usize * GRID;
             let q = code_of(v, grids, g, rounding_offset(i, k0, k1, stochastic), kind);
-            let field = if comptime!(kind == BINARY) {
+            let field = if comptime!(kind == GridKind::Binary) {
                 if q > 0.0 { u32::new(1) } else { u32::new(0) }
             } else {
                 let stored = if asymmetric {
@@ -526,23 +574,41 @@ fn quantize_kernel<F: Float>(
     words[w as usize] = word;
 }
 
-/// A cube count covering `units` units of `per_cube` each, two-dimensional when one
-/// dimension is not enough (WebGPU allows 65535 cubes per dimension).
-pub(crate) fn cubes_for(units: usize, per_cube: u32) -> CubeCount {
-    let cubes = units.div_ceil(per_cube as usize).max(1);
-    let x = cubes.min(65_535);
-    CubeCount::Static(x as u32, cubes.div_ceil(x) as u32, 1)
+/// Cubes of `per_cube` units covering `units` units: cubecl's element-wise count, spread over
+/// the device's per-dimension limits (kernels index with [`unit_index`] or `CUBE_POS`).
+pub(crate) fn cube_count<R: Runtime>(
+    client: &ComputeClient<R>,
+    units: usize,
+    per_cube: u32,
+) -> CubeCount {
+    cubecl::calculate_cube_count_elemwise(client, units.max(1), CubeDim::new_1d(per_cube))
 }
 
-/// The most elements the kernels index (32-bit indices).
-pub const MAX_LEN: usize = u32::MAX as usize;
+/// Checks that a device buffer holds `len` elements of `elem_size` bytes, so a kernel given
+/// this handle and length cannot read past its end.
+pub(crate) fn check_buffer(
+    what: &str,
+    handle: &Handle,
+    len: usize,
+    elem_size: usize,
+) -> Result<()> {
+    let found = handle.size_in_used() as usize / elem_size;
+    if found < len {
+        return Err(KernelError::Shape {
+            what: what.to_string(),
+            expected: len,
+            found,
+        });
+    }
+    Ok(())
+}
 
 /// Per-group grids computed on the device, and what the apply kernels need with them.
 pub(crate) struct DeviceGrids {
     pub grids: Handle,
     pub groups: usize,
     pub group_len: usize,
-    pub kind: u32,
+    pub kind: GridKind,
     pub keys: (u32, u32),
     /// Elements per vectorised load: divides the group length.
     pub width: usize,
@@ -564,14 +630,6 @@ fn vector_width<R: Runtime>(
         .unwrap_or(1)
 }
 
-fn kind_of(bits: u32) -> u32 {
-    match bits {
-        1 => BINARY,
-        2 => TERNARY,
-        _ => LINEAR,
-    }
-}
-
 /// Steps 1 and 2: checks the spec, computes every group's grid, and fails on non-finite input.
 pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
     client: &ComputeClient<R>,
@@ -581,13 +639,8 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
     spec: &QuantSpec,
 ) -> Result<DeviceGrids> {
     let group_len = spec.check(name, len)?;
-    if len > MAX_LEN {
-        return Err(KernelError::TooLarge {
-            tensor: name.to_string(),
-            len,
-            max: MAX_LEN,
-        });
-    }
+    moq_core::check_indexable(name, len)?;
+    check_buffer(name, input, len, size_of::<F>())?;
     let groups = spec.groups;
     let width = vector_width::<R>(client, input, size_of::<F>(), group_len);
     let pieces = group_len.div_ceil(SPAN).max(1);
@@ -596,10 +649,13 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
     let grids = client.empty(groups.max(1) * GRID * size_of::<f32>());
     let bad = client.create_from_slice(u32::as_bytes(&[0]));
     let stats = |past_threshold: bool| {
+        // SAFETY: `input` holds `len` elements (checked above), read as `len / width` vectors
+        // (`width` divides the group length, hence `len`); `grids` and `partials` were
+        // allocated here with the lengths given; every index is below `total` pieces.
         unsafe {
             stats_kernel::launch_unchecked::<F, R>(
                 client,
-                cubes_for(total, 1),
+                cube_count(client, total * UNITS as usize, UNITS),
                 CubeDim::new_1d(UNITS),
                 width,
                 ArrayArg::from_raw_parts(input.clone(), len / width),
@@ -617,10 +673,12 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
         while count > 1 {
             let next_count = count.div_ceil(UNITS as usize);
             let next = client.empty(groups * next_count * PARTIAL * size_of::<f32>());
+            // SAFETY: both buffers were allocated here with the lengths given; the kernel
+            // reads input partials below `pieces_in` of each group only.
             unsafe {
                 merge_kernel::launch_unchecked::<R>(
                     client,
-                    cubes_for(groups * next_count, 1),
+                    cube_count(client, groups * next_count * UNITS as usize, UNITS),
                     CubeDim::new_1d(UNITS),
                     ArrayArg::from_raw_parts(current, groups * count * PARTIAL),
                     ArrayArg::from_raw_parts(next.clone(), groups * next_count * PARTIAL),
@@ -633,31 +691,33 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
         }
         current
     };
-    let grid = |merged: Handle, what: u32| unsafe {
+    // SAFETY: `merged` holds one partial per group and `grids` one record per group, both
+    // allocated here; units past `groups` return at once.
+    let grid = |merged: Handle, step: GridStep| unsafe {
         grid_kernel::launch_unchecked::<R>(
             client,
-            CubeCount::Static(groups.div_ceil(64) as u32, 1, 1),
+            cube_count(client, groups, 64),
             CubeDim::new_1d(64),
             ArrayArg::from_raw_parts(merged, groups * PARTIAL),
             ArrayArg::from_raw_parts(grids.clone(), groups * GRID),
             ArrayArg::from_raw_parts(bad.clone(), 1),
             groups as u32,
             group_len as u32,
-            what,
+            step,
             spec.bits.max(3),
             spec.quant_type == QuantType::Symmetric,
         )
     };
-    let kind = kind_of(spec.bits);
+    let kind = GridKind::of(spec.bits);
     if len > 0 {
         let merged = stats(false);
         match kind {
-            BINARY => grid(merged, GRID_BINARY),
-            TERNARY => {
-                grid(merged, GRID_TERNARY_THRESHOLD);
-                grid(stats(true), GRID_TERNARY_ALPHA);
+            GridKind::Binary => grid(merged, GridStep::Binary),
+            GridKind::Ternary => {
+                grid(merged, GridStep::TernaryThreshold);
+                grid(stats(true), GridStep::TernaryAlpha);
             }
-            _ => grid(merged, GRID_LINEAR),
+            GridKind::Linear => grid(merged, GridStep::Linear),
         }
         let bad = read::<R, u32>(client, bad)?;
         if bad[0] != 0 {
@@ -719,10 +779,12 @@ pub fn fake_quantize<R: Runtime, F: Float + CubeElement>(
         return Ok(out);
     }
     let (width, vectors) = (grids.width, len / grids.width);
+    // SAFETY: `input` holds `len` elements (checked by `device_grids`), `out` was allocated
+    // with `len`; both are read as `vectors` vectors of `width`; units past `vectors` return.
     unsafe {
         fake_quantize_kernel::launch_unchecked::<F, R>(
             client,
-            cubes_for(vectors, UNITS_ELEMENTWISE),
+            cube_count(client, vectors, UNITS_ELEMENTWISE),
             CubeDim::new_1d(UNITS_ELEMENTWISE),
             width,
             ArrayArg::from_raw_parts(input.clone(), vectors),
@@ -759,29 +821,20 @@ pub(crate) fn quantize_words<R: Runtime, F: Float + CubeElement>(
     name: &str,
     spec: &QuantSpec,
 ) -> Result<DeviceCodes> {
-    if !(1..=8).contains(&spec.bits) {
-        return Err(KernelError::Layout {
-            reason: format!(
-                "tensor `{name}`: {} bits (packed codes hold 1 to 8)",
-                spec.bits
-            ),
-        });
-    }
-    if row_len == 0 || !len.is_multiple_of(row_len) {
-        return Err(KernelError::Layout {
-            reason: format!("tensor `{name}`: {len} elements do not form rows of {row_len}"),
-        });
-    }
+    let shape = PackedShape::of_flat(len, row_len, spec.bits, spec.quant_type, spec.groups)
+        .map_err(|e| KernelError::Layout {
+            reason: format!("tensor `{name}`: {e}"),
+        })?;
     let grids = device_grids::<R, F>(client, input, len, name, spec)?;
-    let per_word = 32 / spec.bits as usize;
-    let words_per_row = row_len.div_ceil(per_word);
-    let words_len = len / row_len * words_per_row;
+    let (words_per_row, words_len) = (shape.words_per_row(), shape.words());
     let words = client.empty(words_len.max(1) * size_of::<u32>());
     if words_len > 0 {
+        // SAFETY: `input` holds `len` elements (checked by `device_grids`), `words` was
+        // allocated with `words_len`; a unit reads only the columns `< row_len` of its row.
         unsafe {
             quantize_kernel::launch_unchecked::<F, R>(
                 client,
-                cubes_for(words_len, UNITS),
+                cube_count(client, words_len, UNITS),
                 CubeDim::new_1d(UNITS),
                 ArrayArg::from_raw_parts(input.clone(), len),
                 ArrayArg::from_raw_parts(grids.grids.clone(), grids.groups * GRID),

@@ -9,14 +9,14 @@
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use half::f16;
-use moq_core::pack::codes_per_word;
 use moq_core::{
-    CodeLayout, PackedCodes, PackedScales, PackedTensor, QuantSpec, QuantType, ScaleFormat, pack,
-    unpack,
+    CodeLayout, PackedScales, PackedShape, PackedTensor, QuantSpec, QuantType, ScaleFormat,
 };
 
 use crate::error::{KernelError, Result};
-use crate::quant::{GRID, UNITS_ELEMENTWISE, cubes_for, quantize_words, read, unit_index};
+use crate::quant::{
+    GRID, SCALE, UNITS_ELEMENTWISE, ZERO, cube_count, quantize_words, read, unit_index,
+};
 
 /// A quantized `[rows, row_len]` tensor on the device, ready for [`crate::matmul()`].
 #[derive(Clone, Debug)]
@@ -40,74 +40,59 @@ pub struct DeviceWeights {
 }
 
 impl DeviceWeights {
+    /// The geometry: `[k, n]`, bits, grid type and groups.
+    pub fn shape(&self) -> PackedShape {
+        PackedShape {
+            rows: self.k,
+            row_len: self.n,
+            bits: self.bits,
+            quant_type: self.quant_type,
+            groups: self.groups,
+        }
+    }
+
     /// Elements per group.
     pub fn group_size(&self) -> usize {
-        (self.k * self.n) / self.groups
+        self.shape().group_len()
     }
 
     /// Words per row.
     pub fn words_per_row(&self) -> usize {
-        self.n.div_ceil(codes_per_word(self.bits))
+        self.shape().words_per_row()
     }
 
     /// Bytes of codes, scales and zero points on the device.
     pub fn size_bytes(&self) -> usize {
-        let scale = match self.scale_format {
-            ScaleFormat::F32 => 4,
-            ScaleFormat::F16 => 2,
-        };
-        let zero_points = match self.quant_type {
-            QuantType::Asymmetric => self.groups * 4,
-            QuantType::Symmetric => 0,
-        };
-        self.words_len * 4 + self.groups * scale + zero_points
+        let shape = self.shape();
+        shape.words() * 4 + shape.scale_bytes(self.scale_format) + shape.zero_points() * 4
     }
 
     /// Wraps buffers already on the device: `words` (`k` rows of `ceil(n / (32 / bits))` u32
     /// words, `moq-core`'s `Packed32` layout), `scales` (one per group, in `scale_format`) and
     /// `zero_points` (one `i32` per group for asymmetric grids, at least one otherwise). The
-    /// buffers' sizes are checked against the shape, so the kernels never read out of bounds.
-    #[allow(clippy::too_many_arguments)]
+    /// buffers' sizes are checked against the shape, and the shape against the kernels' 32-bit
+    /// indexing, so the kernels never read out of bounds.
     pub fn from_parts(
         words: Handle,
         scales: Handle,
         zero_points: Handle,
-        shape: [usize; 2],
-        bits: u32,
-        quant_type: QuantType,
-        groups: usize,
+        shape: PackedShape,
         scale_format: ScaleFormat,
     ) -> Result<Self> {
-        let [k, n] = shape;
-        let bad = |reason: String| Err(KernelError::Layout { reason });
-        if !(1..=8).contains(&bits) {
-            return bad(format!("{bits} bits (packed codes hold 1 to 8)"));
-        }
-        if groups == 0 || !(k * n).is_multiple_of(groups) {
-            return bad(format!(
-                "{} elements do not form {groups} equal groups",
-                k * n
-            ));
-        }
-        let words_len = k * n.div_ceil(codes_per_word(bits));
-        let scale_size = match scale_format {
-            ScaleFormat::F32 => 4,
-            ScaleFormat::F16 => 2,
-        };
-        let zero_len = match quant_type {
-            QuantType::Asymmetric => groups,
-            QuantType::Symmetric => 1,
-        };
+        shape.check_indexable("packed weight")?;
+        let (k, n) = (shape.rows, shape.row_len);
         for (what, handle, bytes) in [
-            ("words", &words, words_len * 4),
-            ("scales", &scales, groups * scale_size),
-            ("zero points", &zero_points, zero_len * 4),
+            ("words", &words, shape.words() * 4),
+            ("scales", &scales, shape.scale_bytes(scale_format)),
+            ("zero points", &zero_points, shape.zero_points().max(1) * 4),
         ] {
             if (handle.size_in_used() as usize) < bytes {
-                return bad(format!(
-                    "{what}: {} bytes on the device, {bytes} needed for a [{k}, {n}] weight",
-                    handle.size_in_used()
-                ));
+                return Err(KernelError::Layout {
+                    reason: format!(
+                        "{what}: {} bytes on the device, {bytes} needed for a [{k}, {n}] weight",
+                        handle.size_in_used()
+                    ),
+                });
             }
         }
         Ok(Self {
@@ -116,63 +101,44 @@ impl DeviceWeights {
             zero_points,
             k,
             n,
-            bits,
-            quant_type,
-            groups,
+            bits: shape.bits,
+            quant_type: shape.quant_type,
+            groups: shape.groups,
             scale_format,
-            words_len,
+            words_len: shape.words(),
         })
     }
 
     /// Uploads a packed tensor (`Packed32` as is; `Int8` is repacked to 8-bit `Packed32`).
     /// Rows are the packed tensor's rows (`row_len` elements each).
     pub fn upload<R: Runtime>(client: &ComputeClient<R>, packed: &PackedTensor) -> Result<Self> {
-        packed.check().map_err(|e| KernelError::Layout {
+        let layout_error = |e: moq_core::MoqError| KernelError::Layout {
             reason: e.to_string(),
-        })?;
-        let repacked;
-        let packed = match packed.codes {
-            PackedCodes::Words(_) => packed,
-            PackedCodes::Int8(_) => {
-                let format = match packed.scales {
-                    PackedScales::F32(_) => ScaleFormat::F32,
-                    PackedScales::F16(_) => ScaleFormat::F16,
-                };
-                let layout_error = |e: moq_core::MoqError| KernelError::Layout {
-                    reason: e.to_string(),
-                };
-                let q = unpack(packed).map_err(layout_error)?;
-                repacked =
-                    pack(&q, packed.row_len, CodeLayout::Packed32, format).map_err(layout_error)?;
-                &repacked
-            }
         };
+        packed.check().map_err(layout_error)?;
+        let packed = packed
+            .to_layout(CodeLayout::Packed32)
+            .map_err(layout_error)?;
+        let shape = packed.shape().map_err(layout_error)?;
         let words = packed.words().unwrap_or_default();
-        let (scales, scale_format) = match &packed.scales {
-            PackedScales::F32(s) => (client.create_from_slice(f32::as_bytes(s)), ScaleFormat::F32),
-            PackedScales::F16(s) => (client.create_from_slice(f16::as_bytes(s)), ScaleFormat::F16),
+        let scales = match &packed.scales {
+            PackedScales::F32(s) => client.create_from_slice(f32::as_bytes(s)),
+            PackedScales::F16(s) => client.create_from_slice(f16::as_bytes(s)),
         };
-        let zero_points = if packed.zero_points.is_empty() {
+        // Buffers are never empty (a zero-size binding is invalid on some APIs).
+        let nonempty = |v: &[u32]| if v.is_empty() { vec![0] } else { v.to_vec() };
+        let zero_points: Vec<i32> = if packed.zero_points.is_empty() {
             vec![0]
         } else {
             packed.zero_points.clone()
         };
-        Ok(Self {
-            words: client.create_from_slice(u32::as_bytes(if words.is_empty() {
-                &[0]
-            } else {
-                words
-            })),
+        Self::from_parts(
+            client.create_from_slice(u32::as_bytes(&nonempty(words))),
             scales,
-            zero_points: client.create_from_slice(i32::as_bytes(&zero_points)),
-            k: packed.len / packed.row_len,
-            n: packed.row_len,
-            bits: packed.bits,
-            quant_type: packed.quant_type,
-            groups: packed.groups,
-            scale_format,
-            words_len: words.len(),
-        })
+            client.create_from_slice(i32::as_bytes(&zero_points)),
+            shape,
+            packed.scale_format(),
+        )
     }
 
     /// Reads the codes, scales and zero points back into a [`PackedTensor`] in `layout`.
@@ -206,21 +172,13 @@ impl DeviceWeights {
             groups: self.groups,
             len: self.k * self.n,
             row_len: self.n,
-            codes: PackedCodes::Words(words),
+            codes: moq_core::PackedCodes::Words(words),
             scales,
             zero_points,
         };
-        match layout {
-            CodeLayout::Packed32 => Ok(packed),
-            CodeLayout::Int8 => {
-                let format = self.scale_format;
-                let layout_error = |e: moq_core::MoqError| KernelError::Layout {
-                    reason: e.to_string(),
-                };
-                let q = unpack(&packed).map_err(layout_error)?;
-                pack(&q, self.n, CodeLayout::Int8, format).map_err(layout_error)
-            }
-        }
+        packed.to_layout(layout).map_err(|e| KernelError::Layout {
+            reason: e.to_string(),
+        })
     }
 
     /// Dequantizes on the device into a new `[k, n]` tensor of `F`.
@@ -235,12 +193,15 @@ impl DeviceWeights {
         }
         let asymmetric = self.quant_type == QuantType::Asymmetric;
         let zero_len = if asymmetric { self.groups } else { 1 };
+        // SAFETY: `from_parts`/`upload`/`quantize` checked that the buffers hold `words_len`
+        // words, `groups` scales and `zero_len` zero points; `out` was allocated with `len`;
+        // units past `len` return at once.
         macro_rules! launch {
             ($s:ty) => {
                 unsafe {
                     dequantize_kernel::launch_unchecked::<F, $s, R>(
                         client,
-                        cubes_for(len, UNITS_ELEMENTWISE),
+                        cube_count(client, len, UNITS_ELEMENTWISE),
                         CubeDim::new_1d(UNITS_ELEMENTWISE),
                         ArrayArg::from_raw_parts(self.words.clone(), self.words_len),
                         ArrayArg::from_raw_parts(self.scales.clone(), self.groups),
@@ -280,10 +241,13 @@ pub fn quantize<R: Runtime, F: Float + CubeElement>(
     let groups = codes.grids.groups;
     let mut grids = read::<R, f32>(client, codes.grids.grids.clone())?;
     grids.truncate(groups * GRID);
-    let scales: Vec<f32> = grids.chunks(GRID).map(|g| g[0]).collect();
+    let scales: Vec<f32> = grids.chunks(GRID).map(|g| g[SCALE]).collect();
     let offset = 1i32 << (spec.bits - 1);
     let zero_points: Vec<i32> = match spec.quant_type {
-        QuantType::Asymmetric => grids.chunks(GRID).map(|g| g[2] as i32 - offset).collect(),
+        QuantType::Asymmetric => grids
+            .chunks(GRID)
+            .map(|g| g[ZERO] as i32 - offset)
+            .collect(),
         QuantType::Symmetric => vec![0],
     };
     let scales = match scale_format {

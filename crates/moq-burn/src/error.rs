@@ -13,7 +13,7 @@ pub enum MoqBurnError {
     #[error(transparent)]
     Hessian(#[from] moq_hessian::HessianError),
 
-    /// An error of a device kernel (layout, shape, reading back).
+    /// An error of a device kernel (buffer sizes, reading back); burn's cubecl backends only.
     #[error(transparent)]
     Kernel(#[from] moq_kernels::KernelError),
 
@@ -44,6 +44,17 @@ pub enum MoqBurnError {
     NothingSelected {
         /// Float parameters in the model.
         params: usize,
+    },
+
+    /// An input whose shape does not fit the layer or weight it is given to.
+    #[error("{what}: last dimension {found}, expected {expected}")]
+    InputShape {
+        /// Which input, with its shape.
+        what: String,
+        /// The size the weight needs.
+        expected: usize,
+        /// The size given.
+        found: usize,
     },
 
     /// A tensor could not be read back from its device.

@@ -30,6 +30,7 @@
 //! Backends are chosen by features passed down to burn: `ndarray` (default), `wgpu`, `vulkan`,
 //! `cuda`; `train` adds the burn-train metrics.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod burn_quant;
@@ -55,6 +56,8 @@ pub use linear::QuantizedLinear;
 pub use metric::{BitsMetric, MixingMetric};
 pub use moq_core;
 pub use moq_hessian;
+/// How parameters are named (module paths): the contract shared with `moq-hessian`.
+pub use moq_hessian::path;
 pub use moq_kernels;
 pub use optim::{
     EigenvalueProvider, FixedEigenvalues, Moq, MoqLayer, MoqOptimizer, MoqRecord, MoqStatus,

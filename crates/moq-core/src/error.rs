@@ -13,6 +13,17 @@ pub enum MoqError {
         reason: String,
     },
 
+    /// A tensor larger than the GPU kernels index (they use 32-bit element indices).
+    #[error("tensor `{tensor}` has {len} elements; the kernels index at most {max}")]
+    TooLarge {
+        /// The tensor's name.
+        tensor: String,
+        /// Its number of elements.
+        len: usize,
+        /// The largest supported number of elements.
+        max: usize,
+    },
+
     /// An export file that cannot be written or read.
     #[error("`{path}`: {reason}")]
     File {

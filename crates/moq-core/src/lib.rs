@@ -23,6 +23,7 @@
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod layout;
 pub mod noise;
 pub mod pack;
 pub mod plan;
@@ -35,6 +36,7 @@ pub use config::{
     EigenvalueConfig, MixingConfig, QuantType, QuantizeConfig, QuantizeConfigBuilder, Rounding,
 };
 pub use error::{MoqError, Result};
+pub use layout::{MAX_INDEXED, PACKED_BITS, PackedShape, check_indexable, codes_per_word};
 pub use noise::NoiseKey;
 pub use pack::{CodeLayout, PackedCodes, PackedScales, PackedTensor, ScaleFormat, pack, unpack};
 pub use plan::{LayerPlan, Plan, plan};

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::QuantType;
 use crate::error::{MoqError, Result};
+use crate::layout::{PACKED_BITS, PackedShape, codes_per_word};
 use crate::quantizer::QuantizedTensor;
 
 /// How codes are stored.
@@ -95,53 +96,53 @@ pub struct PackedTensor {
 }
 
 impl PackedTensor {
+    /// The tensor's geometry, checked ([`PackedShape::of_flat`]).
+    pub fn shape(&self) -> Result<PackedShape> {
+        PackedShape::of_flat(
+            self.len,
+            self.row_len,
+            self.bits,
+            self.quant_type,
+            self.groups,
+        )
+    }
+
     /// Checks that the parts agree: bits in 1–8, whole rows and groups, and as many codes,
     /// scales and zero points as those need (a file read from disk is user input).
     pub fn check(&self) -> Result<()> {
-        let bad = |reason: String| Err(MoqError::Packed { reason });
-        if !(1..=8).contains(&self.bits) {
-            return bad(format!("{} bits (packed codes hold 1 to 8)", self.bits));
-        }
-        if self.row_len == 0 || !self.len.is_multiple_of(self.row_len) {
-            return bad(format!(
-                "{} elements do not form rows of {}",
-                self.len, self.row_len
-            ));
-        }
-        if self.groups == 0 || !self.len.is_multiple_of(self.groups) {
-            return bad(format!(
-                "{} elements do not form {} equal groups",
-                self.len, self.groups
-            ));
-        }
-        let codes = match &self.codes {
-            PackedCodes::Int8(c) => (c.len(), self.len),
-            PackedCodes::Words(w) => (
-                w.len(),
-                self.len / self.row_len * self.row_len.div_ceil(codes_per_word(self.bits)),
-            ),
-        };
-        if codes.0 != codes.1 {
-            return bad(format!("{} code entries, {} expected", codes.0, codes.1));
-        }
+        let shape = self.shape()?;
         let scales = match &self.scales {
             PackedScales::F32(s) => s.len(),
             PackedScales::F16(s) => s.len(),
         };
-        if scales != self.groups {
-            return bad(format!("{scales} scales for {} groups", self.groups));
+        match &self.codes {
+            PackedCodes::Words(w) => shape.check_parts(w.len(), scales, self.zero_points.len()),
+            PackedCodes::Int8(c) if c.len() != self.len => Err(MoqError::Packed {
+                reason: format!("{} code entries, {} expected", c.len(), self.len),
+            }),
+            // One byte per code: the word count of the shape does not apply.
+            PackedCodes::Int8(_) => {
+                shape.check_parts(shape.words(), scales, self.zero_points.len())
+            }
         }
-        let zero_points = match self.quant_type {
-            QuantType::Asymmetric => self.groups,
-            QuantType::Symmetric => 0,
-        };
-        if self.zero_points.len() != zero_points {
-            return bad(format!(
-                "{} zero points, {zero_points} expected",
-                self.zero_points.len()
-            ));
+    }
+
+    /// The scales' storage format.
+    pub fn scale_format(&self) -> ScaleFormat {
+        match self.scales {
+            PackedScales::F32(_) => ScaleFormat::F32,
+            PackedScales::F16(_) => ScaleFormat::F16,
         }
-        Ok(())
+    }
+
+    /// The same codes, scales and zero points in `layout` (a copy when already in it): the one
+    /// `Int8` ⇄ `Packed32` conversion.
+    pub fn to_layout(&self, layout: CodeLayout) -> Result<PackedTensor> {
+        match (&self.codes, layout) {
+            (PackedCodes::Words(_), CodeLayout::Packed32)
+            | (PackedCodes::Int8(_), CodeLayout::Int8) => Ok(self.clone()),
+            _ => pack(&unpack(self)?, self.row_len, layout, self.scale_format()),
+        }
     }
 
     /// The words of a [`CodeLayout::Packed32`] tensor.
@@ -174,11 +175,6 @@ impl PackedTensor {
     }
 }
 
-/// Codes per `u32` word at `bits` per code.
-pub fn codes_per_word(bits: u32) -> usize {
-    (32 / bits) as usize
-}
-
 /// The stored-code offset: `2^(b−1)` for asymmetric grids, 0 for symmetric.
 fn offset(bits: u32, quant_type: QuantType) -> i32 {
     match quant_type {
@@ -195,7 +191,7 @@ pub fn pack(
     scales: ScaleFormat,
 ) -> Result<PackedTensor> {
     let len = q.codes.len();
-    if !(1..=8).contains(&q.bits) {
+    if !PACKED_BITS.contains(&q.bits) {
         return Err(MoqError::UnsupportedMode {
             tensor: "pack".into(),
             reason: format!(
@@ -268,7 +264,7 @@ pub fn pack(
 
 /// Unpacks into codes, f32 scales and zero points (the inverse of [`pack`]).
 pub fn unpack(p: &PackedTensor) -> Result<QuantizedTensor> {
-    if !(1..=8).contains(&p.bits) || p.row_len == 0 || !p.len.is_multiple_of(p.row_len) {
+    if !PACKED_BITS.contains(&p.bits) || p.row_len == 0 || !p.len.is_multiple_of(p.row_len) {
         return Err(MoqError::InvalidGroups {
             tensor: "unpack".into(),
             len: p.len,

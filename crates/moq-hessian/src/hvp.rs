@@ -10,11 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 
 use burn::backend::Autodiff;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::error::{HessianError, Result};
+use crate::path::{NamedMapper, NamedVisitor, map_named, visit_named};
 use crate::power::dot_and_norm2;
 
 /// The backend exact products run on: autodiff over autodiff.
@@ -77,8 +78,10 @@ pub enum HvpMethod {
     ///
     /// burn 0.21's autodiff cannot differentiate the backward of `nn::Linear` (its fused
     /// `linear` op), of embedding and pooling weights, or of `interpolate`; it panics when asked
-    /// to. `Auto` catches that panic (without printing it), logs a warning naming the op, and
-    /// uses finite differences from then on. It needs the default `panic = "unwind"`; with
+    /// to. `Auto` finds burn's `Linear`, `Embedding` and `DeformConv2d` modules in the model
+    /// before running it; for the rest it catches burn's panic (whose message the process's
+    /// panic hook prints once). Either way it logs a warning naming the op and uses finite
+    /// differences from then on. Catching needs the default `panic = "unwind"`; with
     /// `panic = "abort"`, choose a method explicitly.
     Auto {
         /// Step of the fallback, relative to the block's norm.
@@ -144,11 +147,8 @@ impl<B: Backend> Weights<B> {
     /// Collects every float parameter of `module` (for an autodiff model, pass
     /// `model.valid()`).
     pub fn from_module<M: Module<B>>(module: &M) -> Self {
-        let mut collect = Collect {
-            path: Vec::new(),
-            params: Vec::new(),
-        };
-        module.visit(&mut collect);
+        let mut collect = Collect { params: Vec::new() };
+        visit_named(module, &mut collect);
         let index = collect
             .params
             .iter()
@@ -278,14 +278,17 @@ impl<'a, B: Backend, L: HessianLoss> Products<'a, B, L> {
         let device = weights.device().expect("a resolved block has parameters");
         let loss = self.loss;
         let model = self.nested.get_or_insert_with(|| loss.model(&device));
+        if let Some(reason) = first_order_only(model) {
+            return Err(HessianError::NotTwiceDifferentiable {
+                block: block.name.clone(),
+                reason,
+            });
+        }
+        // An op burn cannot differentiate twice that the module check above cannot see (a
+        // functional `linear`, pooling, `interpolate`) makes burn panic: catch it, leaving the
+        // process-wide panic hook alone (it prints burn's message once; the error carries it).
         let run = AssertUnwindSafe(|| exact(loss, model, weights, indices, v));
-        // burn reports an op it cannot differentiate twice by panicking; keep the default
-        // hook from printing that (the error carries the message). The hook is process-wide,
-        // so another thread panicking in this window would go unprinted (it still panics).
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
         let result = std::panic::catch_unwind(run);
-        std::panic::set_hook(hook);
         result.unwrap_or_else(|payload| {
             let reason = payload
                 .downcast_ref::<&str>()
@@ -429,7 +432,6 @@ fn load<X: Backend, M: Module<X>>(
     values: HashMap<String, Tensor<X, 1>>,
 ) -> Result<M> {
     let mut mapper = Load {
-        path: Vec::new(),
         weights_shapes: weights
             .params
             .iter()
@@ -439,7 +441,7 @@ fn load<X: Backend, M: Module<X>>(
         loaded: HashSet::new(),
         error: None,
     };
-    let model = template.clone().map(&mut mapper);
+    let model = map_named(template.clone(), &mut mapper);
     if let Some(err) = mapper.error {
         return Err(err);
     }
@@ -452,24 +454,19 @@ fn load<X: Backend, M: Module<X>>(
 }
 
 struct Load<X: Backend> {
-    path: Vec<String>,
     weights_shapes: HashMap<String, Vec<usize>>,
     values: HashMap<String, Tensor<X, 1>>,
     loaded: HashSet<String>,
     error: Option<HessianError>,
 }
 
-impl<X: Backend> ModuleMapper<X> for Load<X> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<X, D>>) -> Param<Tensor<X, D>> {
-        let path = self.path.join(".");
+impl<X: Backend> NamedMapper<X> for Load<X> {
+    fn map_named<const D: usize>(
+        &mut self,
+        path: &str,
+        param: Param<Tensor<X, D>>,
+    ) -> Param<Tensor<X, D>> {
+        let path = path.to_string();
         let found = param.lazy_shape().dims::<D>().to_vec();
         let (Some(value), Some(expected)) =
             (self.values.remove(&path), self.weights_shapes.get(&path))
@@ -492,26 +489,60 @@ impl<X: Backend> ModuleMapper<X> for Load<X> {
     }
 }
 
+/// burn 0.21 modules whose backward burn's autodiff cannot differentiate (it panics with "Can't
+/// differentiate …"), with the op named in that message.
+const FIRST_ORDER_MODULES: &[(&str, &str)] = &[
+    ("Struct:Linear", "linear_x_backward"),
+    ("Struct:Embedding", "embedding backward"),
+    ("Struct:DeformConv2d", "deform conv 2d backward"),
+];
+
+/// Why exact products cannot work on `model`, found from its modules without running it: the
+/// first parameter inside one of [`FIRST_ORDER_MODULES`].
+fn first_order_only<B: Backend, M: Module<B>>(model: &M) -> Option<String> {
+    struct Check {
+        path: Vec<String>,
+        found: Option<String>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Check {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.push(name.to_string());
+            if self.found.is_none()
+                && let Some((module, op)) = FIRST_ORDER_MODULES
+                    .iter()
+                    .find(|(t, _)| *t == container_type)
+            {
+                let module = module.trim_start_matches("Struct:");
+                self.found = Some(format!(
+                    "`{}` is in a burn `{module}`, and burn cannot differentiate {op}",
+                    self.path.join(".")
+                ));
+            }
+        }
+
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+    }
+    let mut check = Check {
+        path: Vec::new(),
+        found: None,
+    };
+    model.visit(&mut check);
+    check.found
+}
+
 struct Collect<B: Backend> {
-    path: Vec<String>,
     params: Vec<Weight<B>>,
 }
 
-impl<B: Backend> ModuleVisitor<B> for Collect<B> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+impl<B: Backend> NamedVisitor<B> for Collect<B> {
+    fn visit_named<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
         let value = param.val();
         let shape = value.dims().to_vec();
         let numel: usize = shape.iter().product();
         self.params.push(Weight {
-            path: self.path.join("."),
+            path: path.to_string(),
             shape,
             value: value.reshape([numel]),
         });

@@ -49,9 +49,11 @@
 //! assert!((report.blocks[0].eigenvalue - 6.0).abs() < 1e-3); // 2·3²/3
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod error;
 pub mod hvp;
+pub mod path;
 pub mod power;
 
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! against a plain copy of the same buffer, measured in the same run (absolute times on shared
 //! machines are noise; the ratio is the figure). Target: `quantize/copy ≤ 3` on one core.
 //!
-//! `cargo bench -p moq-core --bench quantize_ratio` (set `MOQ_BENCH_ELEMENTS` for another size).
+//! `cargo bench -p moq-benches --bench quantize_ratio` (set `MOQ_BENCH_ELEMENTS` for another size).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

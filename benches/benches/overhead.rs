@@ -2,7 +2,7 @@
 //! measured in the same process in alternating blocks, printed as `moq_step/plain_step = R`
 //! (target: R ≤ 1.10 on NdArray with the generic quantization path).
 //!
-//! `cargo run --release -p moq-examples --bin overhead [-- --backend wgpu]`
+//! `cargo bench -p moq-benches --bench overhead [-- --backend wgpu]` (wgpu needs `--features wgpu`)
 
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ use moq_examples::{Experiment, Rng, run_on, timed_block};
 /// Time the transformer example's step with and without MoQ.
 #[derive(Parser, Debug)]
 struct Args {
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
     /// Backend: ndarray (CPU) or wgpu (needs the `wgpu` feature).
     #[arg(long, default_value = "ndarray")]
     backend: String,

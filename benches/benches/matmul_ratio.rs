@@ -7,9 +7,9 @@
 //! answers is worthless). Then fake quantization against a device copy of the same tensor.
 //!
 //! ```text
-//! cargo bench -p moq-burn --features cuda --bench matmul_ratio            # burn-cuda
-//! cargo bench -p moq-burn --features wgpu --bench matmul_ratio            # burn-wgpu
-//! cargo bench -p moq-burn --features wgpu --bench matmul_ratio -- --smoke # small shapes
+//! cargo bench -p moq-benches --features cuda --bench matmul_ratio            # burn-cuda
+//! cargo bench -p moq-benches --features wgpu --bench matmul_ratio            # burn-wgpu
+//! cargo bench -p moq-benches --features wgpu --bench matmul_ratio -- --smoke # small shapes
 //! ```
 //! With both features, `--wgpu` picks burn-wgpu. `--smoke` runs small shapes once: on lavapipe
 //! (CI) it checks that everything runs and agrees; its timings mean nothing.

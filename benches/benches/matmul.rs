@@ -3,7 +3,7 @@
 //! `iter_custom` and a device sync around the calls, since GPU work is asynchronous. The side
 //! by side table over all shapes is the `matmul_ratio` bench.
 //!
-//! `cargo bench -p moq-burn --features cuda --bench matmul` (or `--features wgpu`).
+//! `cargo bench -p moq-benches --features cuda --bench matmul` (or `--features wgpu`).
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod common;

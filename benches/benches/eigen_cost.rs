@@ -3,7 +3,7 @@
 //! (from the previous eigenvectors, after a few more training steps), measured in the same
 //! process and printed as `eigen/step = R`.
 //!
-//! `cargo run --release -p moq-examples --bin eigen_cost [-- --backend wgpu]`
+//! `cargo bench -p moq-benches --bench eigen_cost [-- --backend wgpu]` (wgpu needs `--features wgpu`)
 
 use anyhow::{Result, bail};
 use burn::module::AutodiffModule;
@@ -20,6 +20,9 @@ use moq_examples::{Experiment, Rng, run_on, timed_block};
 /// Time one eigenvalue computation against training steps.
 #[derive(Parser, Debug)]
 struct Args {
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
     /// Backend: ndarray (CPU) or wgpu (needs the `wgpu` feature).
     #[arg(long, default_value = "ndarray")]
     backend: String,

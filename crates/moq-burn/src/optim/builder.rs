@@ -1,0 +1,248 @@
+//! [`Moq`]: which parameters are quantized, how they form layers, and their bits; checked when
+//! the wrapper is built.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use burn::module::AutodiffModule;
+use burn::optim::Optimizer;
+use burn::tensor::backend::AutodiffBackend;
+use moq_core::{LayerSpec, QuantSpec, QuantizeConfig, Schedule};
+use moq_hessian::path::{NamedParam, float_params};
+
+use super::{MoqOptimizer, MoqStatus, QuantParam};
+use crate::backend::MoqBackend;
+use crate::error::{MoqBurnError, Result};
+use crate::select::PathPattern;
+
+/// Sets up MoQ for a model: the config, which parameters are quantized, how they form layers.
+///
+/// By default every float parameter of rank ≥ 2 is quantized (weights, not biases or norms),
+/// and each is its own layer. Every pattern given must match at least one parameter.
+#[derive(Clone, Debug)]
+pub struct Moq {
+    config: QuantizeConfig,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    min_rank: usize,
+    layers: Option<String>,
+    bit_groups: Vec<(String, u32, u32)>,
+    seed: u64,
+}
+
+impl Moq {
+    /// Starts from a validated config (from DeepSpeed JSON or the builder).
+    pub fn new(config: QuantizeConfig) -> Self {
+        Self {
+            config,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            min_rank: 2,
+            layers: None,
+            bit_groups: Vec::new(),
+            seed: 0,
+        }
+    }
+
+    /// Quantizes only parameters under this module-path pattern (may be given several times);
+    /// see [`crate::select`] for the syntax.
+    pub fn include(mut self, pattern: &str) -> Self {
+        self.include.push(pattern.to_string());
+        self
+    }
+
+    /// Leaves parameters under this pattern in full precision.
+    pub fn exclude(mut self, pattern: &str) -> Self {
+        self.exclude.push(pattern.to_string());
+        self
+    }
+
+    /// Smallest rank quantized (default 2; 1 also quantizes biases and norm weights).
+    pub fn min_rank(mut self, rank: usize) -> Self {
+        self.min_rank = rank;
+        self
+    }
+
+    /// Groups parameters into layers that share a schedule and an eigenvalue: the
+    /// burn spelling of DeepSpeed's `layer_name` + `layer_num`, e.g. `encoder.layers.{i}`.
+    /// Quantized parameters outside the pattern are each their own layer.
+    pub fn layers(mut self, pattern: &str) -> Self {
+        self.layers = Some(pattern.to_string());
+        self
+    }
+
+    /// Gives parameters under `pattern` their own start and target bits (DeepSpeed's
+    /// `different_groups`); the first matching group wins.
+    pub fn bits_for(mut self, pattern: &str, start_bits: u32, target_bits: u32) -> Self {
+        self.bit_groups
+            .push((pattern.to_string(), start_bits, target_bits));
+        self
+    }
+
+    /// Seed of stochastic rounding (default 0).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Wraps `optimizer` for `model`: finds the parameters to quantize, checks every pattern
+    /// and every parameter's group count now rather than at the first quantizing step.
+    pub fn init<O, M, B>(self, optimizer: O, model: &M) -> Result<MoqOptimizer<O, M, B>>
+    where
+        B: AutodiffBackend,
+        B::InnerBackend: MoqBackend,
+        M: AutodiffModule<B>,
+        O: Optimizer<M, B>,
+    {
+        self.config.validate()?;
+        let found = float_params(model);
+        let example = found.first().map_or_else(
+            || "(the model has no float parameter)".to_string(),
+            |p| p.path.clone(),
+        );
+        let parse_all = |patterns: &[String], role: &'static str| -> Result<Vec<PathPattern>> {
+            patterns
+                .iter()
+                .map(|p| {
+                    let pattern = PathPattern::parse(p, false)?;
+                    if !found.iter().any(|f| pattern.matches(&f.path)) {
+                        return Err(MoqBurnError::NoMatch {
+                            pattern: p.clone(),
+                            role,
+                            example: example.clone(),
+                        });
+                    }
+                    Ok(pattern)
+                })
+                .collect()
+        };
+        let include = parse_all(&self.include, "include")?;
+        let exclude = parse_all(&self.exclude, "exclude")?;
+        let group_patterns: Vec<String> = self.bit_groups.iter().map(|g| g.0.clone()).collect();
+        let groups = parse_all(&group_patterns, "bits_for")?;
+        let layer_pattern = match &self.layers {
+            Some(p) => {
+                let pattern = PathPattern::parse(p, true)?;
+                if !found.iter().any(|f| pattern.matches(&f.path)) {
+                    return Err(MoqBurnError::NoMatch {
+                        pattern: p.clone(),
+                        role: "layers",
+                        example,
+                    });
+                }
+                Some(pattern)
+            }
+            None => None,
+        };
+
+        let selected: Vec<&NamedParam> = found
+            .iter()
+            .filter(|f| f.shape.len() >= self.min_rank)
+            .filter(|f| include.is_empty() || include.iter().any(|p| p.matches(&f.path)))
+            .filter(|f| !exclude.iter().any(|p| p.matches(&f.path)))
+            .collect();
+        if selected.is_empty() {
+            return Err(MoqBurnError::NothingSelected {
+                params: found.len(),
+            });
+        }
+
+        // Layers: pattern layers by index first, then one layer per remaining parameter.
+        let mut layer_of_index: Vec<usize> = selected
+            .iter()
+            .filter_map(|f| layer_pattern.as_ref().and_then(|p| p.capture(&f.path)))
+            .collect();
+        layer_of_index.sort_unstable();
+        layer_of_index.dedup();
+        let mut layers: Vec<MoqLayer> = layer_of_index
+            .iter()
+            .map(|i| MoqLayer {
+                name: layer_pattern
+                    .as_ref()
+                    .map_or(String::new(), |p| p.as_str().replace("{i}", &i.to_string())),
+                spec: LayerSpec::from_config(&self.config),
+                params: Vec::new(),
+            })
+            .collect();
+        let base = QuantSpec::from_config(&self.config, self.config.start_bits);
+        let mut params = Vec::with_capacity(selected.len());
+        for (stream, f) in selected.iter().enumerate() {
+            let numel: usize = f.shape.iter().product();
+            base.check(&f.path, numel)?;
+            let layer = match layer_pattern.as_ref().and_then(|p| p.capture(&f.path)) {
+                Some(i) => layer_of_index
+                    .binary_search(&i)
+                    .expect("index collected above"),
+                None => {
+                    layers.push(MoqLayer {
+                        name: f.path.clone(),
+                        spec: LayerSpec::from_config(&self.config),
+                        params: Vec::new(),
+                    });
+                    layers.len() - 1
+                }
+            };
+            let spec = match groups.iter().position(|g| g.matches(&f.path)) {
+                Some(g) => {
+                    let (_, start_bits, target_bits) = self.bit_groups[g];
+                    LayerSpec {
+                        start_bits,
+                        target_bits,
+                        period: self.config.period,
+                    }
+                }
+                None => LayerSpec::from_config(&self.config),
+            };
+            let entry = &mut layers[layer];
+            if entry.params.is_empty() {
+                entry.spec = spec;
+            } else if entry.spec != spec {
+                return Err(MoqBurnError::BadPattern {
+                    pattern: group_patterns.join(", "),
+                    reason: format!(
+                        "layer `{}` has parameters in different bit groups",
+                        entry.name
+                    ),
+                });
+            }
+            entry.params.push(f.path.clone());
+            params.push(QuantParam {
+                id: f.id,
+                path: f.path.clone(),
+                shape: f.shape.clone(),
+                layer,
+                stream: stream as u64,
+            });
+        }
+        let schedule =
+            Schedule::with_layers(&self.config, layers.iter().map(|l| l.spec).collect())?;
+        Ok(MoqOptimizer {
+            inner: optimizer,
+            config: self.config,
+            seed: self.seed,
+            params: Arc::new(params),
+            layers: Arc::new(layers),
+            index: HashMap::new(),
+            masters: HashMap::new(),
+            schedule,
+            skipped_steps: 0,
+            eigenvalues: None,
+            last_error: Arc::new(Mutex::new(None)),
+            status: MoqStatus::default(),
+            _types: PhantomData,
+        }
+        .indexed())
+    }
+}
+
+/// A layer: parameters that share one schedule state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoqLayer {
+    /// The layer's name: the layer pattern with its index, or the parameter's path.
+    pub name: String,
+    /// Start, target and period.
+    pub spec: LayerSpec,
+    /// Paths of its parameters.
+    pub params: Vec<String>,
+}
