@@ -4,7 +4,6 @@
 //! pass straight through, the optimizer wrapper trains on it, and Hessian eigenvalues (exact
 //! through nested autodiff, and by finite differences) agree with NdArray's. Needs a wgpu adapter (lavapipe in CI): run with
 //! `cargo test -p moq-burn --features wgpu -- --include-ignored`.
-#![cfg(feature = "wgpu")]
 
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use burn::backend::{Autodiff, Wgpu};

@@ -1,5 +1,5 @@
 //! The packed layout's sizes and checks, in one place: every crate that stores, uploads or
-//! multiplies packed codes ([`crate::pack`], `moq-burn`'s `PackedWeight`, `moq-kernels`'
+//! multiplies packed codes ([`mod@crate::pack`], `moq-burn`'s `PackedWeight`, `moq-kernels`'
 //! `DeviceWeights` and launchers) derives its buffer sizes from a [`PackedShape`] and checks
 //! them with it, so the 1–8-bit rule, the word count of a row and the 32-bit index limit of the
 //! kernels cannot drift apart.

@@ -19,6 +19,7 @@
 //! This crate depends on neither burn nor cubecl; `moq-burn` and `moq-kernels` build on it, and
 //! its quantizer is the reference their kernels are tested against.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod plan;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod quantizer;
+pub mod rng;
 pub mod schedule;
 
 pub use config::{
@@ -44,4 +46,5 @@ pub use quantizer::{
     Element, QuantSpec, QuantizedTensor, dequantize, fake_quantize, fake_quantize_in_place,
     fake_quantize_mixed, quantize,
 };
+pub use rng::Rng;
 pub use schedule::{BitDrop, LayerSpec, LayerState, Schedule, StepReport};

@@ -16,26 +16,7 @@ use moq_hessian::{
 
 type B = NdArray;
 
-/// xorshift64*: the tests' own seeded generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.next().max(1e-300), self.next());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-
-    fn vec(&mut self, n: usize, scale: f64) -> Vec<f32> {
-        (0..n).map(|_| (self.normal() * scale) as f32).collect()
-    }
-}
+use moq_hessian::moq_core::Rng;
 
 fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values, shape), &Default::default())
@@ -165,7 +146,7 @@ impl HessianLoss for Quadratic {
 
 #[test]
 fn quadratic_blocks_give_their_top_eigenvalue_by_magnitude() {
-    let mut rng = Rng(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     // Block 1: the top eigenvalue by magnitude is negative. Block 2: a near-tie at the top.
     let spectrum1 = [-6.0, 4.0, 2.5, 1.0, 0.5, -0.3, 0.1, 0.05, 0.0, -1.2];
     let spectrum2 = [3.0, 2.97, -1.5, 1.0, 0.7, 0.2, -0.1, 0.4];
@@ -173,11 +154,11 @@ fn quadratic_blocks_give_their_top_eigenvalue_by_magnitude() {
     let loss = Quadratic {
         a1: (to_f32(with_spectrum(&spectrum1, &mut rng)), 10),
         a2: (to_f32(with_spectrum(&spectrum2, &mut rng)), 8),
-        c: rng.vec(80, 1.0),
+        c: rng.normal_vec(80, 1.0),
     };
     let model = Pair::<B> {
-        first: Param::from_tensor(tensor(rng.vec(10, 1.0), [10])),
-        second: Param::from_tensor(tensor(rng.vec(8, 1.0), [2, 4])),
+        first: Param::from_tensor(tensor(rng.normal_vec(10, 1.0), [10])),
+        second: Param::from_tensor(tensor(rng.normal_vec(8, 1.0), [2, 4])),
     };
     let weights = Weights::from_module(&model);
     let blocks = [
@@ -267,7 +248,7 @@ impl Classification {
     fn new(rng: &mut Rng) -> Self {
         let n = 12;
         Self {
-            x: TensorData::new(rng.vec(n * 6, 1.0), [n, 6]),
+            x: TensorData::new(rng.normal_vec(n * 6, 1.0), [n, 6]),
             y: TensorData::new((0..n as i64).map(|i| i % 3).collect::<Vec<_>>(), [n]),
         }
     }
@@ -321,10 +302,10 @@ impl HessianLoss for LinearClassification {
 fn mlp(rng: &mut Rng) -> Mlp<B> {
     let device = Default::default();
     let mut m = Mlp::<B>::new(&device);
-    m.fc1.weight = Param::from_tensor(tensor(rng.vec(48, 0.8), [6, 8]));
-    m.fc1.bias = Param::from_tensor(tensor(rng.vec(8, 0.3), [8]));
-    m.fc2.weight = Param::from_tensor(tensor(rng.vec(24, 0.8), [8, 3]));
-    m.fc2.bias = Param::from_tensor(tensor(rng.vec(3, 0.3), [3]));
+    m.fc1.weight = Param::from_tensor(tensor(rng.normal_vec(48, 0.8), [6, 8]));
+    m.fc1.bias = Param::from_tensor(tensor(rng.normal_vec(8, 0.3), [8]));
+    m.fc2.weight = Param::from_tensor(tensor(rng.normal_vec(24, 0.8), [8, 3]));
+    m.fc2.bias = Param::from_tensor(tensor(rng.normal_vec(3, 0.3), [3]));
     m
 }
 
@@ -366,11 +347,11 @@ fn split(values: &[f32], sizes: &[usize]) -> Vec<Tensor<B, 1>> {
 
 #[test]
 fn exact_and_finite_difference_products_agree() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let loss = Classification::new(&mut rng);
     let weights = Weights::from_module(&mlp(&mut rng));
     for (block, sizes) in mlp_blocks().iter().zip([vec![48, 8], vec![24]]) {
-        let v = split(&rng.vec(sizes.iter().sum(), 1.0), &sizes);
+        let v = split(&rng.normal_vec(sizes.iter().sum(), 1.0), &sizes);
         let exact =
             flat(&hessian_vector_product(&loss, &weights, block, &v, HvpMethod::Exact).unwrap());
         let fd = flat(
@@ -404,12 +385,12 @@ fn exact_and_finite_difference_products_agree() {
 
 #[test]
 fn power_iteration_matches_the_assembled_block_hessian() {
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     let loss = Classification::new(&mut rng);
     let weights = Weights::from_module(&mlp(&mut rng));
     let blocks = mlp_blocks();
     let mut eigen =
-        HessianEigenvalues::new(Classification::new(&mut Rng(12)), &precise(1000, 1e-7));
+        HessianEigenvalues::new(Classification::new(&mut Rng::new(12)), &precise(1000, 1e-7));
     let report = eigen.compute(&weights, &blocks).unwrap();
     for ((block, sizes), result) in blocks
         .iter()
@@ -459,15 +440,16 @@ fn power_iteration_matches_the_assembled_block_hessian() {
 
 #[test]
 fn warm_start_needs_a_third_of_the_iterations() {
-    let mut rng = Rng(13);
+    let mut rng = Rng::new(13);
     let model = mlp(&mut rng);
     let config = precise(500, 1e-5);
-    let mut eigen = HessianEigenvalues::new(Classification::new(&mut Rng(13)), &config).seed(9);
+    let mut eigen =
+        HessianEigenvalues::new(Classification::new(&mut Rng::new(13)), &config).seed(9);
     let cold = eigen
         .compute(&Weights::from_module(&model), &mlp_blocks())
         .unwrap();
     // A small weight change, as between two computations during training.
-    let moved = model.map(&mut Nudge(Rng(99)));
+    let moved = model.map(&mut Nudge(Rng::new(99)));
     let warm = eigen
         .compute(&Weights::from_module(&moved), &mlp_blocks())
         .unwrap();
@@ -507,7 +489,7 @@ impl burn::module::ModuleMapper<B> for Nudge {
             let shape = t.shape();
             let noise = Tensor::<B, 1>::from_data(
                 TensorData::new(
-                    self.0.vec(shape.num_elements(), 1e-3),
+                    self.0.normal_vec(shape.num_elements(), 1e-3),
                     [shape.num_elements()],
                 ),
                 &t.device(),
@@ -519,11 +501,11 @@ impl burn::module::ModuleMapper<B> for Nudge {
 
 #[test]
 fn seeded_runs_are_reproducible() {
-    let mut rng = Rng(14);
+    let mut rng = Rng::new(14);
     let weights = Weights::from_module(&mlp(&mut rng));
     let run = |seed| {
         HessianEigenvalues::new(
-            Classification::new(&mut Rng(14)),
+            Classification::new(&mut Rng::new(14)),
             &EigenvalueConfig::default(),
         )
         .seed(seed)
@@ -535,7 +517,7 @@ fn seeded_runs_are_reproducible() {
 
 #[test]
 fn mistakes_are_named() {
-    let mut rng = Rng(15);
+    let mut rng = Rng::new(15);
     let weights = Weights::from_module(&mlp(&mut rng));
     let mut eigen =
         HessianEigenvalues::new(Classification::new(&mut rng), &EigenvalueConfig::default());
@@ -586,18 +568,18 @@ fn mistakes_are_named() {
 
 #[test]
 fn linear_layers_fall_back_to_finite_differences() {
-    let mut rng = Rng(16);
+    let mut rng = Rng::new(16);
     let dense = mlp(&mut rng);
     let linear = linear_mlp(&dense);
     let blocks = mlp_blocks();
     let config = precise(500, 1e-6);
-    let exact = HessianEigenvalues::new(Classification::new(&mut Rng(16)), &config)
+    let exact = HessianEigenvalues::new(Classification::new(&mut Rng::new(16)), &config)
         .compute(&Weights::from_module(&dense), &blocks)
         .unwrap();
 
     // Forced exact: a clear error, not a panic.
     let mut forced = HessianEigenvalues::new(
-        LinearClassification(Classification::new(&mut Rng(16))),
+        LinearClassification(Classification::new(&mut Rng::new(16))),
         &config,
     )
     .method(HvpMethod::Exact);
@@ -612,7 +594,7 @@ fn linear_layers_fall_back_to_finite_differences() {
 
     // Auto: falls back, remembers it, and agrees with the exact values of the dense twin.
     let mut auto = HessianEigenvalues::new(
-        LinearClassification(Classification::new(&mut Rng(16))),
+        LinearClassification(Classification::new(&mut Rng::new(16))),
         &config,
     );
     let report = auto

@@ -1,6 +1,7 @@
 //! MoQ on the UCI handwritten digits: an MLP (64 → 128 → 128 → 10) trained five ways (full
 //! precision, basic QAT, MoQ, MoQ with mixing, MoQ with Hessian eigenvalues) at 8, 4 and 2 bits
-//! over several seeds; prints the test-accuracy table and writes it to `docs/results.md`.
+//! over several seeds; prints the test-accuracy table and writes it, with its figures, to
+//! `target/results/results.md` (`--docs` regenerates `docs/results.md` and `docs/figures/`).
 //!
 //! `cargo run --release -p moq-examples --bin digits`
 //!
@@ -30,7 +31,7 @@ use moq_burn::moq_hessian::HessianLoss;
 use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend, QuantizedLinear, load_dequantized};
 use moq_examples::{
     EpochLines, Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider,
-    eigen_summary, run_on, train, variant_config,
+    eigen_summary, results_path, run_on, train, variant_config,
 };
 
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
@@ -48,9 +49,13 @@ struct Args {
     /// Target bit widths, one column each.
     #[arg(long, value_delimiter = ',', default_value = "8,4,2")]
     targets: Vec<u32>,
-    /// Where the table goes (a section of this markdown file).
-    #[arg(long, default_value = "docs/results.md")]
+    /// Where the table goes (a section of this markdown file; its figures go to `figures/`
+    /// beside it).
+    #[arg(long, default_value = "target/results/results.md")]
     out: PathBuf,
+    /// Regenerate the published results instead: docs/results.md and docs/figures/.
+    #[arg(long, conflicts_with = "out")]
+    docs: bool,
     /// Instead of the table: train one MoQ + mixing run (the first target, seed 0) through burn-train's
     /// `Learner`, whose progress output shows MoQ's bits and mixing ratio as metrics; its
     /// artifacts go to this directory.
@@ -385,7 +390,8 @@ where
         cells: Vec::new(),
     };
     let mut schedules = Vec::new();
-    let mut figures = Figures::new("digits", &args.out);
+    let out = results_path(&args.out, args.docs);
+    let mut figures = Figures::new("digits", &out);
     for (column, &target) in args.targets.iter().enumerate() {
         for variant in Variant::ALL {
             if variant == Variant::FullPrecision && column > 0 {
@@ -530,7 +536,7 @@ where
         schedules.join("; "),
         args.seeds
     );
-    figures.publish(&args.out, "digits", &body)?;
+    figures.publish(&out, "digits", &body)?;
     Ok(())
 }
 

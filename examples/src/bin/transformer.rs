@@ -3,8 +3,8 @@
 //! half.) The data are generated deterministically from a seed. The model (token + position
 //! embeddings, 2 encoder layers, mean pooling, a linear head) is trained four ways at 8 and 4
 //! bits, with one schedule per encoder layer (`encoder.layers.{i}`), over several seeds; prints
-//! the test-accuracy table and each layer's final bits, and writes the table to
-//! `docs/results.md`.
+//! the test-accuracy table and each layer's final bits, and writes the table, with its figures,
+//! to `target/results/results.md` (`--docs` regenerates `docs/results.md` and `docs/figures/`).
 //!
 //! `cargo run --release -p moq-examples --bin transformer`
 
@@ -23,7 +23,7 @@ use moq_examples::permutation::{
 };
 use moq_examples::{
     Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
-    run_on, schedule_lines, train, variant_config,
+    results_path, run_on, schedule_lines, train, variant_config,
 };
 
 /// Train a small transformer on a permutation task with and without MoQ.
@@ -41,9 +41,13 @@ struct Args {
     /// Target bit widths, one column each.
     #[arg(long, value_delimiter = ',', default_value = "8,4")]
     targets: Vec<u32>,
-    /// Where the table goes (a section of this markdown file).
-    #[arg(long, default_value = "docs/results.md")]
+    /// Where the table goes (a section of this markdown file; its figures go to `figures/`
+    /// beside it).
+    #[arg(long, default_value = "target/results/results.md")]
     out: PathBuf,
+    /// Regenerate the published results instead: docs/results.md and docs/figures/.
+    #[arg(long, conflicts_with = "out")]
+    docs: bool,
 }
 
 fn run<B>(args: &Args, device: B::Device) -> Result<()>
@@ -77,7 +81,8 @@ where
     };
     let mut notes = Vec::new();
     let mut schedules = Vec::new();
-    let mut figures = Figures::new("transformer", &args.out);
+    let out = results_path(&args.out, args.docs);
+    let mut figures = Figures::new("transformer", &out);
     for (column, &target) in args.targets.iter().enumerate() {
         for variant in Variant::ALL {
             if variant == Variant::FullPrecision && column > 0 {
@@ -226,7 +231,7 @@ where
         args.seeds,
         schedules.join("\n\n")
     );
-    figures.publish(&args.out, "transformer", &body)?;
+    figures.publish(&out, "transformer", &body)?;
     Ok(())
 }
 

@@ -2,7 +2,6 @@
 //! shapes, every mode. Needs a wgpu adapter (lavapipe in CI):
 //! `cargo test -p moq-kernels --features wgpu -- --include-ignored` (WGSL), and
 //! `--features vulkan` for the SPIR-V compiler.
-#![cfg(feature = "wgpu")]
 
 mod matmul;
 mod quant;
@@ -12,17 +11,9 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 use cubecl::wgpu::WgpuRuntime;
 
-/// xorshift64*, uniform in (−1, 1).
+/// Uniform values in (−1, 1) from the project's seeded generator.
 pub fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            ((s.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    moq_core::Rng::new(seed).uniform_vec(n)
 }
 
 pub fn client() -> ComputeClient<WgpuRuntime> {

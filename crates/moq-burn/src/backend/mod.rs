@@ -21,11 +21,11 @@
 //! implementation needs no conversion.
 //!
 //! One file per path:
-//! - [`packed`]: [`PackedWeight`], its checks and [`dequantize_packed`];
-//! - [`host`]: [`fake_quantize_on_host`];
-//! - [`tensor_ops`]: [`fake_quantize_tensor_ops`] and [`quantized_matmul_tensor_ops`];
-//! - [`autodiff`]: the straight-through backward;
-//! - `cube` and `fusion` (features `wgpu`/`cuda`): the kernels and the fusion stream.
+//! - [`packed`] holds [`PackedWeight`], its checks and [`dequantize_packed`];
+//! - [`host`] holds [`fake_quantize_on_host`];
+//! - [`tensor_ops`] holds [`fake_quantize_tensor_ops`] and [`quantized_matmul_tensor_ops`];
+//! - [`autodiff`] holds the straight-through backward;
+//! - `cube` and `fusion` (features `wgpu`/`cuda`) hold the kernels and the fusion stream.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;

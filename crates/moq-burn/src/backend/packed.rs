@@ -9,7 +9,7 @@ use moq_core::{MoqError, PackedShape, QuantType};
 use crate::error::{MoqBurnError, Result};
 
 /// A weight `W` `[k, n]` in `moq-core`'s `Packed32` layout, held in burn tensors: what
-/// [`MoqBackend::quantized_matmul`] multiplies with.
+/// [`super::MoqBackend::quantized_matmul`] multiplies with.
 #[derive(Debug)]
 pub struct PackedWeight<B: Backend> {
     /// The words, `[k, ceil(n / (32 / bits))]`: each element holds the 32 bits of one `u32` word

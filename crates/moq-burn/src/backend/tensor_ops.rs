@@ -11,7 +11,7 @@ use super::host::fake_quantize_on_host;
 use super::packed::{PackedWeight, dequantize_packed, matmul_output_shape};
 use crate::error::Result;
 
-/// The generic [`MoqBackend::quantized_matmul`]: [`dequantize_packed`], then a matmul.
+/// The generic [`super::MoqBackend::quantized_matmul`]: [`dequantize_packed`], then a matmul.
 pub fn quantized_matmul_tensor_ops<B: Backend>(
     x: FloatTensor<B>,
     w: PackedWeight<B>,

@@ -3,7 +3,7 @@
 //! (eigenvalues), [`status`] (the live view), [`record`] (save and resume); the export of the
 //! trained codes is in [`crate::export`].
 //!
-//! [`MoqOptimizer`] wraps any burn [`Optimizer`] and is one itself, so it drops into a
+//! [`MoqOptimizer`] wraps any burn [`Optimizer`](burn::optim::Optimizer) and is one itself, so it drops into a
 //! hand-written loop or burn-train's `Learner` unchanged. It keeps full-precision master weights
 //! for every quantized parameter; at each step it
 //! 1. skips the step (and counts it) when a gradient holds NaN or Inf, as DeepSpeed skipped
@@ -77,7 +77,7 @@ impl QuantParam {
 
 type SharedProvider<M> = Arc<Mutex<dyn EigenvalueProvider<M>>>;
 
-/// The MoQ optimizer: an [`Optimizer`] wrapping another one. Built by [`Moq::init`].
+/// The MoQ optimizer: an [`Optimizer`](burn::optim::Optimizer) wrapping another one. Built by [`Moq::init`].
 ///
 /// The full-precision masters live here, not in the model: after the first step the model holds
 /// quantized weights, and each step starts from the masters. To continue a saved run, load the

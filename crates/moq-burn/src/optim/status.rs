@@ -3,8 +3,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-/// A live view of a [`MoqOptimizer`]'s schedule, updated after every step. Take it with
-/// [`MoqOptimizer::status`] before handing the optimizer to burn-train's `Learner`, and read it
+/// A live view of a [`MoqOptimizer`](super::MoqOptimizer)'s schedule, updated after every step. Take it with
+/// [`MoqOptimizer::status`](super::MoqOptimizer::status) before handing the optimizer to burn-train's `Learner`, and read it
 /// from a metric or a progress display while training runs. It also keeps the snapshots of the
 /// last [`MoqStatus::HISTORY`] steps, for readers that lag behind training (burn-train processes
 /// metrics on another thread).

@@ -1,0 +1,85 @@
+//! The small model, batches and helpers every test of this binary uses.
+
+pub(crate) use burn::backend::{Autodiff, NdArray};
+pub(crate) use burn::module::{AutodiffModule, Module, Param};
+pub(crate) use burn::nn::{Linear, LinearConfig};
+pub(crate) use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
+pub(crate) use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+pub(crate) use burn::tensor::backend::Backend;
+pub(crate) use burn::tensor::{Tensor, TensorData};
+pub(crate) use moq_burn::moq_hessian::{HessianEigenvalues, HessianLoss};
+pub(crate) use moq_burn::{
+    EigenvalueProvider, FixedEigenvalues, HessianProvider, Moq, MoqBurnError, MoqLayer,
+    fake_quantize,
+};
+pub(crate) use moq_core::{QuantSpec, QuantType, QuantizeConfig, Schedule, plan};
+
+pub(crate) type B = Autodiff<NdArray>;
+pub(crate) type Inner = NdArray;
+
+#[derive(Module, Debug)]
+pub(crate) struct Net<B: Backend> {
+    pub(crate) layers: Vec<Linear<B>>,
+    pub(crate) head: Linear<B>,
+}
+
+impl<B: Backend> Net<B> {
+    pub(crate) fn new(device: &B::Device) -> Self {
+        // Deterministic weights without the backend's RNG (burn initializes parameters lazily,
+        // so clones of a freshly built model would otherwise draw different ones).
+        let linear = |d_in: usize, d_out: usize, salt: usize| {
+            let w: Vec<f32> = (0..d_in * d_out)
+                .map(|i| ((i * 7 + salt) as f32 * 0.61).sin() / (d_in as f32).sqrt())
+                .collect();
+            let b: Vec<f32> = (0..d_out)
+                .map(|i| ((i + salt) as f32 * 1.3).cos() * 0.1)
+                .collect();
+            let mut l = LinearConfig::new(d_in, d_out).init(device);
+            l.weight =
+                Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device));
+            l.bias = Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(b, [d_out]),
+                device,
+            )));
+            l
+        };
+        Self {
+            layers: vec![linear(8, 16, 1), linear(16, 16, 2)],
+            head: linear(16, 4, 3),
+        }
+    }
+
+    pub(crate) fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let x = self
+            .layers
+            .iter()
+            .fold(x, |x, l| burn::tensor::activation::tanh(l.forward(x)));
+        self.head.forward(x)
+    }
+}
+
+pub(crate) fn batch(step: usize) -> Tensor<B, 2> {
+    let values: Vec<f32> = (0..32)
+        .map(|i| (((i * 31 + step * 17) % 13) as f32 - 6.0) / 6.0)
+        .collect();
+    Tensor::from_data(TensorData::new(values, [4, 8]), &Default::default())
+}
+
+pub(crate) fn grads(model: &Net<B>, step: usize) -> GradientsParams {
+    let loss = model.forward(batch(step)).powi_scalar(2).mean();
+    GradientsParams::from_grads(loss.backward(), model)
+}
+
+pub(crate) fn config(start: u32, target: u32, period: u64, offset: u64) -> QuantizeConfig {
+    QuantizeConfig::builder()
+        .bits(start, target)
+        .period(period)
+        .schedule_offset(offset)
+        .groups(4)
+        .build()
+        .unwrap()
+}
+
+pub(crate) fn values<BB: Backend, const D: usize>(t: Tensor<BB, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}

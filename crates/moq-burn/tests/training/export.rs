@@ -1,0 +1,199 @@
+//! Export and inference: the codes hold the trained weights, burn's quantized tensors hold the
+//! codes, and a `QuantizedLinear` twin computes what the trained model computes.
+
+use crate::common::*;
+
+#[test]
+fn export_gives_the_trained_weights_as_codes() {
+    let device = Default::default();
+    let mut model = Net::<B>::new(&device);
+    let cfg = config(8, 4, 2, 0);
+    let mut optim = Moq::new(cfg)
+        .init(AdamConfig::new().init(), &model)
+        .unwrap();
+    let err = optim.export(&model).unwrap_err().to_string();
+    assert!(err.contains("no quantizing step"), "{err}");
+    for step in 0..40 {
+        let g = grads(&model, step);
+        model = optim.step(1e-2, model, g);
+    }
+    assert_eq!(optim.layer_bits(), [Some(4); 3]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.safetensors");
+    optim.export(&model).unwrap().save(&path).unwrap();
+    let file = moq_core::export::MoqFile::load(&path).unwrap();
+
+    let mut names: Vec<&str> = file.quantized.iter().map(|e| e.name.as_str()).collect();
+    let mut expected = optim.quantized_params();
+    names.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    let weights = [
+        ("layers.0.weight", values(model.layers[0].weight.val())),
+        ("layers.1.weight", values(model.layers[1].weight.val())),
+        ("head.weight", values(model.head.weight.val())),
+    ];
+    for (name, used) in weights {
+        let e = file.quantized.iter().find(|e| e.name == name).unwrap();
+        assert_eq!(e.packed.bits, 4);
+        let q = moq_core::unpack(&e.packed).unwrap();
+        let mut back = vec![0.0f32; used.len()];
+        moq_core::dequantize(&q, &mut back).unwrap();
+        assert_eq!(
+            back, used,
+            "{name}: the codes give the weights the model used"
+        );
+        // Eight 4-bit codes per word, each row padded to whole words, and 4 f32 scales.
+        let (rows, row_len) = (e.shape[0], e.shape[1]);
+        assert_eq!(
+            e.packed.size_bytes(),
+            rows * row_len.div_ceil(8) * 4 + 4 * 4,
+            "{name}"
+        );
+    }
+    let bias = |name: &str| {
+        file.float
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, v)| v.clone())
+    };
+    assert_eq!(file.float.len(), 3);
+    for (name, layer) in [
+        ("layers.0.bias", &model.layers[0]),
+        ("layers.1.bias", &model.layers[1]),
+        ("head.bias", &model.head),
+    ] {
+        assert_eq!(
+            bias(name),
+            Some(values(layer.bias.as_ref().unwrap().val())),
+            "{name}"
+        );
+    }
+
+    // Back into a fresh model: every parameter equals the trained model's.
+    let reloaded = moq_burn::load_dequantized(Net::<B>::new(&device), &file).unwrap();
+    assert_eq!(
+        values(reloaded.head.weight.val()),
+        values(model.head.weight.val())
+    );
+    assert_eq!(
+        values(reloaded.layers[1].bias.as_ref().unwrap().val()),
+        values(model.layers[1].bias.as_ref().unwrap().val())
+    );
+    let mut other = file.clone();
+    other.float.retain(|(n, _, _)| n != "head.bias");
+    let err = moq_burn::load_dequantized(Net::<B>::new(&device), &other).unwrap_err();
+    assert!(err.to_string().contains("no tensor `head.bias`"), "{err}");
+
+    // The head as a QuantizedLinear computes what the trained head computes.
+    let head = file
+        .quantized
+        .iter()
+        .find(|e| e.name == "head.weight")
+        .unwrap();
+    let bias = bias("head.bias").unwrap();
+    let q = moq_burn::QuantizedLinear::<Inner>::from_export(head, Some(&bias), &device).unwrap();
+    assert_eq!(q.bits, 4);
+    let x = Tensor::<Inner, 2>::from_data(
+        TensorData::new(
+            (0..48).map(|i| (i as f32 * 0.3).cos()).collect::<Vec<_>>(),
+            [3, 16],
+        ),
+        &device,
+    );
+    let trained = model.valid().head.forward(x.clone());
+    assert_eq!(values(q.weight().unwrap()), values(model.head.weight.val()));
+    let got = values(q.forward(x));
+    for (a, b) in got.iter().zip(values(trained)) {
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let err = moq_burn::QuantizedLinear::<Inner>::from_export(head, Some(&[0.0; 3]), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bias has 3 values for 4 outputs"), "{err}");
+}
+
+/// burn's own quantized tensors from MoQ codes dequantize to exactly the values of the codes
+/// (NdArray loads Q8S only in burn 0.21; the wgpu tests cover Q4S); layouts burn has no
+/// scheme for are named.
+#[test]
+fn burn_quantized_tensors_hold_the_codes() {
+    use moq_core::{CodeLayout, ScaleFormat, pack, quantize, unpack};
+    type B = NdArray;
+    let device = Default::default();
+    let (k, n) = (6, 64);
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    for (bits, groups, scales) in [(8, 1, ScaleFormat::F32), (8, 12, ScaleFormat::F16)] {
+        let q = quantize("w", &w, &QuantSpec::new(bits, QuantType::Symmetric, groups)).unwrap();
+        let packed = pack(&q, n, CodeLayout::Packed32, scales).unwrap();
+        let data = moq_burn::to_burn_data(&packed, &[k, n]).unwrap();
+        let got = Tensor::<B, 2>::from_data(data, &device)
+            .dequantize()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let mut expected = vec![0.0f32; k * n];
+        moq_core::dequantize(&unpack(&packed).unwrap(), &mut expected).unwrap();
+        assert_eq!(got, expected, "{bits} bits, {groups} groups");
+    }
+    let refused = |bits, quant_type, groups, what: &str| {
+        let q = quantize("w", &w, &QuantSpec::new(bits, quant_type, groups)).unwrap();
+        let packed = pack(&q, n, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+        let err = moq_burn::burn_scheme(&packed, &[k, n])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(what), "{err}");
+    };
+    refused(4, QuantType::Asymmetric, 6, "symmetric only");
+    refused(3, QuantType::Symmetric, 6, "3-bit");
+    refused(2, QuantType::Symmetric, 6, "Q2S");
+    // Groups of 96 straddle rows of 64: not blocks.
+    refused(8, QuantType::Symmetric, 4, "not blocks");
+    // Groups of two whole rows are blocks of [2, 64].
+    let q = quantize("w", &w, &QuantSpec::new(8, QuantType::Symmetric, 3)).unwrap();
+    let packed = pack(&q, n, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+    let scheme = moq_burn::burn_scheme(&packed, &[k, n]).unwrap();
+    assert_eq!(format!("{:?}", scheme.level), "Block(BlockSize([2, 64]))");
+}
+
+/// The inference twin of a trained model: each layer a `QuantizedLinear` at the bits it reached
+/// (here 4, 3 and 6), computing what the trained (fake-quantized) model computes.
+#[test]
+fn quantized_twin_keeps_each_layers_bits_and_outputs() {
+    use moq_burn::QuantizedLinear;
+    let device = Default::default();
+    let mut model = Net::<B>::new(&device);
+    let mut optim = Moq::new(config(8, 4, 2, 0))
+        .bits_for("layers.1", 8, 3)
+        .bits_for("head", 8, 6)
+        .init(AdamConfig::new().init(), &model)
+        .unwrap();
+    for step in 0..80 {
+        let g = grads(&model, step);
+        model = optim.step(1e-2, model, g);
+    }
+    let file = optim.export(&model).unwrap();
+    let twin: Vec<QuantizedLinear<Inner>> = ["layers.0", "layers.1", "head"]
+        .iter()
+        .map(|p| QuantizedLinear::load(&file, p, &device).unwrap())
+        .collect();
+    assert_eq!(twin.iter().map(|l| l.bits).collect::<Vec<_>>(), [4, 3, 6]);
+    let x = batch(3).inner();
+    let hidden = twin[..2].iter().fold(x.clone(), |x, l| {
+        burn::tensor::activation::tanh(l.forward(x))
+    });
+    let got = values(twin[2].forward(hidden));
+    let expected = values(model.valid().forward(x));
+    for (a, b) in got.iter().zip(&expected) {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let err = QuantizedLinear::<Inner>::load(&file, "layers.2", &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no quantized tensor `layers.2.weight`"),
+        "{err}"
+    );
+}

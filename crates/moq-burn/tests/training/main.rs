@@ -1,0 +1,17 @@
+//! The MoQ optimizer wrapper on NdArray, one topic per file: a step ([`step`]), the schedule it
+//! follows ([`schedule`]), save and resume ([`record`]), setup errors ([`setup`]), replicas and
+//! the `Learner` ([`parallel`], [`metrics`]), the tensor-ops path ([`tensor_ops`]), Hessian
+//! eigenvalues ([`eigen`]) and export and inference ([`export`]). One test binary, so the
+//! workspace links few.
+
+mod common;
+mod eigen;
+mod export;
+#[cfg(feature = "train")]
+mod metrics;
+mod parallel;
+mod record;
+mod schedule;
+mod setup;
+mod step;
+mod tensor_ops;

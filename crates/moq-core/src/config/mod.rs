@@ -1,0 +1,297 @@
+//! The `quantize_training` config, read from DeepSpeed JSON or built in Rust: the types and
+//! their rules here, the JSON reader in [`parse`] (its `from_json_*` methods), the builder in
+//! [`builder`].
+//!
+//! [`QuantizeConfig::from_json_str`] reads a whole `ds_config.json` (top-level keys other than
+//! `quantize_training` and `eigenvalue` are ignored) or the section on its own. Unlike DeepSpeed,
+//! nothing is silently ignored inside the section: an unknown key, a value of the wrong type or
+//! out of range is an error that names the key (DESIGN.md section 3 lists the keys).
+//!
+//! ```
+//! use moq_core::{QuantizeConfig, QuantType};
+//! let cfg = QuantizeConfig::from_json_str(r#"{
+//!     "train_batch_size": 32,
+//!     "quantize_training": {
+//!         "enabled": true,
+//!         "quantize_bits": {"start_bits": 12, "target_bits": 8},
+//!         "quantize_schedule": {"quantize_period": 10, "schedule_offset": 0},
+//!         "quantize_groups": 8,
+//!         "quantize_algo": {"q_type": "asymmetric"}
+//!     }
+//! }"#).unwrap();
+//! assert_eq!((cfg.start_bits, cfg.target_bits, cfg.groups), (12, 8, 8));
+//! assert_eq!(cfg.quant_type, QuantType::Asymmetric);
+//!
+//! let err = QuantizeConfig::from_json_str(r#"{"quantize_bits": {"start_bit": 12}}"#).unwrap_err();
+//! assert_eq!(err.to_string(),
+//!     "unknown config key `quantize_bits.start_bit` (did you mean `start_bits`?)");
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MoqError, Result};
+
+pub mod builder;
+pub mod parse;
+
+pub use builder::QuantizeConfigBuilder;
+
+/// Largest supported bit width.
+pub const MAX_BITS: u32 = 16;
+
+/// How values map to the integer grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantType {
+    /// Grid symmetric around zero, no zero point: `q·s`.
+    Symmetric,
+    /// Grid spanning `[min, max]` with an integer zero point: `(q − z)·s`.
+    Asymmetric,
+}
+
+impl QuantType {
+    /// The DeepSpeed spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuantType::Symmetric => "symmetric",
+            QuantType::Asymmetric => "asymmetric",
+        }
+    }
+}
+
+/// How a value between two grid points is rounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    /// To the nearest grid point (ties to even).
+    Nearest,
+    /// Up or down at random, with the probability that makes the result unbiased.
+    Stochastic,
+}
+
+impl Rounding {
+    /// The DeepSpeed spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rounding::Nearest => "nearest",
+            Rounding::Stochastic => "stochastic",
+        }
+    }
+}
+
+/// `fp16_mixed_quantize`: blend full-precision and quantized weights, moving towards the
+/// quantized ones by `change_ratio` per quantizing step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MixingConfig {
+    /// Whether mixing is on.
+    pub enabled: bool,
+    /// `quantize_change_ratio`: how much the full-precision share drops per step, in (0, 1].
+    pub change_ratio: f64,
+}
+
+impl Default for MixingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            change_ratio: 0.001,
+        }
+    }
+}
+
+/// `eigenvalue`: per-layer Hessian eigenvalues that stretch each layer's period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EigenvalueConfig {
+    /// Whether eigenvalues drive the schedule.
+    pub enabled: bool,
+    /// Log each computation.
+    pub verbose: bool,
+    /// Power-iteration limit.
+    pub max_iter: u32,
+    /// Stop when the relative change of λ falls below this.
+    pub tol: f64,
+    /// Added to the norm when normalizing the iterate.
+    pub stability: f64,
+    /// Recompute every this many optimizer steps.
+    pub gas_boundary_resolution: u64,
+    /// DeepSpeed's module-name prefix of the layers (burn users give a path pattern instead).
+    pub layer_name: String,
+    /// DeepSpeed's number of layers under `layer_name`.
+    pub layer_num: usize,
+}
+
+impl Default for EigenvalueConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            verbose: false,
+            max_iter: 100,
+            tol: 1e-2,
+            stability: 1e-6,
+            gas_boundary_resolution: 1,
+            layer_name: "bert.encoder.layer".to_string(),
+            layer_num: 0,
+        }
+    }
+}
+
+/// The whole `quantize_training` section. Fields are public; [`QuantizeConfig::validate`]
+/// checks a value built by hand, and [`QuantizeConfig::builder`] builds a checked one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantizeConfig {
+    /// `enabled` (DeepSpeed's default: false).
+    pub enabled: bool,
+    /// `quantize_verbose`: log every bit drop.
+    pub verbose: bool,
+    /// `quantizer_kernel`: accepted for compatibility; MoQ picks kernels by backend.
+    pub quantizer_kernel: bool,
+    /// `quantize_type` / `quantize_algo.q_type`.
+    pub quant_type: QuantType,
+    /// `quantize_algo.rounding`.
+    pub rounding: Rounding,
+    /// `quantize_bits.start_bits`.
+    pub start_bits: u32,
+    /// `quantize_bits.target_bits`.
+    pub target_bits: u32,
+    /// `quantize_schedule.quantize_period`, in quantizing steps.
+    pub period: u64,
+    /// `quantize_schedule.schedule_offset`: optimizer steps before quantization starts.
+    pub schedule_offset: u64,
+    /// `quantize_groups`: groups per parameter, each with its own scale.
+    pub groups: usize,
+    /// `fp16_mixed_quantize`.
+    pub mixing: MixingConfig,
+    /// `eigenvalue`.
+    pub eigenvalue: EigenvalueConfig,
+}
+
+impl Default for QuantizeConfig {
+    /// DeepSpeed's code defaults (with `enabled: false`, as there).
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            verbose: false,
+            quantizer_kernel: false,
+            quant_type: QuantType::Symmetric,
+            rounding: Rounding::Nearest,
+            start_bits: 16,
+            target_bits: 8,
+            period: 1000,
+            schedule_offset: 1000,
+            groups: 1,
+            mixing: MixingConfig::default(),
+            eigenvalue: EigenvalueConfig::default(),
+        }
+    }
+}
+
+impl QuantizeConfig {
+    /// Starts a builder from DeepSpeed's defaults, with `enabled` set.
+    pub fn builder() -> QuantizeConfigBuilder {
+        QuantizeConfigBuilder {
+            config: QuantizeConfig {
+                enabled: true,
+                ..Self::default()
+            },
+        }
+    }
+
+    /// Checks every rule of DESIGN.md section 3; the error names the key (in DeepSpeed's
+    /// spelling, relative to the section).
+    pub fn validate(&self) -> Result<()> {
+        self.validate_with_prefix("")
+    }
+
+    fn validate_with_prefix(&self, p: &str) -> Result<()> {
+        let invalid = |key: &str, value: String, reason: &str| MoqError::InvalidValue {
+            key: format!("{p}{key}"),
+            value,
+            reason: reason.to_string(),
+        };
+        for (key, bits) in [
+            ("quantize_bits.start_bits", self.start_bits),
+            ("quantize_bits.target_bits", self.target_bits),
+        ] {
+            if !(1..=MAX_BITS).contains(&bits) {
+                return Err(invalid(
+                    key,
+                    bits.to_string(),
+                    "bits must be between 1 and 16",
+                ));
+            }
+        }
+        if self.target_bits > self.start_bits {
+            return Err(invalid(
+                "quantize_bits.target_bits",
+                self.target_bits.to_string(),
+                &format!("must not exceed start_bits ({})", self.start_bits),
+            ));
+        }
+        if self.period == 0 {
+            return Err(invalid(
+                "quantize_schedule.quantize_period",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.groups == 0 {
+            return Err(invalid("quantize_groups", "0".into(), "must be at least 1"));
+        }
+        if self.target_bits <= 2 && self.quant_type == QuantType::Asymmetric {
+            return Err(invalid(
+                "quantize_bits.target_bits",
+                self.target_bits.to_string(),
+                "1- and 2-bit quantization is symmetric only, but q_type is asymmetric",
+            ));
+        }
+        if self.target_bits <= 2 && self.rounding == Rounding::Stochastic {
+            return Err(invalid(
+                "quantize_bits.target_bits",
+                self.target_bits.to_string(),
+                "1- and 2-bit quantization rounds to nearest only, but rounding is stochastic",
+            ));
+        }
+        let ratio = self.mixing.change_ratio;
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(invalid(
+                "fp16_mixed_quantize.quantize_change_ratio",
+                ratio.to_string(),
+                "must be in (0, 1]",
+            ));
+        }
+        let e = &self.eigenvalue;
+        if e.max_iter == 0 {
+            return Err(invalid(
+                "eigenvalue.max_iter",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if !(e.tol.is_finite() && e.tol > 0.0) {
+            return Err(invalid(
+                "eigenvalue.tol",
+                e.tol.to_string(),
+                "must be positive",
+            ));
+        }
+        if !(e.stability.is_finite() && e.stability >= 0.0) {
+            return Err(invalid(
+                "eigenvalue.stability",
+                e.stability.to_string(),
+                "must be ≥ 0",
+            ));
+        }
+        if e.gas_boundary_resolution == 0 {
+            return Err(invalid(
+                "eigenvalue.gas_boundary_resolution",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of bit drops from start to target.
+    pub fn drops(&self) -> u32 {
+        self.start_bits - self.target_bits
+    }
+}

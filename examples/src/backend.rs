@@ -1,0 +1,28 @@
+//! Choosing the backend at run time (`--backend ndarray|wgpu`).
+
+use anyhow::{Result, bail};
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::backend::AutodiffBackend;
+use moq_burn::MoqBackend;
+
+/// An example's work, generic over the backend, so `--backend` can pick one at run time.
+pub trait Experiment {
+    /// Runs on backend `B` (an autodiff backend whose inner backend runs MoQ's operations).
+    fn run<B>(&self, device: B::Device) -> Result<()>
+    where
+        B: AutodiffBackend,
+        B::InnerBackend: MoqBackend;
+}
+
+/// Runs `experiment` on the backend named `backend`: `ndarray`, or `wgpu` in builds with the
+/// `wgpu` feature.
+pub fn run_on(backend: &str, experiment: &impl Experiment) -> Result<()> {
+    match backend {
+        "ndarray" => experiment.run::<Autodiff<NdArray>>(Default::default()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => experiment.run::<Autodiff<burn::backend::Wgpu>>(Default::default()),
+        #[cfg(not(feature = "wgpu"))]
+        "wgpu" => bail!("this build has no wgpu backend: rebuild with `--features wgpu`"),
+        other => bail!("unknown backend `{other}` (ndarray or wgpu)"),
+    }
+}

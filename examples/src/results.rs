@@ -1,0 +1,154 @@
+//! The accuracy table, and writing it (and any file) whole.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::Variant;
+
+/// Writes `bytes` to `path` whole (a temporary file, then a rename), creating its folder.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// Test accuracies per variant and target bit width.
+pub struct Results {
+    /// Target bit widths, in column order.
+    pub targets: Vec<u32>,
+    /// `(variant, column, accuracies over seeds)`; full precision uses column 0 only.
+    pub cells: Vec<(Variant, usize, Vec<f64>)>,
+}
+
+impl Results {
+    /// Records the accuracy of one run.
+    pub fn add(&mut self, variant: Variant, column: usize, accuracy: f64) {
+        match self
+            .cells
+            .iter_mut()
+            .find(|(v, c, _)| *v == variant && *c == column)
+        {
+            Some((_, _, values)) => values.push(accuracy),
+            None => self.cells.push((variant, column, vec![accuracy])),
+        }
+    }
+
+    /// A markdown table: one row per variant, one column per target; `mean ± std` in percent.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("| variant |");
+        for t in &self.targets {
+            let _ = write!(out, " {t}-bit |");
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---|".repeat(self.targets.len()));
+        out.push('\n');
+        for variant in Variant::ALL {
+            let _ = write!(out, "| {} |", variant.label());
+            for column in 0..self.targets.len() {
+                let column = if variant == Variant::FullPrecision {
+                    0
+                } else {
+                    column
+                };
+                match self
+                    .cells
+                    .iter()
+                    .find(|(v, c, _)| *v == variant && *c == column)
+                {
+                    Some((_, _, values)) => {
+                        let (mean, std) = mean_std(values);
+                        let _ = write!(out, " {:.2} ± {:.2} |", 100.0 * mean, 100.0 * std);
+                    }
+                    None => out.push_str(" – |"),
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Replaces the section `name` of the markdown file at `path` (between `<!-- name:begin -->`
+/// and `<!-- name:end -->`), or appends it; the file is written whole or not at all.
+pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
+    let begin = format!("<!-- {name}:begin -->");
+    let end = format!("<!-- {name}:end -->");
+    let old = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Results\n".to_string(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+    };
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{section}{}", &old[..b], &old[e + end.len()..]),
+        _ => format!("{}\n{section}\n", old.trim_end()),
+    };
+    write_file(path, new.as_bytes())
+}
+
+/// Where an example writes its table: `out`, or the project's `docs/results.md` with `docs`
+/// (regenerating the published results and figures).
+pub fn results_path(out: &Path, docs: bool) -> PathBuf {
+    if docs {
+        PathBuf::from("docs/results.md")
+    } else {
+        out.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_and_sections() {
+        let mut r = Results {
+            targets: vec![8, 4],
+            cells: Vec::new(),
+        };
+        r.add(Variant::FullPrecision, 0, 0.9);
+        r.add(Variant::FullPrecision, 0, 0.92);
+        r.add(Variant::Moq, 1, 0.5);
+        let md = r.markdown();
+        assert!(
+            md.contains("| full precision | 91.00 ± 1.41 | 91.00 ± 1.41 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| MoQ (scheduled) | – | 50.00 ± 0.00 |"),
+            "{md}"
+        );
+        let dir = std::env::temp_dir().join(format!("moq-results-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("results.md");
+        write_section(&path, "a", "first").unwrap();
+        write_section(&path, "b", "second").unwrap();
+        write_section(&path, "a", "third").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("<!-- a:begin -->\nthird\n<!-- a:end -->"),
+            "{text}"
+        );
+        assert!(text.contains("second") && !text.contains("first"), "{text}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
