@@ -2,6 +2,7 @@
 //! ([`variant`]), the backend chosen at run time ([`backend`]), the training loop ([`mod@train`]),
 //! figures ([`figures`]), the results table ([`results`]), epoch lines for burn-train
 //! ([`progress`]), and the transformer example's task and model ([`permutation`]).
+#![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod figures;

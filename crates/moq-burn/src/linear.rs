@@ -17,7 +17,7 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 use moq_core::export::{Exported, MoqFile};
-use moq_core::{CodeLayout, PackedScales, QuantType, pack, unpack};
+use moq_core::{CodeLayout, PackedScales, QuantType};
 
 use crate::backend::{MoqBackend, PackedWeight, dequantize_packed};
 use crate::error::{MoqBurnError, Result};
@@ -75,18 +75,7 @@ impl<B: Backend> QuantizedLinear<B> {
                 b.len()
             )));
         }
-        let repacked;
-        let p = match p.words() {
-            Some(_) => p,
-            None => {
-                let format = match p.scales {
-                    PackedScales::F32(_) => moq_core::ScaleFormat::F32,
-                    PackedScales::F16(_) => moq_core::ScaleFormat::F16,
-                };
-                repacked = pack(&unpack(p)?, d_output, CodeLayout::Packed32, format)?;
-                &repacked
-            }
-        };
+        let p = p.to_layout(CodeLayout::Packed32)?;
         let words: Vec<i32> = p
             .words()
             .unwrap_or_default()

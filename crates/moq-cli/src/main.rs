@@ -3,6 +3,7 @@
 //! Bad input (a missing file, malformed JSON or safetensors, a tensor that cannot be split into
 //! the groups, NaN in a tensor, a bad flag) exits with status 2 and one line naming what is at
 //! fault; no output file is left behind.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

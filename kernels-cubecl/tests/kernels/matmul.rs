@@ -223,6 +223,13 @@ fn weights_the_kernel_cannot_read_are_named() {
         panic!("8 values cannot be 3 rows of 4");
     };
     assert_eq!(expected, 12);
+    // Beyond the kernels' 32-bit indexing (here m · k): refused, not wrapped.
+    let m = u32::MAX as usize / weights.k + 1;
+    let err = matmul::<WgpuRuntime, f32>(&client, &x, m, &weights).unwrap_err();
+    assert!(
+        matches!(&err, KernelError::Spec(moq_core::MoqError::TooLarge { .. })),
+        "{err}"
+    );
 }
 
 /// The compiler in use is the one the features ask for: SPIR-V with `vulkan` (which unlocks f16

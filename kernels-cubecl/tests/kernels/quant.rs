@@ -258,4 +258,26 @@ fn bad_input_is_named_and_nothing_is_returned() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("12 bits"), "{err}");
+    // A handle shorter than the length it is given with is refused before any kernel reads it.
+    let short = upload(&client, &random(64, 3));
+    let spec = QuantSpec::new(8, QuantType::Symmetric, 1);
+    for len in [65, 4096] {
+        let err = fake_quantize::<WgpuRuntime, f32>(&client, &short, len, "short", &spec, 0.0)
+            .unwrap_err();
+        assert!(
+            matches!(&err, KernelError::Shape { expected, found, .. } if *expected == len && *found < len),
+            "{err}"
+        );
+        let err = moq_kernels::quantize::<WgpuRuntime, f32>(
+            &client,
+            &short,
+            len,
+            len,
+            "short",
+            &spec,
+            ScaleFormat::F32,
+        )
+        .unwrap_err();
+        assert!(matches!(err, KernelError::Shape { .. }), "{err}");
+    }
 }

@@ -83,3 +83,37 @@ pub(crate) fn config(start: u32, target: u32, period: u64, offset: u64) -> Quant
 pub(crate) fn values<BB: Backend, const D: usize>(t: Tensor<BB, D>) -> Vec<f32> {
     t.into_data().to_vec::<f32>().unwrap()
 }
+
+/// A checkpoint as a user saves one: the model's and the optimizer's records, full precision,
+/// as bytes (the optimizer is dropped, as at the end of a process).
+pub(crate) struct Checkpoint {
+    model: Vec<u8>,
+    optim: Vec<u8>,
+}
+
+impl Checkpoint {
+    pub(crate) fn save<O: Optimizer<Net<B>, B>>(model: Net<B>, optim: O) -> Self {
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        Self {
+            optim: recorder.record(optim.to_record(), ()).unwrap(),
+            model: recorder.record(model.into_record(), ()).unwrap(),
+        }
+    }
+
+    /// A fresh model with the saved weights.
+    pub(crate) fn model(&self) -> Net<B> {
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let device = Default::default();
+        Net::<B>::new(&device).load_record(recorder.load(self.model.clone(), &device).unwrap())
+    }
+
+    /// `optim` with the saved optimizer state loaded.
+    pub(crate) fn resume<O: Optimizer<Net<B>, B>>(&self, optim: O) -> O {
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        optim.load_record(
+            recorder
+                .load(self.optim.clone(), &Default::default())
+                .unwrap(),
+        )
+    }
+}

@@ -36,14 +36,9 @@ fn resume_continues_bit_for_bit() {
         let g = grads(&resumed, step);
         resumed = first.step(1e-2, resumed, g);
     }
-    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-    let optim_bytes = recorder.record(first.to_record(), ()).unwrap();
-    let model_bytes = recorder.record(resumed.into_record(), ()).unwrap();
-    drop(first);
-
-    let mut resumed =
-        Net::<B>::new(&device).load_record(recorder.load(model_bytes, &device).unwrap());
-    let mut second = setup(&resumed).load_record(recorder.load(optim_bytes, &device).unwrap());
+    let checkpoint = Checkpoint::save(resumed, first);
+    let mut resumed = checkpoint.model();
+    let mut second = checkpoint.resume(setup(&resumed));
     assert!(second.take_error().is_none());
     for step in n..2 * n {
         let g = grads(&resumed, step);
