@@ -38,8 +38,18 @@ const UNITS: u32 = 256;
 pub(crate) const UNITS_ELEMENTWISE: u32 = 256;
 /// Elements one cube reduces in the statistics pass.
 pub const SPAN: usize = 4096;
-/// Floats per partial: min, max, Σ|x|, count, non-finite count.
+/// Floats per partial (statistics of a piece of a group); the fields are at the offsets below.
 const PARTIAL: usize = 5;
+/// Partial field: the smallest finite value.
+const P_MIN: usize = 0;
+/// Partial field: the largest finite value.
+const P_MAX: usize = 1;
+/// Partial field: Σ|x| (past the ternary threshold on the second ternary pass).
+const P_SUM: usize = 2;
+/// Partial field: how many values the sum holds.
+const P_COUNT: usize = 3;
+/// Partial field: how many values are NaN or infinite.
+const P_BAD: usize = 4;
 /// Floats per grid record, one record per group; the fields are at the offsets below.
 pub(crate) const GRID: usize = 5;
 /// Grid field: the scale (α for 1- and 2-bit grids).
@@ -300,11 +310,11 @@ fn write_partial(
     }
     if u == 0 {
         let p = (piece * comptime!(PARTIAL as u32)) as usize;
-        partials[p] = s_lo[0];
-        partials[p + 1] = s_hi[0];
-        partials[p + 2] = s_sum[0];
-        partials[p + 3] = s_count[0];
-        partials[p + 4] = s_bad[0];
+        partials[p + P_MIN] = s_lo[0];
+        partials[p + P_MAX] = s_hi[0];
+        partials[p + P_SUM] = s_sum[0];
+        partials[p + P_COUNT] = s_count[0];
+        partials[p + P_BAD] = s_bad[0];
     }
 }
 
@@ -331,11 +341,11 @@ fn merge_kernel(
     let mut bad = f32::new(0.0);
     if p < pieces_in {
         let at = ((group * pieces_in + p) * comptime!(PARTIAL as u32)) as usize;
-        lo = input[at];
-        hi = input[at + 1];
-        sum = input[at + 2];
-        count = input[at + 3];
-        bad = input[at + 4];
+        lo = input[at + P_MIN];
+        hi = input[at + P_MAX];
+        sum = input[at + P_SUM];
+        count = input[at + P_COUNT];
+        bad = input[at + P_BAD];
     }
     write_partial(lo, hi, sum, count, bad, output, piece);
 }
@@ -358,11 +368,11 @@ fn grid_kernel(
     }
     // One partial per group (the merge passes ran).
     let at = (group * comptime!(PARTIAL as u32)) as usize;
-    let lo = partials[at];
-    let hi = partials[at + 1];
-    let sum = partials[at + 2];
-    let count = partials[at + 3];
-    let non_finite = partials[at + 4];
+    let lo = partials[at + P_MIN];
+    let hi = partials[at + P_MAX];
+    let sum = partials[at + P_SUM];
+    let count = partials[at + P_COUNT];
+    let non_finite = partials[at + P_BAD];
     if non_finite > 0.0 {
         bad[0].fetch_add(1u32);
     }
