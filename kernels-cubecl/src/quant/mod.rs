@@ -1,5 +1,5 @@
-//! Group-wise quantization on the device (one file per part: [`scale`] the grid arithmetic,
-//! [`kernels`] the `#[cube]` kernels, [`launch`] the host side that checks and launches them): fused fake quantization ([`fake_quantize`]), codes
+//! Group-wise quantization on the device (one file per part: `scale` the grid arithmetic,
+//! `kernels` the `#[cube]` kernels, `launch` the host side that checks and launches them): fused fake quantization ([`fake_quantize`]), codes
 //! ([`crate::quantize()`], packed as `moq-core`'s `Packed32` layout) and the grids behind both.
 //!
 //! Every operation is the same three steps (DESIGN.md section 3, "Quantizer"):
