@@ -1,6 +1,7 @@
-//! Group-wise quantization on the device (one file per part: `scale` the grid arithmetic,
-//! `kernels` the `#[cube]` kernels, `launch` the host side that checks and launches them): fused fake quantization ([`fake_quantize`]), codes
+//! Group-wise quantization on the device: fused fake quantization ([`fake_quantize`]), codes
 //! ([`crate::quantize()`], packed as `moq-core`'s `Packed32` layout) and the grids behind both.
+//! One file per part: `scale` (the grid arithmetic), `kernels` (the `#[cube]` kernels) and
+//! `launch` (the host side that checks the input and launches them).
 //!
 //! Every operation is the same three steps (DESIGN.md section 3, "Quantizer"):
 //! 1. **statistics**: one cube per piece of a group (at most [`SPAN`] elements) reduces min,
