@@ -15,7 +15,7 @@
 
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
 use moq_core::export::{Exported, MoqFile};
 use moq_core::{CodeLayout, PackedScales, QuantType};
 
@@ -96,13 +96,16 @@ impl<B: Backend> QuantizedLinear<B> {
         Ok(Self {
             words: Param::initialized(
                 ParamId::new(),
-                Tensor::from_data(TensorData::new(words, [d_input, words_per_row]), device),
+                Tensor::from_data(
+                    TensorData::new(words, [d_input, words_per_row]),
+                    (device, DType::I32),
+                ),
             ),
             scales: Param::from_data(TensorData::new(scales, [groups]), device)
                 .set_require_grad(false),
             zero_points: Param::initialized(
                 ParamId::new(),
-                Tensor::from_data(TensorData::new(zero_points, [groups]), device),
+                Tensor::from_data(TensorData::new(zero_points, [groups]), (device, DType::I32)),
             ),
             bias: bias.map(|b| Param::from_data(TensorData::new(b.to_vec(), [d_output]), device)),
             bits: p.bits,

@@ -19,12 +19,13 @@
 //! This crate depends on neither burn nor cubecl; `moq-burn` and `moq-kernels` build on it, and
 //! its quantizer is the reference their kernels are tested against.
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod error;
 pub mod export;
 pub mod layout;
+pub mod matmul;
 pub mod noise;
 pub mod pack;
 pub mod plan;

@@ -25,6 +25,8 @@
 //! - [`host`] holds [`fake_quantize_on_host`];
 //! - [`tensor_ops`] holds [`fake_quantize_tensor_ops`] and [`quantized_matmul_tensor_ops`];
 //! - [`autodiff`] holds the straight-through backward;
+//! - `ndarray` (feature `ndarray`): NdArray's host paths, the quantized matmul through
+//!   [`moq_core::matmul`] on the tensors' buffers in place;
 //! - `cube` and `fusion` (features `wgpu`/`cuda`) hold the kernels and the fusion stream.
 
 use burn::tensor::backend::Backend;
@@ -40,6 +42,8 @@ mod cube;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod fusion;
 pub mod host;
+#[cfg(feature = "ndarray")]
+mod ndarray;
 pub mod packed;
 pub mod tensor_ops;
 
@@ -80,23 +84,4 @@ pub fn fake_quantize<B: MoqBackend, const D: usize>(
     Ok(Tensor::from_primitive(TensorPrimitive::Float(
         B::fake_quantize(primitive, name, spec, mix_ratio)?,
     )))
-}
-
-#[cfg(feature = "ndarray")]
-impl<E, I, Q> MoqBackend for burn::backend::NdArray<E, I, Q>
-where
-    E: burn::backend::ndarray::FloatNdArrayElement,
-    I: burn::backend::ndarray::IntNdArrayElement,
-    Q: burn::backend::ndarray::QuantElement,
-    burn::backend::ndarray::NdArrayTensor: From<burn::backend::ndarray::SharedArray<E>>,
-    burn::backend::ndarray::NdArrayTensor: From<burn::backend::ndarray::SharedArray<I>>,
-{
-    fn fake_quantize(
-        tensor: FloatTensor<Self>,
-        name: &str,
-        spec: &QuantSpec,
-        mix_ratio: f32,
-    ) -> Result<FloatTensor<Self>> {
-        fake_quantize_on_host::<Self>(tensor, name, spec, mix_ratio)
-    }
 }

@@ -78,7 +78,10 @@ pub fn dequantize_packed<B: Backend>(w: PackedWeight<B>) -> Result<Tensor<B, 2>>
     let device = B::int_device(&w.words);
     let (bits, per_word) = (w.bits as i64, (32 / w.bits) as usize);
     let words = Tensor::<B, 2, Int>::from_primitive(w.words);
-    let shifts = Tensor::<B, 1, Int>::arange(0..per_word as i64, &device)
+    // Every int tensor here takes the words' dtype (i32 from `QuantizedLinear`, whatever the
+    // backend's default int type is).
+    let dtype = words.dtype();
+    let shifts = Tensor::<B, 1, Int>::arange(0..per_word as i64, (&device, dtype))
         .mul_scalar(bits)
         .reshape([1, 1, per_word])
         .expand([k, words_per_row, per_word]);
@@ -90,14 +93,20 @@ pub fn dequantize_packed<B: Backend>(w: PackedWeight<B>) -> Result<Tensor<B, 2>>
     let codes = if bits == 1 {
         fields.mul_scalar(2).sub_scalar(1)
     } else {
-        let negative = fields.clone().greater_equal_elem(1i64 << (bits - 1)).int();
+        let negative = fields
+            .clone()
+            .greater_equal_elem(1i64 << (bits - 1))
+            .int()
+            .cast(dtype);
         fields - negative.mul_scalar(1i64 << bits)
     };
     let codes = codes
         .reshape([k, words_per_row * per_word])
         .slice([0..k, 0..w.n])
         .reshape([groups, k * w.n / groups]);
-    let zero = Tensor::<B, 1, Int>::from_primitive(w.zero_points).reshape([groups, 1]);
+    let zero = Tensor::<B, 1, Int>::from_primitive(w.zero_points)
+        .cast(dtype)
+        .reshape([groups, 1]);
     let codes = if w.asymmetric { codes - zero } else { codes };
     let scales =
         Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(w.scales)).reshape([groups, 1]);

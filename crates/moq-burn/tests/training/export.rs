@@ -197,3 +197,83 @@ fn quantized_twin_keeps_each_layers_bits_and_outputs() {
         "{err}"
     );
 }
+
+/// `QuantizedLinear` on NdArray runs `moq-core`'s CPU kernel on the tensors' buffers: for every
+/// width and grid, at odd shapes and a rank-3 input, it equals the tensor-ops path (dequantize,
+/// then burn's matmul) and the dequantized weight times the input; a wrong input width is named.
+#[test]
+fn quantized_linear_on_ndarray_runs_the_cpu_kernel() {
+    use moq_burn::moq_core::export::Exported;
+    use moq_burn::{PackedWeight, QuantizedLinear, quantized_matmul_tensor_ops};
+    use moq_core::{CodeLayout, ScaleFormat, pack, quantize};
+    let device = Default::default();
+    let (k, n) = (37, 45);
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 29 % 97) as f32 - 48.0) / 40.0)
+        .collect();
+    for bits in 1..=8u32 {
+        let types: &[QuantType] = if bits <= 2 {
+            &[QuantType::Symmetric]
+        } else {
+            &[QuantType::Symmetric, QuantType::Asymmetric]
+        };
+        for &quant_type in types {
+            let q = quantize("w", &w, &QuantSpec::new(bits, quant_type, 15)).unwrap();
+            let e = Exported {
+                name: "fc.weight".into(),
+                shape: vec![k, n],
+                packed: pack(&q, n, CodeLayout::Packed32, ScaleFormat::F32).unwrap(),
+            };
+            let layer = QuantizedLinear::<Inner>::from_export(&e, None, &device).unwrap();
+            let x = Tensor::<Inner, 3>::from_data(
+                TensorData::new(
+                    (0..3 * 2 * k)
+                        .map(|i| (i as f32 * 0.37).sin())
+                        .collect::<Vec<_>>(),
+                    [3, 2, k],
+                ),
+                &device,
+            );
+            let got = values(layer.forward(x.clone()));
+            let generic = PackedWeight::<Inner> {
+                words: layer.words.val().into_primitive(),
+                scales: layer.scales.val().into_primitive().tensor(),
+                zero_points: layer.zero_points.val().into_primitive(),
+                n,
+                bits,
+                asymmetric: quant_type == QuantType::Asymmetric,
+            };
+            let x2 = x.clone().reshape([6, k]).into_primitive().tensor();
+            let ops = Tensor::<Inner, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(
+                quantized_matmul_tensor_ops::<Inner>(x2, generic).unwrap(),
+            ));
+            let weight = layer.weight().unwrap();
+            let reference = values(x.reshape([6, k]).matmul(weight));
+            for ((a, b), r) in got.iter().zip(values(ops)).zip(&reference) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * r.abs().max(1.0),
+                    "{bits} bits: {a} vs {b}"
+                );
+                assert!(
+                    (a - r).abs() <= 1e-4 * r.abs().max(1.0),
+                    "{bits} bits: {a} vs {r}"
+                );
+            }
+        }
+    }
+    let q = quantize("w", &w, &QuantSpec::new(4, QuantType::Symmetric, 15)).unwrap();
+    let e = Exported {
+        name: "fc.weight".into(),
+        shape: vec![k, n],
+        packed: pack(&q, n, CodeLayout::Packed32, ScaleFormat::F32).unwrap(),
+    };
+    let layer = QuantizedLinear::<Inner>::from_export(&e, None, &device).unwrap();
+    let err = layer
+        .try_forward(Tensor::<Inner, 2>::zeros([2, k + 1], &device))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("{}", k + 1)) && err.contains(&k.to_string()),
+        "{err}"
+    );
+}

@@ -1,0 +1,246 @@
+//! The ratio benchmark of low-bit inference on the CPU: `QuantizedLinear` at W8 and W4 on
+//! NdArray (`moq-core`'s CPU kernel, through burn, as a user calls it) against, in the same run
+//! on the same shapes, burn NdArray's f32 `Linear` holding the dequantized weights, candle's
+//! quantized matmul (`QMatMul` with `Q8_0` / `Q4_0` blocks of 32, the peer a Rust user would
+//! pick), numpy's f32 `x @ W` when `python3` with numpy is installed, and a `copy_from_slice`
+//! of the W4 codes' bytes (what the memory system gives). Shapes: M ∈ {1, 4, 16, 64} ×
+//! (K, N) ∈ {(4096, 4096), (4096, 14336), (384, 1536), (1536, 384)}, groups of 128.
+//!
+//! It prints a markdown table of median times, the ratios, and the weight bandwidth achieved,
+//! and exits 1 if our output differs from the f32 reference (`x · dequant(W)`) beyond f32
+//! rounding.
+//!
+//! ```text
+//! cargo bench -p moq-benches --bench cpu_matmul               # the full grid
+//! cargo bench -p moq-benches --bench cpu_matmul -- --quick    # two small shapes, M ≤ 4
+//! ```
+//! candle is built as a dependency is by default: its quantized dot products choose their SIMD
+//! code at compile time (`cfg(target_feature = "avx2")`), so without `-C target-cpu` flags it
+//! runs its portable code; ours picks AVX-512 / AVX2 at run time.
+
+use std::hint::black_box;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use burn::backend::NdArray;
+use burn::module::Param;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Tensor, TensorData};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device as CandleDevice, Module, Tensor as CandleTensor};
+use moq_burn::QuantizedLinear;
+use moq_core::export::Exported;
+use moq_core::{CodeLayout, QuantSpec, QuantType, Rng, ScaleFormat, pack, quantize};
+
+type B = NdArray;
+
+const GROUP: usize = 128;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Median over `rounds` calls of `f` (after one warm-up call).
+fn timed<T>(rounds: usize, mut f: impl FnMut() -> T) -> Duration {
+    black_box(f());
+    median(
+        (0..rounds)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(f());
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// A width's layer, its f32 twin holding the dequantized weight, and the stored code bytes.
+struct Quantized {
+    layer: QuantizedLinear<B>,
+    f32_twin: Linear<B>,
+    bytes: usize,
+}
+
+fn quantized(w: &[f32], k: usize, n: usize, bits: u32) -> Quantized {
+    let device = Default::default();
+    let q = quantize(
+        "w",
+        w,
+        &QuantSpec::new(bits, QuantType::Symmetric, k * n / GROUP),
+    )
+    .expect("finite weights");
+    let packed = pack(&q, n, CodeLayout::Packed32, ScaleFormat::F32).expect("1-8 bits");
+    let bytes = packed.size_bytes();
+    let e = Exported {
+        name: "w".into(),
+        shape: vec![k, n],
+        packed,
+    };
+    let layer = QuantizedLinear::<B>::from_export(&e, None, &device).expect("a valid export");
+    let mut f32_twin: Linear<B> = LinearConfig::new(k, n).with_bias(false).init(&device);
+    f32_twin.weight = Param::from_tensor(layer.weight().expect("dequantizes"));
+    Quantized {
+        layer,
+        f32_twin,
+        bytes,
+    }
+}
+
+fn candle(w: &[f32], k: usize, n: usize, dtype: GgmlDType) -> QMatMul {
+    // candle's weight is [n, k], quantized in blocks of 32 along k.
+    let mut t = vec![0.0f32; k * n];
+    for i in 0..k {
+        for j in 0..n {
+            t[j * k + i] = w[i * n + j];
+        }
+    }
+    let t = CandleTensor::from_vec(t, (n, k), &CandleDevice::Cpu).expect("a tensor");
+    QMatMul::from_qtensor(QTensor::quantize(&t, dtype).expect("quantizes")).expect("a matmul")
+}
+
+/// numpy's f32 `x @ W` median times in seconds for each `(k, n, m)`, when numpy is installed.
+fn numpy(shapes: &[(usize, usize, usize)], rounds: usize) -> Option<Vec<f64>> {
+    let script = format!(
+        "import numpy as np, time\n\
+         for k, n, m in {shapes:?}:\n\
+         \x20   w = np.random.rand(k, n).astype(np.float32); x = np.random.rand(m, k).astype(np.float32)\n\
+         \x20   x @ w\n\
+         \x20   t = []\n\
+         \x20   for _ in range({rounds}):\n\
+         \x20       s = time.perf_counter(); x @ w; t.append(time.perf_counter() - s)\n\
+         \x20   print(sorted(t)[len(t) // 2])\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout)
+        .ok()?
+        .lines()
+        .map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn values(t: Tensor<B, 2>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().expect("f32 data")
+}
+
+/// max |a − b| / max |b|.
+fn relative_error(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let (sizes, ms_list, rounds): (&[(usize, usize)], &[usize], usize) = if quick {
+        (&[(384, 1536), (1536, 384)], &[1, 4], 3)
+    } else {
+        (
+            &[(4096, 4096), (4096, 14336), (384, 1536), (1536, 384)],
+            &[1, 4, 16, 64],
+            15,
+        )
+    };
+    let device = Default::default();
+    let threads = rayon::current_num_threads();
+    println!(
+        "low-bit matmul on the CPU: {:?} ({threads} threads), groups of {GROUP}, f32 activations; \
+         median of {rounds} calls",
+        moq_core::matmul::Isa::best()
+    );
+    let shapes: Vec<(usize, usize, usize)> = sizes
+        .iter()
+        .flat_map(|&(k, n)| ms_list.iter().map(move |&m| (k, n, m)))
+        .collect();
+    let numpy = numpy(&shapes, rounds);
+    if numpy.is_none() {
+        println!("(numpy not found: `pip install numpy` adds its f32 column)");
+    }
+    println!();
+    println!(
+        "| K×N | M | f32 Linear | W8 | W4 | candle Q8_0 | candle Q4_0 | numpy f32 | f32/W8 | f32/W4 \
+         | Q8_0/W8 | Q4_0/W4 | numpy/W8 | numpy/W4 | GB/s W8 | GB/s W4 | GB/s copy | err W8 | err W4 |"
+    );
+    println!("|{}", " --- |".repeat(19));
+    let mut worst = 0.0f32;
+    let mut row = 0;
+    for &(k, n) in sizes {
+        let mut rng = Rng::new((k * n) as u64);
+        let w: Vec<f32> = rng.normal_vec(k * n, 0.02);
+        let w8 = quantized(&w, k, n, 8);
+        let w4 = quantized(&w, k, n, 4);
+        let q8 = candle(&w, k, n, GgmlDType::Q8_0);
+        let q4 = candle(&w, k, n, GgmlDType::Q4_0);
+        // What the memory system gives for the W4 codes' bytes.
+        let src = vec![1u8; w4.bytes];
+        let mut dst = vec![0u8; w4.bytes];
+        let copy = timed(rounds, || dst.copy_from_slice(black_box(&src)));
+        let copy_gbs = w4.bytes as f64 / copy.as_secs_f64() / 1e9;
+        for &m in ms_list {
+            let xv = rng.uniform_vec(m * k);
+            let x = Tensor::<B, 2>::from_data(TensorData::new(xv.clone(), [m, k]), &device);
+            let cx = CandleTensor::from_vec(xv, (m, k), &CandleDevice::Cpu).expect("a tensor");
+            let f32_time = timed(rounds, || w4.f32_twin.forward(x.clone()));
+            let t8 = timed(rounds, || w8.layer.forward(x.clone()));
+            let t4 = timed(rounds, || w4.layer.forward(x.clone()));
+            let c8 = timed(rounds, || q8.forward(&cx).expect("candle"));
+            let c4 = timed(rounds, || q4.forward(&cx).expect("candle"));
+            let err8 = relative_error(
+                &values(w8.layer.forward(x.clone())),
+                &values(w8.f32_twin.forward(x.clone())),
+            );
+            let err4 = relative_error(
+                &values(w4.layer.forward(x.clone())),
+                &values(w4.f32_twin.forward(x.clone())),
+            );
+            worst = worst.max(err8).max(err4);
+            let np = numpy.as_ref().map(|t| Duration::from_secs_f64(t[row]));
+            row += 1;
+            let ratio =
+                |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64());
+            let gbs =
+                |bytes: usize, t: Duration| format!("{:.1}", bytes as f64 / t.as_secs_f64() / 1e9);
+            println!(
+                "| {k}×{n} | {m} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {copy_gbs:.1} | {err8:.1e} | {err4:.1e} |",
+                ms(f32_time),
+                ms(t8),
+                ms(t4),
+                ms(c8),
+                ms(c4),
+                np.map_or("–".into(), ms),
+                ratio(f32_time, t8),
+                ratio(f32_time, t4),
+                ratio(c8, t8),
+                ratio(c4, t4),
+                np.map_or("–".into(), |np| ratio(np, t8)),
+                np.map_or("–".into(), |np| ratio(np, t4)),
+                gbs(w8.bytes, t8),
+                gbs(w4.bytes, t4),
+            );
+        }
+    }
+    println!(
+        "\nratios > 1: ours is faster. GB/s: bytes of codes and scales read per second \
+         (copy: the W4 bytes copied per second)."
+    );
+    if worst > 1e-4 {
+        eprintln!("cpu_matmul: outputs differ from the f32 reference by {worst:.1e} (> 1e-4)");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,90 @@
+//! NdArray, burn's CPU backend: fake quantization on the host (`moq-core`'s quantizer), and the
+//! quantized matmul through `moq-core`'s CPU kernel ([`moq_core::matmul`]), which reads the
+//! packed words, scales and zero points where the tensors hold them (no copy) and never builds
+//! `dequant(W)`. Tensors in other dtypes (f64 activations, i64 words) take the tensor-ops path.
+
+use burn::backend::NdArray;
+use burn::backend::ndarray::{
+    FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray,
+};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Shape, TensorData, TensorMetadata};
+use moq_core::matmul::{PackedMatrix, Scales, Word, matmul};
+use moq_core::{PackedShape, QuantSpec};
+
+use super::MoqBackend;
+use super::host::fake_quantize_on_host;
+use super::packed::{PackedWeight, matmul_output_shape};
+use super::tensor_ops::quantized_matmul_tensor_ops;
+use crate::error::Result;
+
+impl<E, I, Q> MoqBackend for NdArray<E, I, Q>
+where
+    E: FloatNdArrayElement,
+    I: IntNdArrayElement,
+    Q: QuantElement,
+    NdArrayTensor: From<SharedArray<E>>,
+    NdArrayTensor: From<SharedArray<I>>,
+{
+    fn fake_quantize(
+        tensor: FloatTensor<Self>,
+        name: &str,
+        spec: &QuantSpec,
+        mix_ratio: f32,
+    ) -> Result<FloatTensor<Self>> {
+        fake_quantize_on_host::<Self>(tensor, name, spec, mix_ratio)
+    }
+
+    fn quantized_matmul(x: FloatTensor<Self>, w: PackedWeight<Self>) -> Result<FloatTensor<Self>> {
+        let shape = w.shape()?;
+        let x_shape = x.shape();
+        let out_shape = matmul_output_shape(x_shape.as_slice(), shape.rows, shape.row_len)?;
+        // The words as `QuantizedLinear` makes them (i32), or as a record loaded with the
+        // backend's default int type holds them (i64, twice the bytes to read).
+        let y = match &w.words {
+            NdArrayTensor::I32(words) => run(&x, words.view().as_slice(), &w, shape, &out_shape)?,
+            NdArrayTensor::I64(words) => run(&x, words.view().as_slice(), &w, shape, &out_shape)?,
+            _ => None,
+        };
+        let Some(y) = y else {
+            return quantized_matmul_tensor_ops::<Self>(x, w);
+        };
+        Ok(NdArrayTensor::from_data(TensorData::new(y, out_shape)))
+    }
+}
+
+/// The CPU kernel on the buffers in place, or `None` when a tensor is not in a dtype and layout
+/// it reads (then the tensor-ops path runs).
+fn run<
+    B: Backend<FloatTensorPrimitive = NdArrayTensor, IntTensorPrimitive = NdArrayTensor>,
+    W: Word,
+>(
+    x: &NdArrayTensor,
+    words: Option<&[W]>,
+    w: &PackedWeight<B>,
+    shape: PackedShape,
+    out_shape: &Shape,
+) -> Result<Option<Vec<f32>>> {
+    let (NdArrayTensor::F32(xs), NdArrayTensor::F32(scales), NdArrayTensor::I32(zero_points)) =
+        (x, &w.scales, &w.zero_points)
+    else {
+        return Ok(None);
+    };
+    let (scales, zero_points) = (scales.view(), zero_points.view());
+    let (Some(words), Some(scales), Some(zero_points)) =
+        (words, scales.as_slice(), zero_points.as_slice())
+    else {
+        return Ok(None);
+    };
+    let matrix = PackedMatrix::new(shape, words, Scales::F32(scales), zero_points)?;
+    // Activations are small next to the weight: a strided view is copied in row order.
+    let xs = xs.view();
+    let xs = xs.as_standard_layout();
+    let xs = xs
+        .as_slice()
+        .expect("a standard-layout array is contiguous");
+    let mut y = vec![0.0f32; out_shape.num_elements()];
+    matmul(xs, &matrix, &mut y)?;
+    Ok(Some(y))
+}

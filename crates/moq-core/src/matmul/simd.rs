@@ -1,0 +1,85 @@
+//! Runtime instruction-set dispatch: the block code of `block` instantiated with each
+//! `vector` implementation (AVX-512, AVX2 + FMA, plain arrays), each compiled inside a function
+//! with its target features enabled, the widest this CPU has chosen when called.
+
+use super::Word;
+use super::block::{self, Job};
+use super::vector::Portable;
+#[cfg(target_arch = "x86_64")]
+use super::vector::{Avx2, Avx512};
+
+/// An instruction set the CPU matmul is compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// The baseline of the target (SSE2 on x86-64), 8 lanes: runs everywhere.
+    Portable,
+    /// AVX2 and FMA (x86-64), 8 lanes.
+    Avx2,
+    /// AVX-512 F/BW/VL (x86-64), 16 lanes.
+    Avx512,
+}
+
+impl Isa {
+    /// The widest instruction set this CPU supports.
+    pub fn best() -> Self {
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|isa| isa.available())
+            .unwrap_or(Isa::Portable)
+    }
+
+    /// Whether this CPU can run it.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Words per column block (lanes of one vector of `u32`).
+    pub(super) fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Portable | Isa::Avx2 => 8,
+        }
+    }
+}
+
+/// Blocks `first..first + count` of `job` into `out` on `isa` (checked available by the caller).
+/// The crate's one `unsafe`: calling code compiled for instructions found at run time.
+#[allow(unsafe_code)]
+pub(super) fn blocks<W: Word>(isa: Isa, job: &Job<W>, first: usize, count: usize, out: &mut [f32]) {
+    match isa {
+        Isa::Portable => block::blocks::<Portable, W>(job, first, count, out),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `matmul_with` refuses an `isa` that `Isa::available` says this CPU lacks, so
+        // the instructions these functions are compiled with exist.
+        Isa::Avx2 => unsafe { avx2::<W>(job, first, count, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx512 => unsafe { avx512::<W>(job, first, count, out) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => block::blocks::<Portable, W>(job, first, count, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn avx2<W: Word>(job: &Job<W>, first: usize, count: usize, out: &mut [f32]) {
+    block::blocks::<Avx2, W>(job, first, count, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn avx512<W: Word>(job: &Job<W>, first: usize, count: usize, out: &mut [f32]) {
+    block::blocks::<Avx512, W>(job, first, count, out)
+}
