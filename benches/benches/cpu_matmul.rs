@@ -13,6 +13,7 @@
 //! ```text
 //! cargo bench -p moq-benches --bench cpu_matmul               # the full grid
 //! cargo bench -p moq-benches --bench cpu_matmul -- --quick    # two small shapes, M ≤ 4
+//! cargo bench -p moq-benches --bench cpu_matmul -- --shape 4096x4096
 //! ```
 //! candle is built as a dependency is by default: its quantized dot products choose their SIMD
 //! code at compile time (`cfg(target_feature = "avx2")`), so without `-C target-cpu` flags it
@@ -148,15 +149,30 @@ fn relative_error(a: &[f32], b: &[f32]) -> f32 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let (sizes, ms_list, rounds): (&[(usize, usize)], &[usize], usize) = if quick {
-        (&[(384, 1536), (1536, 384)], &[1, 4], 3)
+    let (mut sizes, ms_list, rounds): (Vec<(usize, usize)>, &[usize], usize) = if quick {
+        (vec![(384, 1536), (1536, 384)], &[1, 4], 3)
     } else {
         (
-            &[(4096, 4096), (4096, 14336), (384, 1536), (1536, 384)],
+            vec![(4096, 4096), (4096, 14336), (384, 1536), (1536, 384)],
             &[1, 4, 16, 64],
             15,
         )
     };
+    // `--shape KxN` measures one shape of the grid.
+    if let Some(shape) = args
+        .iter()
+        .position(|a| a == "--shape")
+        .and_then(|i| args.get(i + 1))
+    {
+        let parsed = shape
+            .split_once('x')
+            .and_then(|(k, n)| Some((k.parse().ok()?, n.parse().ok()?)));
+        let Some(shape) = parsed else {
+            eprintln!("cpu_matmul: --shape takes KxN, e.g. 4096x4096; got `{shape}`");
+            std::process::exit(2);
+        };
+        sizes = vec![shape];
+    }
     let device = Default::default();
     let threads = rayon::current_num_threads();
     println!(
@@ -180,7 +196,7 @@ fn main() {
     println!("|{}", " --- |".repeat(19));
     let mut worst = 0.0f32;
     let mut row = 0;
-    for &(k, n) in sizes {
+    for &(k, n) in &sizes {
         let mut rng = Rng::new((k * n) as u64);
         let w: Vec<f32> = rng.normal_vec(k * n, 0.02);
         let w8 = quantized(&w, k, n, 8);

@@ -26,6 +26,7 @@ pub const PACKED_BITS: RangeInclusive<u32> = 1..=8;
 pub const MAX_INDEXED: usize = u32::MAX as usize;
 
 /// Codes per `u32` word at `bits` per code (`bits` in [`PACKED_BITS`]).
+#[inline]
 pub fn codes_per_word(bits: u32) -> usize {
     (32 / bits.clamp(1, 32)) as usize
 }
@@ -100,6 +101,7 @@ impl PackedShape {
     }
 
     /// Elements.
+    #[inline]
     pub fn len(&self) -> usize {
         self.rows * self.row_len
     }
@@ -110,26 +112,31 @@ impl PackedShape {
     }
 
     /// Codes per `u32` word.
+    #[inline]
     pub fn codes_per_word(&self) -> usize {
         codes_per_word(self.bits)
     }
 
     /// Words per row: `ceil(row_len / codes_per_word)`.
+    #[inline]
     pub fn words_per_row(&self) -> usize {
         self.row_len.div_ceil(self.codes_per_word())
     }
 
     /// Words of the whole tensor.
+    #[inline]
     pub fn words(&self) -> usize {
         self.rows * self.words_per_row()
     }
 
     /// Elements per group.
+    #[inline]
     pub fn group_len(&self) -> usize {
         self.len() / self.groups
     }
 
     /// Stored zero points: one per group for asymmetric grids, none for symmetric ones.
+    #[inline]
     pub fn zero_points(&self) -> usize {
         match self.quant_type {
             QuantType::Asymmetric => self.groups,

@@ -11,7 +11,7 @@
 //! `−z·s·x` once; a row that straddles groups is dequantized element by element.
 
 use super::Word;
-use super::vector::Vector;
+use super::vector::{Vector, sign_bits};
 use crate::config::QuantType;
 use crate::layout::PackedShape;
 
@@ -22,6 +22,10 @@ pub(super) struct Job<'a, W> {
     pub words: &'a [W],
     /// The same words as `u32`s, when they are 32-bit.
     pub words32: Option<&'a [u32]>,
+    /// Words per row of `W`.
+    pub words_per_row: usize,
+    /// Elements per group.
+    pub group_len: usize,
     pub scales: &'a [f32],
     pub zero_points: &'a [i32],
     pub shape: PackedShape,
@@ -120,22 +124,6 @@ impl Block {
         }
     }
 
-    /// The group of each row, when every row of the block lies in one group.
-    #[inline(always)]
-    fn row_groups(&self) -> Option<impl Fn(usize) -> usize> {
-        match self.groups {
-            Groups::Uniform { first, per_row } => Some(Ok((first, per_row))),
-            Groups::WholeRows { rows } => Some(Err(rows)),
-            Groups::Mixed => None,
-        }
-        .map(|layout| {
-            move |kk: usize| match layout {
-                Ok((first, per_row)) => first + kk * per_row,
-                Err(rows) => kk / rows,
-            }
-        })
-    }
-
     /// The group of row `kk` when all the block's columns in it share one.
     #[inline(always)]
     fn group<W>(&self, job: &Job<W>, kk: usize) -> Option<usize> {
@@ -143,7 +131,7 @@ impl Block {
             Groups::Uniform { first, per_row } => Some(first + kk * per_row),
             Groups::WholeRows { rows } => Some(kk / rows),
             Groups::Mixed => {
-                let (n, group_len) = (job.shape.row_len, job.shape.group_len());
+                let (n, group_len) = (job.shape.row_len, job.group_len);
                 let g = (kk * n + self.c0) / group_len;
                 ((kk * n + self.c1 - 1) / group_len == g).then_some(g)
             }
@@ -153,7 +141,7 @@ impl Block {
     /// The block's words of row `kk` as a vector, zero past the end of the row.
     #[inline(always)]
     fn words<V: Vector, W: Word>(&self, job: &Job<W>, kk: usize) -> V::W {
-        let start = kk * job.shape.words_per_row() + self.w0;
+        let start = kk * job.words_per_row + self.w0;
         if let Some(words) = job.words32.filter(|_| self.words == V::LANES) {
             return V::words(&words[start..start + V::LANES]);
         }
@@ -226,7 +214,7 @@ fn write<V: Vector, const PW: usize>(acc: &[V::F; PW], offset: f32, width: usize
 
 /// Rows of `W` one pass over the blocks' accumulators applies (they are loaded and stored
 /// once per pass).
-const ROWS_PER_PASS: usize = 32;
+const ROWS_PER_PASS: usize = 16;
 
 /// One row of `x`. `W` is read row by row (each row's part of the task is contiguous, so the
 /// hardware prefetches it, where walking one block down all rows would touch a new page per
@@ -244,21 +232,44 @@ fn gemv<V: Vector, const PW: usize, const BITS: u32, W: Word>(
     for k0 in (0..k).step_by(ROWS_PER_PASS) {
         let rows = ROWS_PER_PASS.min(k - k0);
         for ((block, acc), offset) in blocks.iter().zip(&mut acc).zip(&mut offset) {
-            if let Some(group) = block.row_groups() {
-                // The hot loop: one group per block row, no element-wise path, so the
-                // accumulators stay in registers.
-                let mut a = *acc;
+            if let (Groups::Uniform { first, per_row }, Some(words), true) =
+                (block.groups, job.words32, block.words == V::LANES)
+            {
+                // The hot loop: a whole vector of words per row, one group per block row, no
+                // call and no element-wise path, so the accumulators stay in registers.
+                let (mut a, mut off) = (*acc, *offset);
+                let asymmetric = job.shape.quant_type == QuantType::Asymmetric;
+                // Codes read unsigned with their sign bit flipped are `c + 2^(b−1)`: the
+                // `2^(b−1)` is taken off with the zero point (binary codes are read as is).
+                let (flip, shift) = if BITS == 1 {
+                    (0, 0.0)
+                } else {
+                    (sign_bits::<BITS>(), (1u32 << (BITS - 1)) as f32)
+                };
                 for kk in k0..k0 + rows {
-                    let g = group(kk);
-                    let wv = block.words::<V, W>(job, kk);
+                    let g = first + kk * per_row;
+                    let start = kk * job.words_per_row + block.w0;
+                    let wv = V::words(&words[start..start + V::LANES]);
                     let s = job.x[kk] * job.scales[g];
-                    *offset -= zero_of(job, g) * s;
+                    let z = if asymmetric {
+                        job.zero_points[g] as f32
+                    } else {
+                        0.0
+                    };
+                    off -= (z + shift) * s;
                     let sv = V::splat(s);
-                    for (j, a) in a.iter_mut().enumerate() {
-                        *a = V::mul_add(V::field::<BITS>(wv, j as u32), sv, *a);
+                    if BITS == 1 {
+                        for (j, a) in a.iter_mut().enumerate() {
+                            *a = V::mul_add(V::field::<BITS>(wv, j as u32), sv, *a);
+                        }
+                    } else {
+                        let wv = V::xor(wv, flip);
+                        for (j, a) in a.iter_mut().enumerate() {
+                            *a = V::mul_add(V::unsigned_field::<BITS>(wv, j as u32), sv, *a);
+                        }
                     }
                 }
-                *acc = a;
+                (*acc, *offset) = (a, off);
                 continue;
             }
             for kk in k0..k0 + rows {

@@ -221,6 +221,8 @@ pub fn matmul_with<W: Word>(isa: Isa, x: &[f32], w: &PackedMatrix<W>, y: &mut [f
         m,
         words: w.words,
         words32: W::as_u32(w.words),
+        words_per_row: w.shape.words_per_row(),
+        group_len: w.shape.group_len(),
         scales,
         zero_points: w.zero_points,
         shape: w.shape,

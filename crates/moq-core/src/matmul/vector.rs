@@ -23,6 +23,23 @@ pub(super) trait Vector: Copy {
     fn mul(a: Self::F, b: Self::F) -> Self::F;
     /// Field `j` of every word as its signed code (binary: bit 1 is +1, bit 0 is −1).
     fn field<const BITS: u32>(w: Self::W, j: u32) -> Self::F;
+    /// `w XOR pattern` for every word.
+    fn xor(w: Self::W, pattern: u32) -> Self::W;
+    /// Field `j` of every word as an unsigned number (`BITS ≥ 2`): one shift and one mask.
+    fn unsigned_field<const BITS: u32>(w: Self::W, j: u32) -> Self::F;
+}
+
+/// The bit pattern that flips the sign bit of every `BITS`-bit field of a word: a field `c`
+/// (two's complement) XOR its sign bit, read unsigned, is `c + 2^(BITS−1)`, so a signed code is
+/// one shift, one mask and a constant offset away.
+pub(super) const fn sign_bits<const BITS: u32>() -> u32 {
+    let mut pattern = 0u32;
+    let mut j = 0;
+    while (j + 1) * BITS <= 32 {
+        pattern |= 1 << (j * BITS + BITS - 1);
+        j += 1;
+    }
+    pattern
 }
 
 /// Field `j` of `word` as a signed code: the field shifted to the top, then arithmetic-shifted
@@ -92,6 +109,16 @@ impl Vector for Portable {
     #[inline(always)]
     fn field<const BITS: u32>(w: Self::W, j: u32) -> Self::F {
         std::array::from_fn(|l| field_of::<BITS>(w[l], j))
+    }
+
+    #[inline(always)]
+    fn xor(w: Self::W, pattern: u32) -> Self::W {
+        w.map(|w| w ^ pattern)
+    }
+
+    #[inline(always)]
+    fn unsigned_field<const BITS: u32>(w: Self::W, j: u32) -> Self::F {
+        w.map(|w| ((w >> (j * BITS)) & ((1 << BITS) - 1)) as f32)
     }
 }
 
@@ -178,6 +205,24 @@ mod x86 {
                 }
             }
         }
+
+        #[inline(always)]
+        fn xor(w: Self::W, pattern: u32) -> Self::W {
+            unsafe { _mm256_xor_si256(w, _mm256_set1_epi32(pattern as i32)) }
+        }
+
+        #[inline(always)]
+        fn unsigned_field<const BITS: u32>(w: Self::W, j: u32) -> Self::F {
+            unsafe {
+                let shifted = _mm256_srlv_epi32(w, _mm256_set1_epi32((j * BITS) as i32));
+                let field = if (j + 1) * BITS == 32 {
+                    shifted
+                } else {
+                    _mm256_and_si256(shifted, _mm256_set1_epi32((1 << BITS) - 1))
+                };
+                _mm256_cvtepi32_ps(field)
+            }
+        }
     }
 
     #[derive(Clone, Copy)]
@@ -246,6 +291,24 @@ mod x86 {
                     let down = _mm512_set1_epi32((32 - BITS) as i32);
                     _mm512_cvtepi32_ps(_mm512_srav_epi32(_mm512_sllv_epi32(w, up), down))
                 }
+            }
+        }
+
+        #[inline(always)]
+        fn xor(w: Self::W, pattern: u32) -> Self::W {
+            unsafe { _mm512_xor_si512(w, _mm512_set1_epi32(pattern as i32)) }
+        }
+
+        #[inline(always)]
+        fn unsigned_field<const BITS: u32>(w: Self::W, j: u32) -> Self::F {
+            unsafe {
+                let shifted = _mm512_srlv_epi32(w, _mm512_set1_epi32((j * BITS) as i32));
+                let field = if (j + 1) * BITS == 32 {
+                    shifted
+                } else {
+                    _mm512_and_si512(shifted, _mm512_set1_epi32((1 << BITS) - 1))
+                };
+                _mm512_cvtepi32_ps(field)
             }
         }
     }
