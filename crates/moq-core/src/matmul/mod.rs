@@ -234,17 +234,19 @@ pub fn matmul_with<W: Word>(isa: Isa, x: &[f32], w: &PackedMatrix<W>, y: &mut [f
     let per_task = blocks
         .div_ceil(rayon::current_num_threads())
         .max(1)
-        .max(PAR_MIN_WORDS.div_ceil(k * lanes).min(blocks));
-    let tasks: Vec<(usize, Vec<f32>)> = (0..blocks.div_ceil(per_task))
-        .into_par_iter()
-        .map(|t| {
-            let first = t * per_task;
-            let count = per_task.min(blocks - first);
-            let mut out = vec![0.0f32; m * count * cols];
-            simd::blocks(isa, &job, first, count, &mut out);
-            (first, out)
-        })
-        .collect();
+        .max(PAR_MIN_WORDS.div_ceil(k * lanes * m).min(blocks));
+    let task = |t: usize| {
+        let first = t * per_task;
+        let count = per_task.min(blocks - first);
+        let mut out = vec![0.0f32; m * count * cols];
+        simd::blocks(isa, &job, first, count, &mut out);
+        (first, out)
+    };
+    // A small weight runs on the calling thread: waking the pool costs more than it saves.
+    let tasks: Vec<(usize, Vec<f32>)> = match blocks.div_ceil(per_task) {
+        1 => vec![task(0)],
+        count => (0..count).into_par_iter().map(task).collect(),
+    };
     // Each task wrote `[count][m][cols]` in block-major order: copy its columns into `y`.
     for (first, out) in tasks {
         for (b, block) in out.chunks(m * cols).enumerate() {
@@ -258,8 +260,9 @@ pub fn matmul_with<W: Word>(isa: Isa, x: &[f32], w: &PackedMatrix<W>, y: &mut [f
     Ok(())
 }
 
-/// Below this many words a task is not worth a thread.
-const PAR_MIN_WORDS: usize = 1 << 15;
+/// Below this many words times rows of `x` (512 KiB of codes for one row) a task is not worth a
+/// thread.
+const PAR_MIN_WORDS: usize = 1 << 17;
 
 #[cfg(test)]
 mod tests {
