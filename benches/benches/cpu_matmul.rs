@@ -19,6 +19,8 @@
 //! code at compile time (`cfg(target_feature = "avx2")`), so without `-C target-cpu` flags it
 //! runs its portable code; ours picks AVX-512 / AVX2 at run time.
 
+mod stats;
+
 use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,14 +35,11 @@ use moq_burn::QuantizedLinear;
 use moq_core::export::Exported;
 use moq_core::{CodeLayout, QuantSpec, QuantType, Rng, ScaleFormat, pack, quantize};
 
+use stats::{median, relative_error, values};
+
 type B = NdArray;
 
 const GROUP: usize = 128;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 /// Median over `rounds` calls of `f` (after one warm-up call).
 fn timed<T>(rounds: usize, mut f: impl FnMut() -> T) -> Duration {
@@ -128,22 +127,6 @@ fn numpy(shapes: &[(usize, usize, usize)], rounds: usize) -> Option<Vec<f64>> {
         .lines()
         .map(|l| l.trim().parse().ok())
         .collect()
-}
-
-fn values(t: Tensor<B, 2>) -> Vec<f32> {
-    t.into_data().to_vec::<f32>().expect("f32 data")
-}
-
-/// max |a − b| / max |b|.
-fn relative_error(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b
-        .iter()
-        .fold(0.0f32, |m, v| m.max(v.abs()))
-        .max(f32::MIN_POSITIVE);
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
 }
 
 fn main() {

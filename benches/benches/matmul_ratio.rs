@@ -18,6 +18,7 @@
 #![cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code, unused))]
 
 mod common;
+mod stats;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use burn::tensor::backend::Backend;
 use common::{GROUP, input, timed, weights};
 use moq_burn::moq_core::{QuantSpec, QuantType};
 use moq_burn::{MoqBackend, fake_quantize};
+use stats::{median, relative_error, values};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,30 +51,6 @@ fn main() {
         eprintln!("matmul_ratio: build with --features cuda or --features wgpu");
         std::process::exit(2);
     }
-}
-
-fn values<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("float data")
-}
-
-/// max |a − b| / max |b|.
-fn relative_error(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b
-        .iter()
-        .fold(0.0f32, |m, v| m.max(v.abs()))
-        .max(f32::MIN_POSITIVE);
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn micros(d: Duration) -> String {
