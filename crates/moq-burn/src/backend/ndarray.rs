@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, TensorData, TensorMetadata};
 use moq_core::matmul::{PackedMatrix, Scales, Word, matmul};
-use moq_core::{PackedShape, QuantSpec};
+use moq_core::{PackedShape, QuantSpec, QuantType};
 
 use super::MoqBackend;
 use super::host::fake_quantize_on_host;
@@ -66,15 +66,31 @@ fn run<
     shape: PackedShape,
     out_shape: &Shape,
 ) -> Result<Option<Vec<f32>>> {
-    let (NdArrayTensor::F32(xs), NdArrayTensor::F32(scales), NdArrayTensor::I32(zero_points)) =
-        (x, &w.scales, &w.zero_points)
-    else {
+    let (NdArrayTensor::F32(xs), NdArrayTensor::F32(scales)) = (x, &w.scales) else {
         return Ok(None);
     };
-    let (scales, zero_points) = (scales.view(), zero_points.view());
-    let (Some(words), Some(scales), Some(zero_points)) =
-        (words, scales.as_slice(), zero_points.as_slice())
-    else {
+    // Zero points (asymmetric grids only): read in place as i32, or narrowed from a record
+    // loaded with 64-bit ints (one per group, small next to the words).
+    let asymmetric = shape.quant_type == QuantType::Asymmetric;
+    let in_place = match &w.zero_points {
+        NdArrayTensor::I32(z) => Some(z.view()),
+        _ => None,
+    };
+    let narrowed: Vec<i32> = match &w.zero_points {
+        NdArrayTensor::I64(z) if asymmetric => z.view().iter().map(|&v| v as i32).collect(),
+        NdArrayTensor::I32(_) | NdArrayTensor::I64(_) => Vec::new(),
+        _ => return Ok(None),
+    };
+    let zero_points: &[i32] = match &in_place {
+        _ if !asymmetric => &[],
+        Some(z) => match z.as_slice() {
+            Some(z) => z,
+            None => return Ok(None),
+        },
+        None => &narrowed,
+    };
+    let scales = scales.view();
+    let (Some(words), Some(scales)) = (words, scales.as_slice()) else {
         return Ok(None);
     };
     let matrix = PackedMatrix::new(shape, words, Scales::F32(scales), zero_points)?;
