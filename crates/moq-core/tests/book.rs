@@ -47,3 +47,25 @@ fn every_json_block_of_the_guide_is_a_valid_config() {
         docs.display()
     );
 }
+
+/// The config reference's "every key at its default" block is exactly the defaults (with
+/// `enabled` set), so the documented defaults cannot drift from the code.
+#[test]
+fn the_documented_defaults_are_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let marker = "every key at its default except `enabled`";
+    let at = text
+        .find(marker)
+        .expect("the defaults block is introduced by its sentence");
+    let (_, json) = blocks(&text[at..], "json")
+        .into_iter()
+        .next()
+        .expect("a JSON block after the sentence");
+    let documented = QuantizeConfig::from_json_str(&json).unwrap();
+    let defaults = QuantizeConfig {
+        enabled: true,
+        ..QuantizeConfig::default()
+    };
+    assert_eq!(documented, defaults);
+}

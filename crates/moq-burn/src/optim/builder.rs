@@ -96,6 +96,12 @@ impl Moq {
         O: Optimizer<M, B>,
     {
         self.config.validate()?;
+        if !self.config.enabled {
+            log::warn!(
+                "MoQ: quantize_training.enabled is false: the wrapper passes every step to the \
+                 inner optimizer unchanged (nothing is quantized)"
+            );
+        }
         let found = float_params(model);
         let example = found.first().map_or_else(
             || "(the model has no float parameter)".to_string(),

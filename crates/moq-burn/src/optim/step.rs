@@ -1,7 +1,8 @@
 //! One training step of the wrapper (DESIGN.md section 3, "Where it runs"): skip a step whose
 //! gradient is not finite, restore the masters, let the inner optimizer step, advance the
 //! schedule (asking for eigenvalues just before a drop), and write the fake-quantized masters
-//! into the model.
+//! into the model. With `quantize_training.enabled: false` every step goes to the inner
+//! optimizer unchanged.
 
 use std::collections::HashMap;
 
@@ -124,6 +125,10 @@ where
     type Record = MoqRecord<O::Record, B>;
 
     fn step(&mut self, lr: LearningRate, module: M, grads: GradientsParams) -> M {
+        // `quantize_training.enabled: false`: as in DeepSpeed, training is left alone.
+        if !self.config.enabled {
+            return self.inner.step(lr, module, grads);
+        }
         if !grads_finite::<B, M>(&module, std::iter::once(&grads)) {
             return self.skip(module);
         }
@@ -133,6 +138,9 @@ where
     }
 
     fn step_multi(&mut self, lr: LearningRate, module: M, grads: MultiGradientsParams) -> M {
+        if !self.config.enabled {
+            return self.inner.step_multi(lr, module, grads);
+        }
         if !grads_finite::<B, M>(&module, grads.grads.iter().map(|(g, _)| g)) {
             return self.skip(module);
         }

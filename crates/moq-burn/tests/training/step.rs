@@ -138,3 +138,33 @@ fn non_finite_gradients_skip_the_step() {
     assert_eq!(optim.schedule().steps_taken(), 0);
     assert_eq!(values(model.head.weight.val()), before);
 }
+
+/// `quantize_training.enabled: false` (DeepSpeed's default) leaves training alone: the wrapped
+/// optimizer gives bit for bit the weights of the bare one, and nothing is quantized.
+#[test]
+fn a_disabled_config_passes_steps_through() {
+    let device = Default::default();
+    let disabled = QuantizeConfig::from_json_str(
+        r#"{"quantize_training": {"enabled": false, "quantize_bits": {"start_bits": 8, "target_bits": 4},
+            "quantize_schedule": {"quantize_period": 1, "schedule_offset": 0}}}"#,
+    )
+    .unwrap();
+    assert!(!disabled.enabled);
+    let mut wrapped_model = Net::<B>::new(&device);
+    let mut bare_model = Net::<B>::new(&device);
+    let mut wrapped = Moq::new(disabled)
+        .init(AdamConfig::new().init(), &wrapped_model)
+        .unwrap();
+    let mut bare = AdamConfig::new().init();
+    for step in 0..6 {
+        let g = grads(&wrapped_model, step);
+        wrapped_model = wrapped.step(1e-2, wrapped_model, g);
+        let g = grads(&bare_model, step);
+        bare_model = bare.step(1e-2, bare_model, g);
+    }
+    assert_eq!(
+        values(wrapped_model.head.weight.val()),
+        values(bare_model.head.weight.val())
+    );
+    assert_eq!(wrapped.layer_bits(), vec![None; wrapped.layers().len()]);
+}
