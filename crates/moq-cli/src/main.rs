@@ -50,7 +50,7 @@ pub struct ScheduleArgs {
     /// Number of optimizer steps in the run (steps are numbered from 0).
     #[arg(long)]
     pub steps: u64,
-    /// Number of layers (default: 1, or the number of --eigenvalues).
+    /// Number of layers (default: 1, or the number of --eigenvalues; at most 65536).
     #[arg(long)]
     pub layers: Option<usize>,
     /// Normalized eigenvalue of each layer, in [0, 1], fixed for the whole run.
@@ -129,7 +129,7 @@ fn main() -> ExitCode {
                 .next()
                 .unwrap_or("invalid arguments")
                 .trim_start_matches("error: ");
-            eprintln!("moq: {first} (see moq --help)");
+            say(&format!("moq: {first} (see moq --help)"));
             return ExitCode::from(2);
         }
     };
@@ -141,10 +141,17 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("moq: {}", format!("{e:#}").replace('\n', " "));
+            say(&format!("moq: {}", format!("{e:#}").replace('\n', " ")));
             ExitCode::from(2)
         }
     }
+}
+
+/// One line on stderr. A stderr that cannot be written (a full disk, a closed pipe) loses the
+/// line but never turns into a panic: the exit code stays the documented one.
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Reads and parses a DeepSpeed config file; errors name the file.

@@ -100,7 +100,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     let serialized = safetensors::serialize(out.iter().map(|(n, t)| (n.as_str(), t)), metadata)
         .context("cannot serialize the output")?;
     write_whole(&args.output, &serialized)?;
-    eprintln!(
+    crate::say(&format!(
         "moq: {} → {}: {quantized} tensor(s) fake-quantized to {} bits ({}, {} group(s), {}), {copied} copied unchanged",
         input.display(),
         args.output.display(),
@@ -108,7 +108,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         base.quant_type.as_str(),
         base.groups,
         base.rounding.as_str()
-    );
+    ));
     Ok(())
 }
 

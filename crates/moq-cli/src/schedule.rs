@@ -39,7 +39,7 @@ pub fn run(args: &ScheduleArgs) -> Result<()> {
         );
         let svg = moq_core::plot::schedule_svg(&title, plan.steps, &Staircase::from_plan(&plan))?;
         crate::write_whole(path, svg.as_bytes())?;
-        eprintln!("moq: schedule plot written to {}", path.display());
+        crate::say(&format!("moq: schedule plot written to {}", path.display()));
     }
     let text = if args.summary {
         summary(args, &config, &plan)

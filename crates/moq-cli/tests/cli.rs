@@ -581,3 +581,61 @@ fn inspect_prints_bits_groups_sizes_and_ratios() {
         stderr(&out)
     );
 }
+
+/// A layer count from a flag is bounded before anything is allocated (10M layers used to abort
+/// on a 2 GB allocation, `usize::MAX` to panic with a capacity overflow).
+#[test]
+fn layer_counts_beyond_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "ds.json", HAND_CONFIG);
+    let before = std::fs::read_dir(dir.path()).unwrap().count();
+    for layers in ["65537", "10000000", "18446744073709551615"] {
+        let o = schedule(&config, &["--steps", "100", "--layers", layers]);
+        assert_bad(&o, "a schedule holds at most 65536", dir.path(), before);
+    }
+    let o = schedule(
+        &config,
+        &["--steps", "10", "--layers", "65536", "--summary"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A stderr that cannot be written never turns an exit into a panic (status 101): a failure
+/// keeps status 2, a success status 0 with its output written.
+#[test]
+fn an_unwritable_stderr_keeps_the_documented_exit_codes() {
+    let Ok(full) = std::fs::File::create("/dev/full") else {
+        // Not a Linux-like system: nothing to check.
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_moq"))
+        .args([
+            "schedule",
+            "--config",
+            missing.to_str().unwrap(),
+            "--steps",
+            "10",
+        ])
+        .stderr(full.try_clone().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let config = write(dir.path(), "ds.json", HAND_CONFIG);
+    let svg = dir.path().join("s.svg");
+    let o = Command::new(env!("CARGO_BIN_EXE_moq"))
+        .args([
+            "schedule",
+            "--config",
+            config.to_str().unwrap(),
+            "--steps",
+            "10",
+        ])
+        .args(["--plot", svg.to_str().unwrap()])
+        .stderr(full)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(svg.exists());
+}

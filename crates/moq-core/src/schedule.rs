@@ -183,15 +183,32 @@ impl TryFrom<ScheduleState> for Schedule {
 }
 
 impl Schedule {
+    /// The most layers a schedule holds (checked before anything is allocated).
+    pub const MAX_LAYERS: usize = 1 << 16;
+
     /// A schedule of `layers` layers that all follow the config.
     pub fn new(config: &QuantizeConfig, layers: usize) -> Result<Self> {
+        Self::check_layers(layers)?;
         Self::with_layers(config, vec![LayerSpec::from_config(config); layers])
+    }
+
+    fn check_layers(layers: usize) -> Result<()> {
+        if layers > Self::MAX_LAYERS {
+            return Err(MoqError::Schedule {
+                reason: format!(
+                    "{layers} layers (a schedule holds at most {})",
+                    Self::MAX_LAYERS
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// A schedule whose layers have their own start/target bits and period (DeepSpeed's
     /// `different_groups`); offset and mixing come from the config.
     pub fn with_layers(config: &QuantizeConfig, specs: Vec<LayerSpec>) -> Result<Self> {
         config.validate()?;
+        Self::check_layers(specs.len())?;
         if specs.is_empty() {
             return Err(MoqError::Schedule {
                 reason: "a schedule needs at least one layer".into(),
