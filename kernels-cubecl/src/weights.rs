@@ -176,9 +176,15 @@ impl DeviceWeights {
             scales,
             zero_points,
         };
-        packed.to_layout(layout).map_err(|e| KernelError::Layout {
-            reason: e.to_string(),
-        })
+        match layout {
+            CodeLayout::Packed32 => Ok(packed),
+            CodeLayout::Int8 => packed
+                .to_layout(layout)
+                .map(std::borrow::Cow::into_owned)
+                .map_err(|e| KernelError::Layout {
+                    reason: e.to_string(),
+                }),
+        }
     }
 
     /// Dequantizes on the device into a new `[k, n]` tensor of `F`.

@@ -30,6 +30,8 @@
 //! assert_eq!(unpack(&packed).unwrap(), q);
 //! ```
 
+use std::borrow::Cow;
+
 use half::f16;
 use serde::{Deserialize, Serialize};
 
@@ -135,13 +137,13 @@ impl PackedTensor {
         }
     }
 
-    /// The same codes, scales and zero points in `layout` (a copy when already in it): the one
+    /// The same codes, scales and zero points in `layout`, borrowed when already in it: the one
     /// `Int8` ⇄ `Packed32` conversion.
-    pub fn to_layout(&self, layout: CodeLayout) -> Result<PackedTensor> {
+    pub fn to_layout(&self, layout: CodeLayout) -> Result<Cow<'_, PackedTensor>> {
         match (&self.codes, layout) {
             (PackedCodes::Words(_), CodeLayout::Packed32)
-            | (PackedCodes::Int8(_), CodeLayout::Int8) => Ok(self.clone()),
-            _ => pack(&unpack(self)?, self.row_len, layout, self.scale_format()),
+            | (PackedCodes::Int8(_), CodeLayout::Int8) => Ok(Cow::Borrowed(self)),
+            _ => pack(&unpack(self)?, self.row_len, layout, self.scale_format()).map(Cow::Owned),
         }
     }
 

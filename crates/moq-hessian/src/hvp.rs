@@ -251,6 +251,9 @@ pub fn hessian_vector_product<B: Backend, L: HessianLoss>(
 pub(crate) struct Products<'a, B: Backend, L: HessianLoss> {
     loss: &'a L,
     nested: Option<L::Model<Nested<B>>>,
+    /// Why exact products cannot run on the nested model, found from its modules once, when
+    /// it is built.
+    first_order: Option<String>,
     single: Option<L::Model<Autodiff<B>>>,
     /// `‖w_b‖` per block (by its parameter indices), for the finite-difference step.
     w_norms: HashMap<Vec<usize>, f64>,
@@ -261,6 +264,7 @@ impl<'a, B: Backend, L: HessianLoss> Products<'a, B, L> {
         Self {
             loss,
             nested: None,
+            first_order: None,
             single: None,
             w_norms: HashMap::new(),
         }
@@ -277,13 +281,18 @@ impl<'a, B: Backend, L: HessianLoss> Products<'a, B, L> {
     ) -> Result<Vec<Tensor<B, 1>>> {
         let device = weights.device().expect("a resolved block has parameters");
         let loss = self.loss;
-        let model = self.nested.get_or_insert_with(|| loss.model(&device));
-        if let Some(reason) = first_order_only(model) {
+        if self.nested.is_none() {
+            let model = loss.model(&device);
+            self.first_order = first_order_only(&model);
+            self.nested = Some(model);
+        }
+        if let Some(reason) = &self.first_order {
             return Err(HessianError::NotTwiceDifferentiable {
                 block: block.name.clone(),
-                reason,
+                reason: reason.clone(),
             });
         }
+        let model = self.nested.as_mut().expect("built above");
         // An op burn cannot differentiate twice that the module check above cannot see (a
         // functional `linear`, pooling, `interpolate`) makes burn panic: catch it, leaving the
         // process-wide panic hook alone (it prints burn's message once; the error carries it).

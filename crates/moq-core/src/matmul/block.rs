@@ -11,7 +11,7 @@
 //! `−z·s·x` once; a row that straddles groups is dequantized element by element.
 
 use super::Word;
-use super::vector::{Vector, sign_bits};
+use super::vector::{Vector, field_of, sign_bits};
 use crate::config::QuantType;
 use crate::layout::PackedShape;
 
@@ -179,11 +179,7 @@ fn add_each<const PW: usize, const BITS: u32, W: Word>(
             let col = (block.w0 + l) * PW + j;
             if col < n {
                 let g = (kk * n + col) / group_len;
-                let code = if BITS == 1 {
-                    (((word >> j) & 1) as i32 * 2 - 1) as f32
-                } else {
-                    ((word << (32 - (j as u32 + 1) * BITS)) as i32 >> (32 - BITS)) as f32
-                };
+                let code = field_of::<BITS>(word, j as u32);
                 acc[l] += (code - zero_of(job, g)) * job.scales[g] * factor;
             }
         }

@@ -45,7 +45,7 @@ pub(super) const fn sign_bits<const BITS: u32>() -> u32 {
 /// Field `j` of `word` as a signed code: the field shifted to the top, then arithmetic-shifted
 /// back (sign extension); binary fields map 1 to +1 and 0 to −1.
 #[inline(always)]
-fn field_of<const BITS: u32>(word: u32, j: u32) -> f32 {
+pub(super) fn field_of<const BITS: u32>(word: u32, j: u32) -> f32 {
     if BITS == 1 {
         (((word >> j) & 1) as i32 * 2 - 1) as f32
     } else {
