@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod figures;
+pub mod minilm;
 pub mod permutation;
 pub mod progress;
 pub mod results;

