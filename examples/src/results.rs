@@ -52,7 +52,8 @@ impl Results {
         }
     }
 
-    /// A markdown table: one row per variant, one column per target; `mean ± std` in percent.
+    /// A markdown table: one row per variant that has results, one column per target;
+    /// `mean ± std` in percent.
     pub fn markdown(&self) -> String {
         let mut out = String::from("| variant |");
         for t in &self.targets {
@@ -61,7 +62,10 @@ impl Results {
         out.push_str("\n|---|");
         out.push_str(&"---|".repeat(self.targets.len()));
         out.push('\n');
-        for variant in Variant::ALL {
+        for variant in Variant::TABLE {
+            if !self.cells.iter().any(|(v, _, _)| *v == variant) {
+                continue;
+            }
             let _ = write!(out, "| {} |", variant.label());
             for column in 0..self.targets.len() {
                 let column = if variant == Variant::FullPrecision {

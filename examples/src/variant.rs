@@ -8,6 +8,10 @@ use moq_core::{QuantizeConfig, Schedule, plan};
 pub enum Variant {
     /// No quantization: the baseline.
     FullPrecision,
+    /// Post-training quantization: the full-precision model rounded once to the target, no
+    /// training at low bits (what burn's `quantize_weights` does). Its config is QAT's, used
+    /// only to export (`MoqOptimizer::export_at_target`).
+    Ptq,
     /// Basic quantization-aware training: the target bits from step 0.
     Qat,
     /// MoQ: start high, lose a bit per period (doubling) down to the target.
@@ -20,7 +24,17 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// Every variant, in table order.
+    /// Every variant a table can show, in table order.
+    pub const TABLE: [Variant; 6] = [
+        Variant::FullPrecision,
+        Variant::Ptq,
+        Variant::Qat,
+        Variant::Moq,
+        Variant::MoqMixing,
+        Variant::MoqEigen,
+    ];
+
+    /// Every trained variant, in table order.
     pub const ALL: [Variant; 5] = [
         Variant::FullPrecision,
         Variant::Qat,
@@ -33,6 +47,7 @@ impl Variant {
     pub fn label(self) -> &'static str {
         match self {
             Variant::FullPrecision => "full precision",
+            Variant::Ptq => "PTQ (full precision, rounded once)",
             Variant::Qat => "basic QAT (target bits from step 0)",
             Variant::Moq => "MoQ (scheduled)",
             Variant::MoqMixing => "MoQ + mixing",
@@ -79,11 +94,19 @@ pub fn variant_config(
     };
     let config = match variant {
         Variant::FullPrecision => return Ok(None),
-        Variant::Qat => base.bits(target, target).period(1).build()?,
+        Variant::Qat | Variant::Ptq => base.bits(target, target).period(1).build()?,
         Variant::Moq | Variant::MoqMixing => {
-            let start = setup.start_bits.max(target);
-            let Some(period) = suggested(start, false)? else {
-                bail!("{start} → {target} bits cannot be scheduled within {horizon} steps");
+            // The highest start (at most `start_bits`) whose schedule reaches the target in time.
+            let mut start = setup.start_bits.max(target);
+            let period = loop {
+                match suggested(start, false)? {
+                    Some(period) => break period,
+                    None if start > target + 1 => start -= 1,
+                    None => bail!(
+                        "{} → {target} bits cannot be scheduled within {horizon} steps",
+                        setup.start_bits
+                    ),
+                }
             };
             let period = period.min(setup.steps);
             let builder = base.bits(start, target).period(period);

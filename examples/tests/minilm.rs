@@ -100,3 +100,81 @@ fn embeddings_match_an_independent_numpy_forward_pass() {
         1.0 - worst
     );
 }
+
+#[test]
+fn a_moq_fine_tune_served_from_its_export_computes_what_it_computed() {
+    use burn::backend::Autodiff;
+    use burn::module::AutodiffModule;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+    use moq_burn::Moq;
+    use moq_burn::moq_core::QuantizeConfig;
+    use moq_burn::moq_core::export::MoqFile;
+    use moq_examples::minilm::{MailClassifier, labels, serve};
+
+    type A = Autodiff<B>;
+    let dir = ModelDir::new(None);
+    let device = Default::default();
+    let config = dir.config().unwrap();
+    let mut model = MailClassifier::new(
+        dir.encoder::<A>(&device).expect("scripts/fetch-minilm model first"),
+        &config,
+        &device,
+    );
+    let texts = [
+        "Subject: meeting moved. The review is on Thursday at ten, same room.",
+        "Subject: FREE VIAGRA!!! Lowest prices, no prescription, order now",
+        "Subject: Re: patch for the build. It fails on ARM, see the log attached.",
+        "Subject: Make $5000 a week from home. Click here to unsubscribe.",
+    ];
+    let tokenizer = dir.tokenizer(32).unwrap();
+    let encoded = tokenizer.encode(&texts).unwrap();
+    let y = [0i64, 1, 0, 1];
+    let rows: Vec<usize> = (0..texts.len()).collect();
+    // 5 → 4 bits in two steps, 1152 groups (of 128 and 512 weights), every encoder weight.
+    let cfg = QuantizeConfig::builder()
+        .bits(5, 4)
+        .period(1)
+        .schedule_offset(0)
+        .groups(1152)
+        .build()
+        .unwrap();
+    let mut optim = Moq::new(cfg)
+        .include("bert.encoder")
+        .layers("bert.encoder.layer.{i}")
+        .init(AdamConfig::new().init(), &model)
+        .unwrap();
+    assert_eq!(optim.quantized_params().len(), 6 * 6, "every encoder linear weight");
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    for _ in 0..3 {
+        let batch = encoded.batch::<A>(&rows, &device);
+        let loss = loss_fn.forward(model.forward(&batch), labels(&y, &rows, &device));
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-4, model, grads);
+    }
+    assert_eq!(optim.layer_bits(), vec![Some(4); 6]);
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("minilm-4bit.safetensors");
+    optim.export(&model).unwrap().save(&path).unwrap();
+    let served = serve::<B>(&MoqFile::load(&path).unwrap(), &config, &device).unwrap();
+
+    let batch = encoded.batch::<B>(&rows, &device);
+    let expected = model.valid().forward(&batch).into_data().to_vec::<f32>().unwrap();
+    let got = served.forward(&batch).into_data().to_vec::<f32>().unwrap();
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            (g - e).abs() <= 1e-4 * scale.max(1.0),
+            "logit {i}: served {g}, fake-quantized {e}"
+        );
+    }
+    // Four bits per weight: the encoder's linear weights take about an eighth of their f32
+    // bytes in the file (codes plus one f32 scale per group).
+    let linear_f32 = 4 * 6 * (4 * 384 * 384 + 2 * 384 * 1536);
+    let file = MoqFile::load(&path).unwrap();
+    let codes: usize = file.quantized.iter().map(|e| e.packed.size_bytes()).sum();
+    assert!(
+        codes * 7 < linear_f32,
+        "codes {codes} B, f32 {linear_f32} B"
+    );
+}

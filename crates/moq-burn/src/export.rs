@@ -90,6 +90,29 @@ where
     /// With nearest rounding and no mixing, dequantizing the codes gives exactly the weights the
     /// model was using after its last step.
     pub fn export(&self, model: &M) -> Result<MoqFile> {
+        self.export_with(model, |layer| {
+            self.schedule
+                .bits(layer)
+                .ok_or_else(|| MoqBurnError::Export {
+                    reason: "no quantizing step has been taken yet: nothing to export".into(),
+                })
+        })
+    }
+
+    /// Post-training quantization: `model` as it is, each quantized parameter rounded once
+    /// (to nearest) at its layer's *target* bits, whatever the schedule has reached, and packed
+    /// like [`MoqOptimizer::export`]. Call it on a fresh wrapper of a trained full-precision
+    /// model to get what rounding after training gives, with no quantization-aware training.
+    pub fn export_at_target(&self, model: &M) -> Result<MoqFile> {
+        let specs = self.schedule.specs();
+        self.export_with(model, |layer| Ok(specs[layer].target_bits))
+    }
+
+    fn export_with(
+        &self,
+        model: &M,
+        bits_of: impl Fn(usize) -> Result<u32>,
+    ) -> Result<MoqFile> {
         // Host copies of what is exported as is: the parameters that have no master.
         let mut values = FloatValues {
             skip: &self.masters,
@@ -106,12 +129,7 @@ where
                 continue;
             };
             let p = &self.params[i];
-            let bits = self
-                .schedule
-                .bits(p.layer)
-                .ok_or_else(|| MoqBurnError::Export {
-                    reason: "no quantizing step has been taken yet: nothing to export".into(),
-                })?;
+            let bits = bits_of(p.layer)?;
             let master = match self.masters.get(&p.id) {
                 Some(m) => host_values(m.clone(), &p.path)?,
                 None => values.values.remove(&p.id).unwrap_or_default(),

@@ -6,6 +6,7 @@
 //! The model directory is what `scripts/fetch-minilm` unpacks: `config.json`,
 //! `model.safetensors` and `tokenizer.json`.
 
+mod classifier;
 mod config;
 mod load;
 mod model;
@@ -18,6 +19,7 @@ use anyhow::Result;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 
+pub use classifier::{CLASSES, MailClassifier, Probe, accuracy, labels, serve};
 pub use config::BertConfig;
 pub use load::load_pretrained;
 pub use model::{Batch, Bert, Dense, mean_pool};

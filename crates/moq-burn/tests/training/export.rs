@@ -314,3 +314,35 @@ fn quantized_linear_records_round_trip() {
     let loaded = fresh.load_record(recorder.load(bytes, &device).unwrap());
     assert_eq!(values(loaded.forward(x)), before);
 }
+
+#[test]
+fn export_at_target_rounds_the_model_as_it_is_once() {
+    let device = Default::default();
+    let model = Net::<B>::new(&device);
+    // A fresh wrapper, no step taken: post-training quantization of the model's weights at
+    // the target (4 bits), not at the 12 bits the schedule starts from.
+    let optim = Moq::new(config(12, 4, 2, 0))
+        .init(AdamConfig::new().init(), &model)
+        .unwrap();
+    let file = optim.export_at_target(&model).unwrap();
+    assert_eq!(file.quantized.len(), 3);
+    for e in &file.quantized {
+        assert_eq!(e.packed.bits, 4, "{}", e.name);
+        let weight = match e.name.as_str() {
+            "layers.0.weight" => values(model.layers[0].weight.val()),
+            "layers.1.weight" => values(model.layers[1].weight.val()),
+            _ => values(model.head.weight.val()),
+        };
+        let mut spec = QuantSpec::new(4, QuantType::Symmetric, 4);
+        spec.rounding = moq_core::Rounding::Nearest;
+        let rounded = moq_core::quantize(&e.name, &weight, &spec).unwrap();
+        let mut expected = vec![0.0f32; weight.len()];
+        moq_core::dequantize(&rounded, &mut expected).unwrap();
+        let mut back = vec![0.0f32; weight.len()];
+        moq_core::dequantize(&moq_core::unpack(&e.packed).unwrap(), &mut back).unwrap();
+        assert_eq!(back, expected, "{}", e.name);
+        assert_ne!(back, weight, "{}: 4-bit codes are not the f32 weights", e.name);
+    }
+    // The plain export still refuses before any step.
+    assert!(optim.export(&model).is_err());
+}

@@ -8,6 +8,14 @@
 //! `embed` prints one JSON array of 384 floats per input line, in order: the sentence
 //! embedding as sentence-transformers computes it (mean pooling under the attention mask, L2
 //! normalisation, sequences cut at 256 tokens).
+//!
+//! `fine-tune` fine-tunes the encoder with a classification head on the SpamAssassin corpus
+//! (spam or ham) five ways at each target width: full precision, PTQ (the full-precision
+//! model rounded once), basic QAT, MoQ and MoQ with eigenvalues; every quantized model is
+//! exported, served through `QuantizedLinear` and must score what its fake-quantized self
+//! scored. `--quick` is one seed at 4 bits with fewer steps.
+
+mod fine_tune;
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -16,6 +24,7 @@ use anyhow::{Context, Result};
 use burn::backend::NdArray;
 use clap::{Parser, Subcommand};
 use moq_examples::minilm::{EMBED_MAX_LEN, ModelDir};
+use moq_examples::run_on;
 
 #[derive(Parser, Debug)]
 #[command(about = "all-MiniLM-L6-v2 in burn: embeddings and MoQ fine-tuning")]
@@ -35,11 +44,14 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch: usize,
     },
+    /// Fine-tune on spam/ham five ways at each target width and print the table.
+    FineTune(fine_tune::Args),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Embed { model, batch } => embed(&ModelDir::new(model.as_deref()), batch.max(1)),
+        Command::FineTune(args) => run_on(&args.backend.clone(), &args.resolved()),
     }
 }
 

@@ -1,0 +1,432 @@
+//! `minilm fine-tune`: the pretrained encoder fine-tuned on spam/ham five ways per target
+//! width, every quantized model served from its export, and the table.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::module::{AutodiffModule, Module};
+use burn::nn::Linear;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::AdamConfig;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use moq_burn::moq_core::export::MoqFile;
+use moq_burn::{Moq, MoqBackend};
+use moq_examples::minilm::spam::{Corpus, Mail};
+use moq_examples::minilm::{
+    BertConfig, Encoded, MailClassifier, ModelDir, Probe, TextEncoder, accuracy, labels, serve,
+};
+use moq_examples::{
+    Experiment, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
+    results_path, schedule_lines, train, variant_config, write_section,
+};
+
+/// Which parameters MoQ quantizes: every linear weight of the encoder (rank 2 under
+/// `bert.encoder`); the embeddings, the layer norms, the biases and the head stay f32.
+const ENCODER: &str = "bert.encoder";
+/// One schedule (and one eigenvalue) per encoder layer.
+const LAYERS: &str = "bert.encoder.layer.{i}";
+/// Power iterations per layer and eigenvalue computation.
+const EIGEN_ITERS: u32 = 10;
+/// The variants fine-tuned at each target, after the full-precision run and PTQ.
+const TRAINED: [Variant; 3] = [Variant::Qat, Variant::Moq, Variant::MoqEigen];
+
+/// Fine-tune all-MiniLM-L6-v2 on the SpamAssassin corpus with and without MoQ.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The model directory (`scripts/fetch-minilm` fills the default).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The corpus directory (`scripts/fetch-minilm` fills the default).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Backend: ndarray (CPU) or wgpu (needs the `wgpu` feature).
+    #[arg(long, default_value = "ndarray")]
+    pub backend: String,
+    /// One seed, 4 bits only, fewer steps and test mails: about 20 minutes on 2 cores.
+    #[arg(long)]
+    quick: bool,
+    /// Seeds per cell (default 3; 1 with --quick).
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Optimizer steps per fine-tune (default 300; 60 with --quick).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Target widths, one column each (default 8,4; 4 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<u32>>,
+    /// Held-out mails (default 1000; 300 with --quick).
+    #[arg(long)]
+    test: Option<usize>,
+    /// Mails per step.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Tokens kept of each mail (subject first).
+    #[arg(long, default_value_t = 64)]
+    max_len: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// MoQ's highest start width (lowered until the schedule reaches its target by 60% of the
+    /// run).
+    #[arg(long, default_value_t = 12)]
+    start_bits: u32,
+    /// `quantize_groups`: 1152 makes groups of 128 weights in the attention's 384 × 384
+    /// matrices and of 512 in the feed-forward's 384 × 1536.
+    #[arg(long, default_value_t = 1152)]
+    groups: usize,
+    /// Where the table goes (a section of this markdown file).
+    #[arg(long, default_value = "target/results/results.md")]
+    out: PathBuf,
+    /// Write the published table instead: the MiniLM section of docs/results.md.
+    #[arg(long, conflicts_with = "out")]
+    docs: bool,
+}
+
+impl Args {
+    /// The arguments with `--quick`'s defaults (or the full run's) filled in.
+    pub fn resolved(&self) -> Resolved {
+        let quick = self.quick;
+        Resolved {
+            args: self.clone(),
+            seeds: self.seeds.unwrap_or(if quick { 1 } else { 3 }),
+            steps: self.steps.unwrap_or(if quick { 60 } else { 300 }),
+            targets: self
+                .targets
+                .clone()
+                .unwrap_or(if quick { vec![4] } else { vec![8, 4] }),
+            test: self.test.unwrap_or(if quick { 300 } else { 1000 }),
+        }
+    }
+}
+
+/// [`Args`] with every default decided.
+pub struct Resolved {
+    args: Args,
+    seeds: u64,
+    steps: u64,
+    targets: Vec<u32>,
+    test: usize,
+}
+
+impl Experiment for Resolved {
+    fn run<B>(&self, device: B::Device) -> Result<()>
+    where
+        B: AutodiffBackend,
+        B::InnerBackend: MoqBackend,
+    {
+        run::<B>(self, &device)
+    }
+}
+
+/// Token ids and labels of `mails`.
+fn encode(tokenizer: &TextEncoder, mails: &[Mail]) -> Result<(Encoded, Vec<i64>)> {
+    let texts: Vec<&str> = mails.iter().map(|m| m.text.as_str()).collect();
+    Ok((
+        tokenizer.encode(&texts)?,
+        mails.iter().map(|m| m.label).collect(),
+    ))
+}
+
+/// The order of the training mails in epoch `epoch` of seed `seed`.
+fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(seed * 1_000_003 + epoch).shuffle(&mut order);
+    order
+}
+
+fn run<B>(r: &Resolved, device: &B::Device) -> Result<()>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    let args = &r.args;
+    let dir = ModelDir::new(args.model.as_deref());
+    let config = dir.config()?;
+    let tokenizer = dir.tokenizer(args.max_len)?;
+    let corpus = Corpus::load(args.corpus.as_deref(), r.test)?;
+    let (train_x, train_y) = encode(&tokenizer, &corpus.train)?;
+    let (test_x, test_y) = encode(&tokenizer, &corpus.test)?;
+    let spam = |y: &[i64]| y.iter().filter(|&&l| l == 1).count();
+    let setup = QuantSetup {
+        steps: r.steps,
+        groups: args.groups,
+        start_bits: args.start_bits,
+        reach_by: 0.6,
+    };
+    println!(
+        "all-MiniLM-L6-v2 on SpamAssassin: {} train mails ({} spam), {} test ({} spam), {} tokens each at most; \
+         Adam lr {}, batch {}, {} steps (≈{:.1} epochs); quantize_groups {}; every linear weight of the encoder \
+         quantized, one schedule per encoder layer; embeddings, layer norms, biases and head in f32",
+        train_y.len(),
+        spam(&train_y),
+        test_y.len(),
+        spam(&test_y),
+        args.max_len,
+        args.lr,
+        args.batch,
+        r.steps,
+        (r.steps as usize * args.batch) as f64 / train_y.len() as f64,
+        args.groups,
+    );
+    // Every schedule must fit the run: fail before training anything.
+    let mut notes = Vec::new();
+    for &target in &r.targets {
+        for variant in TRAINED {
+            let cfg = variant_config(variant, target, setup)?;
+            if let Some(cfg) = cfg.filter(|_| variant != Variant::Qat) {
+                notes.push(format!(
+                    "{} at {target} bits: {} → {} bits, quantize_period {}",
+                    variant.label(),
+                    cfg.start_bits,
+                    cfg.target_bits,
+                    cfg.period
+                ));
+            }
+        }
+    }
+    println!("schedules: {}", notes.join("; "));
+    let mut results = Results {
+        targets: r.targets.clone(),
+        cells: Vec::new(),
+    };
+    let mut sizes: Vec<(String, u64)> = Vec::new();
+    let started = Instant::now();
+    let exports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moq-exports");
+    let batches = (train_y.len() / args.batch) as u64;
+    for seed in 0..r.seeds {
+        // One fine-tune from the pretrained weights: the model, its test accuracy and, for a
+        // quantized variant, the size of its export.
+        let fine_tune = |variant: Variant, target: u32| -> Result<Tuned<B>> {
+            B::seed(device, seed);
+            let bert = dir.encoder::<B>(device)?;
+            let model = MailClassifier::new(bert, &config, device);
+            let mut cfg = variant_config(variant, target, setup)?;
+            if let Some(cfg) = cfg.as_mut() {
+                // Power iteration per encoder layer: at most EIGEN_ITERS Hessian-vector products
+                // (finite differences, about 1 s each here), not DeepSpeed's 100.
+                cfg.eigenvalue.max_iter = EIGEN_ITERS;
+            }
+            let loss_fn = CrossEntropyLossConfig::new().init(device);
+            let loss = |model: &MailClassifier<B, Linear<B>>, step: u64| {
+                let order = epoch_order(train_y.len(), seed, step / batches);
+                let b = (step % batches) as usize * args.batch;
+                let rows = &order[b..b + args.batch];
+                let batch = train_x.batch(rows, device);
+                loss_fn.forward(model.forward(&batch), labels(&train_y, rows, device))
+            };
+            // The probe: the first 8 mails of the seed's first epoch.
+            let (eigenvalues, history) = eigen_provider::<B, _>(
+                cfg.as_ref(),
+                || {
+                    let order = epoch_order(train_y.len(), seed, 0);
+                    let mails: Vec<Mail> =
+                        order[..8].iter().map(|&i| corpus.train[i].clone()).collect();
+                    let (x, y) = encode(&tokenizer, &mails).expect("the probe mails encode");
+                    Probe::new(config.clone(), x, y)
+                },
+                seed,
+            )
+            .unzip();
+            let label = if variant == Variant::FullPrecision {
+                "fp32".to_string()
+            } else {
+                format!("{target}-bit")
+            };
+            let export = cfg
+                .as_ref()
+                .map(|_| exports.join(format!("minilm-{label}-{variant:?}-seed{seed}.safetensors")));
+            let run = Run {
+                steps: r.steps,
+                lr: args.lr,
+                eigenvalues,
+                evaluate: None,
+                export: export.clone(),
+            };
+            let trained = train(
+                model,
+                cfg.clone(),
+                |moq| moq.include(ENCODER).layers(LAYERS),
+                run,
+                loss,
+            )?;
+            let acc = accuracy(
+                |b| trained.model.valid().forward(b),
+                &test_x,
+                &test_y,
+                device,
+            );
+            let bits: Vec<String> = trained
+                .bits
+                .iter()
+                .map(|b| b.map_or("-".into(), |b| b.to_string()))
+                .collect();
+            println!(
+                "  {:<38} {label:<6} seed {seed}: test accuracy {:6.2}%  bits per layer [{}] ({:.0} s, {:.2} s/step)",
+                variant.label(),
+                100.0 * acc,
+                bits.join(" "),
+                trained.seconds,
+                trained.seconds / r.steps as f64
+            );
+            if let Some(history) = &history {
+                println!("      {}", eigen_summary(history));
+            }
+            if let Some(cfg) = cfg.as_ref().filter(|c| c.start_bits > c.target_bits) {
+                for line in schedule_lines(&trained, cfg.start_bits) {
+                    println!("      {line}");
+                }
+            }
+            let size = match &export {
+                Some(path) => {
+                    check_served::<B>(path, &config, acc, &test_x, &test_y, device)?;
+                    Some(file_size(path)?)
+                }
+                None => None,
+            };
+            Ok((trained.model, acc, size))
+        };
+        let (full, acc, _) = fine_tune(Variant::FullPrecision, 32)?;
+        results.add(Variant::FullPrecision, 0, acc);
+        for &target in &r.targets {
+            // PTQ: the full-precision fine-tune rounded once, scored from its codes.
+            let cfg = variant_config(Variant::Ptq, target, setup)?.expect("PTQ has a config");
+            let optim = Moq::new(cfg)
+                .include(ENCODER)
+                .layers(LAYERS)
+                .init(AdamConfig::new().init(), &full)?;
+            let file = optim.export_at_target(&full)?;
+            let path = exports.join(format!("minilm-{target}bit-Ptq-seed{seed}.safetensors"));
+            file.save(&path)?;
+            let served = serve::<B::InnerBackend>(&file, &config, device)?;
+            let acc = accuracy(|b| served.forward(b), &test_x, &test_y, device);
+            println!(
+                "  {:<38} {target}-bit  seed {seed}: test accuracy {:6.2}%  (served from {})",
+                Variant::Ptq.label(),
+                100.0 * acc,
+                path.display()
+            );
+            results.add(Variant::Ptq, column_of(&r.targets, target), acc);
+            sizes.push((format!("PTQ at {target} bits"), file_size(&path)?));
+            for variant in TRAINED {
+                let (_, acc, size) = fine_tune(variant, target)?;
+                results.add(variant, column_of(&r.targets, target), acc);
+                if let Some(bytes) = size {
+                    sizes.push((format!("{} at {target} bits", variant.label()), bytes));
+                }
+            }
+        }
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let f32_bytes = f32_size::<B>(&config, device);
+    let table = results.markdown();
+    println!(
+        "\nTest accuracy (%), mean ± std over {} seeds ({minutes:.0} min):\n\n{table}",
+        r.seeds
+    );
+    let mut size_lines = vec![format!(
+        "| f32 model (every parameter) | {f32_bytes} | 1.00 |"
+    )];
+    sizes.sort();
+    sizes.dedup_by(|a, b| a.0 == b.0);
+    for (what, bytes) in &sizes {
+        size_lines.push(format!(
+            "| {what} (export) | {bytes} | {:.2} |",
+            *bytes as f64 / f32_bytes as f64
+        ));
+    }
+    println!("{}", size_lines.join("\n"));
+    publish(r, &table, &size_lines, &notes, minutes)
+}
+
+/// A fine-tuned classifier, its test accuracy and its export's size in bytes.
+type Tuned<B> = (MailClassifier<B, Linear<B>>, f64, Option<u64>);
+
+fn column_of(targets: &[u32], target: u32) -> usize {
+    targets.iter().position(|&t| t == target).unwrap_or(0)
+}
+
+/// The export at `path` served through `QuantizedLinear` must score `expected`, the accuracy
+/// of the fake-quantized model it came from.
+fn check_served<B>(
+    path: &Path,
+    config: &BertConfig,
+    expected: f64,
+    test_x: &Encoded,
+    test_y: &[i64],
+    device: &B::Device,
+) -> Result<()>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    let file = MoqFile::load(path)?;
+    let served = serve::<B::InnerBackend>(&file, config, device)?;
+    let acc = accuracy(|b| served.forward(b), test_x, test_y, device);
+    println!(
+        "      served from {} through QuantizedLinear: {:.2}% (fake-quantized {:.2}%)",
+        path.display(),
+        100.0 * acc,
+        100.0 * expected
+    );
+    if acc != expected {
+        bail!(
+            "the export `{}` scores {acc} through QuantizedLinear, the fake-quantized model {expected}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// Bytes of the classifier's parameters in f32.
+fn f32_size<B: Backend>(config: &BertConfig, device: &B::Device) -> u64 {
+    let bert = moq_examples::minilm::Bert::<B, Linear<B>>::new(config, device);
+    4 * MailClassifier::new(bert, config, device).num_params() as u64
+}
+
+fn publish(
+    r: &Resolved,
+    table: &str,
+    sizes: &[String],
+    notes: &[String],
+    minutes: f64,
+) -> Result<()> {
+    let args = &r.args;
+    let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let command = format!(
+        "cargo run --release -p moq-examples --bin minilm -- fine-tune --seeds {} --steps {} --targets {} --test {}",
+        r.seeds,
+        r.steps,
+        join(&r.targets),
+        r.test
+    );
+    let body = format!(
+        "## all-MiniLM-L6-v2 fine-tuned on SpamAssassin (spam or ham)\n\nProduced by `{command}` (backend {}, \
+         {minutes:.0} min). The pretrained sentence-transformers encoder (6 layers, d_model 384) with mean pooling and \
+         a linear head, fine-tuned with Adam (lr {}, batch {}, {} tokens per mail, {} steps) from the same \
+         pretrained weights for every variant; {} held-out mails. Every linear weight of the encoder is quantized \
+         (quantize_groups {}), one schedule per encoder layer (`{LAYERS}`); the embeddings, layer norms, biases and \
+         the head stay f32. PTQ rounds the full-precision fine-tune once, with no training at low bits. Every \
+         quantized model is scored again from its export through `QuantizedLinear`, and the run stops if the two \
+         differ. Schedules: {}. Test accuracy in %, mean ± std over {} seeds:\n\n{table}\nExport sizes (one \
+         seed):\n\n| model | bytes | ratio to f32 |\n|---|---|---|\n{}\n",
+        args.backend,
+        args.lr,
+        args.batch,
+        args.max_len,
+        r.steps,
+        r.test,
+        args.groups,
+        notes.join("; "),
+        r.seeds,
+        sizes.join("\n"),
+    );
+    let out = results_path(&args.out, args.docs);
+    write_section(&out, "minilm", &body)?;
+    println!("wrote the table to {}", out.display());
+    Ok(())
+}

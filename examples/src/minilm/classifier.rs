@@ -1,0 +1,129 @@
+//! The spam classifier: the pretrained encoder, mean pooling, dropout and a linear head (kept
+//! in f32: 2 × 384 weights), and its probe batch for the Hessian.
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use moq_burn::moq_core::export::MoqFile;
+use moq_burn::moq_hessian::HessianLoss;
+use moq_burn::{MoqBackend, QuantizedLinear, load_dequantized};
+
+use super::{Batch, Bert, BertConfig, Dense, Encoded, mean_pool};
+
+/// Classes: ham (0) and spam (1).
+pub const CLASSES: usize = 2;
+
+/// Encoder, pooling, head.
+#[derive(Module, Debug)]
+pub struct MailClassifier<B: Backend, L: Module<B>> {
+    /// The encoder (module paths `bert.encoder.layer.{i}.…`).
+    pub bert: Bert<B, L>,
+    head: Linear<B>,
+    dropout: Dropout,
+}
+
+impl<B: Backend> MailClassifier<B, Linear<B>> {
+    /// `bert` with a new head (initialised from the backend's seed).
+    pub fn new(bert: Bert<B, Linear<B>>, config: &BertConfig, device: &B::Device) -> Self {
+        Self {
+            bert,
+            head: LinearConfig::new(config.hidden_size, CLASSES).init(device),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+        }
+    }
+}
+
+impl<B: Backend, L: Module<B> + Dense<B>> MailClassifier<B, L> {
+    /// Logits `[batch, 2]`.
+    pub fn forward(&self, batch: &Batch<B>) -> Tensor<B, 2> {
+        let pooled = mean_pool(self.bert.forward(batch), batch.mask.clone());
+        self.head.forward(self.dropout.forward(pooled))
+    }
+
+    /// The same classifier with every dense layer of the encoder replaced by
+    /// `f(module path, layer)` (paths from the classifier's root: `bert.encoder.…`).
+    pub fn map_dense<L2: Module<B> + Dense<B>, E>(
+        self,
+        mut f: impl FnMut(&str, L) -> Result<L2, E>,
+    ) -> Result<MailClassifier<B, L2>, E> {
+        Ok(MailClassifier {
+            bert: self.bert.map_dense(|path, l| f(&format!("bert.{path}"), l))?,
+            head: self.head,
+            dropout: self.dropout,
+        })
+    }
+}
+
+/// The classifier of a MoQ export, for inference: every dense layer of the encoder a
+/// `QuantizedLinear` holding the exported codes, every other parameter read from the file.
+pub fn serve<B: MoqBackend>(
+    file: &MoqFile,
+    config: &BertConfig,
+    device: &B::Device,
+) -> moq_burn::Result<MailClassifier<B, QuantizedLinear<B>>> {
+    let structure = MailClassifier::new(Bert::new(config, device), config, device);
+    load_dequantized(structure, file)?.map_dense(|path, _| QuantizedLinear::load(file, path, device))
+}
+
+/// The share of `rows` of `encoded` that `forward` classifies as `labels` says, in batches of
+/// 64.
+pub fn accuracy<B: Backend>(
+    forward: impl Fn(&Batch<B>) -> Tensor<B, 2>,
+    encoded: &Encoded,
+    labels: &[i64],
+    device: &B::Device,
+) -> f64 {
+    let rows: Vec<usize> = (0..encoded.rows).collect();
+    let mut correct = 0i64;
+    for chunk in rows.chunks(64) {
+        let predicted = forward(&encoded.batch(chunk, device)).argmax(1).flatten::<1>(0, 1);
+        let hits = predicted.equal(self::labels(labels, chunk, device)).int().sum();
+        correct += hits.into_scalar().elem::<i64>();
+    }
+    correct as f64 / encoded.rows.max(1) as f64
+}
+
+/// Labels of `rows` as a tensor.
+pub fn labels<B: Backend>(labels: &[i64], rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
+    Tensor::from_data(TensorData::new(values, [rows.len()]), device)
+}
+
+/// The cross-entropy of a classifier on a fixed batch: the loss whose Hessian the eigenvalue
+/// variant measures.
+pub struct Probe {
+    config: BertConfig,
+    encoded: Encoded,
+    labels: Vec<i64>,
+}
+
+impl Probe {
+    /// The probe batch: every row of `encoded`, labelled.
+    pub fn new(config: BertConfig, encoded: Encoded, labels: Vec<i64>) -> Self {
+        Self {
+            config,
+            encoded,
+            labels,
+        }
+    }
+}
+
+impl HessianLoss for Probe {
+    type Model<B: Backend> = MailClassifier<B, Linear<B>>;
+
+    fn model<B: Backend>(&self, device: &B::Device) -> Self::Model<B> {
+        MailClassifier::new(Bert::new(&self.config, device), &self.config, device)
+    }
+
+    fn loss<B: Backend>(&self, model: &Self::Model<B>) -> Tensor<B, 1> {
+        let device = model.head.weight.device();
+        let rows: Vec<usize> = (0..self.encoded.rows).collect();
+        let batch = self.encoded.batch(&rows, &device);
+        CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(model.forward(&batch), labels(&self.labels, &rows, &device))
+    }
+}
