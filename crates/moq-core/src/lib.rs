@@ -24,6 +24,7 @@
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod isa;
 pub mod layout;
 pub mod matmul;
 pub mod noise;
@@ -39,6 +40,7 @@ pub use config::{
     EigenvalueConfig, MixingConfig, QuantType, QuantizeConfig, QuantizeConfigBuilder, Rounding,
 };
 pub use error::{MoqError, Result};
+pub use isa::Isa;
 pub use layout::{MAX_INDEXED, PACKED_BITS, PackedShape, check_indexable, codes_per_word};
 pub use noise::NoiseKey;
 pub use pack::{CodeLayout, PackedCodes, PackedScales, PackedTensor, ScaleFormat, pack, unpack};

@@ -8,43 +8,9 @@ use super::vector::Portable;
 #[cfg(target_arch = "x86_64")]
 use super::vector::{Avx2, Avx512};
 
-/// An instruction set the CPU matmul is compiled for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    /// The baseline of the target (SSE2 on x86-64), 8 lanes: runs everywhere.
-    Portable,
-    /// AVX2 and FMA (x86-64), 8 lanes.
-    Avx2,
-    /// AVX-512 F/BW/VL (x86-64), 16 lanes.
-    Avx512,
-}
+pub use crate::isa::Isa;
 
 impl Isa {
-    /// The widest instruction set this CPU supports.
-    pub fn best() -> Self {
-        [Isa::Avx512, Isa::Avx2]
-            .into_iter()
-            .find(|isa| isa.available())
-            .unwrap_or(Isa::Portable)
-    }
-
-    /// Whether this CPU can run it.
-    pub fn available(self) -> bool {
-        match self {
-            Isa::Portable => true,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => {
-                is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512vl")
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-
     /// Words per column block (lanes of one vector of `u32`).
     pub(super) fn lanes(self) -> usize {
         match self {

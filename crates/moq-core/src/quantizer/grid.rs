@@ -3,6 +3,7 @@
 
 use super::apply::round_even;
 use super::chunks::{Item, items, map_items};
+use super::dispatch::min_max_best;
 use super::{Element, QuantSpec};
 use crate::config::QuantType;
 use crate::error::{MoqError, Result};
@@ -68,7 +69,9 @@ impl Stats {
     }
 }
 
-/// Min and max, and whether every element is finite, in one vectorisable pass.
+/// Min and max, and whether every element is finite, in one vectorisable pass (inlined into
+/// each of `dispatch`'s instruction-set wrappers).
+#[inline(always)]
 pub(super) fn min_max<T: Element>(xs: &[T]) -> (f32, f32, bool) {
     const LANES: usize = 16;
     let mut lo = [f32::INFINITY; LANES];
@@ -141,7 +144,7 @@ pub(super) fn plan_grids<T: Element>(tensor: &str, data: &[T], spec: &QuantSpec)
     let partials = map_items(&items, |item| {
         item.segments(group_len)
             .map(|(s, e, group)| {
-                let (min, max, finite) = min_max(&data[s..e]);
+                let (min, max, finite) = min_max_best(&data[s..e]);
                 let count = if finite { 0 } else { 1 };
                 (
                     group,

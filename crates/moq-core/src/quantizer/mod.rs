@@ -49,9 +49,11 @@ use crate::noise::NoiseKey;
 
 mod apply;
 mod chunks;
+mod dispatch;
 mod grid;
 
-use apply::{Codes, InPlace, Values, apply_grid};
+use apply::{Codes, InPlace, Values};
+use dispatch::apply_grid_best;
 use chunks::{PARALLEL_MIN, run, split_mut};
 use grid::{Grid, plan_grids};
 
@@ -239,7 +241,7 @@ pub fn fake_quantize_in_place<T: Element>(
     run(&grids.items, &mut pieces, |item, piece| {
         for (seg_start, seg_end, group) in item.segments(grids.group_len) {
             let data = &mut piece[seg_start - item.start..seg_end - item.start];
-            apply_grid(
+            apply_grid_best(
                 grids.grids[group],
                 spec.rounding,
                 keys,
@@ -288,7 +290,7 @@ pub fn fake_quantize_mixed<T: Element>(
                 dst,
                 mix: mix_ratio,
             };
-            apply_grid(grids.grids[group], spec.rounding, keys, sink);
+            apply_grid_best(grids.grids[group], spec.rounding, keys, sink);
         }
     });
     Ok(())
@@ -308,7 +310,7 @@ pub fn quantize<T: Element>(
         for (seg_start, seg_end, group) in item.segments(grids.group_len) {
             let src = &input[seg_start..seg_end];
             let dst = &mut piece[seg_start - item.start..seg_end - item.start];
-            apply_grid(
+            apply_grid_best(
                 grids.grids[group],
                 spec.rounding,
                 keys,
@@ -534,7 +536,7 @@ mod tests {
                     dst: &mut small,
                     mix: 0.0,
                 };
-                apply_grid(grids.grids[g], spec.rounding, spec.noise.keys(), sink);
+                apply_grid_best(grids.grids[g], spec.rounding, spec.noise.keys(), sink);
                 assert_eq!(&big[range], &small[..]);
             }
             let pool = rayon::ThreadPoolBuilder::new()

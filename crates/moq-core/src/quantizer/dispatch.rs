@@ -1,0 +1,118 @@
+//! The quantizer's two hot loops, a group's statistics ([`min_max`]) and a group's values or
+//! codes ([`apply_grid`] into a [`Sink`]), compiled for the widest vector unit of this CPU
+//! ([`Isa::best`]): both are `#[inline(always)]`, so each wrapper below compiles their whole
+//! loop with its target features (16 f32 lanes with AVX-512, 8 with AVX2, 4 with SSE2).
+
+use super::Element;
+use super::apply::{Sink, apply_grid};
+use super::grid::{Grid, min_max};
+use crate::config::Rounding;
+use crate::isa::Isa;
+use crate::noise::NoiseKeys;
+
+/// [`min_max`] on the best instruction set of this CPU.
+pub(super) fn min_max_best<T: Element>(xs: &[T]) -> (f32, f32, bool) {
+    min_max_on(Isa::best(), xs)
+}
+
+/// [`apply_grid`] on the best instruction set of this CPU.
+pub(super) fn apply_grid_best(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
+    apply_grid_on(Isa::best(), grid, rounding, keys, sink)
+}
+
+/// [`min_max`] compiled for `isa` (the portable code if this CPU lacks it).
+#[allow(unsafe_code)]
+fn min_max_on<T: Element>(isa: Isa, xs: &[T]) -> (f32, f32, bool) {
+    if !isa.available() {
+        return min_max(xs);
+    }
+    match isa {
+        // SAFETY (both arms): this CPU has `isa`'s instructions (checked above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::min_max_avx512(xs) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::min_max_avx2(xs) },
+        _ => min_max(xs),
+    }
+}
+
+/// [`apply_grid`] compiled for `isa` (the portable code if this CPU lacks it).
+#[allow(unsafe_code)]
+fn apply_grid_on(isa: Isa, grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
+    if !isa.available() {
+        return apply_grid(grid, rounding, keys, sink);
+    }
+    match isa {
+        // SAFETY (both arms): this CPU has `isa`'s instructions (checked above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::apply_avx512(grid, rounding, keys, sink) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::apply_avx2(grid, rounding, keys, sink) },
+        _ => apply_grid(grid, rounding, keys, sink),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    pub(super) fn min_max_avx512<T: Element>(xs: &[T]) -> (f32, f32, bool) {
+        min_max(xs)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn min_max_avx2<T: Element>(xs: &[T]) -> (f32, f32, bool) {
+        min_max(xs)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    pub(super) fn apply_avx512(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
+        apply_grid(grid, rounding, keys, sink)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn apply_avx2(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
+        apply_grid(grid, rounding, keys, sink)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::apply::{Codes, Values};
+    use super::super::grid::linear_grid;
+    use super::*;
+    use crate::Rng;
+    use crate::config::QuantType;
+    use crate::noise::NoiseKey;
+
+    /// Every instruction set gives the portable code's results bit for bit (the loops use
+    /// only exact IEEE operations: no FMA contraction, rounding by adding 2^23).
+    #[test]
+    fn every_instruction_set_computes_the_same_bits() {
+        let mut rng = Rng::new(7);
+        let mut x = rng.normal_vec(4099, 3.0);
+        x[17] = 0.0;
+        x[18] = -0.0;
+        let reference = min_max_on(Isa::Portable, &x);
+        let keys = NoiseKey { seed: 5, step: 1, stream: 2 }.keys();
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            assert_eq!(min_max_on(isa, &x), reference, "{isa:?}");
+            for (bits, qt) in [(8, QuantType::Symmetric), (3, QuantType::Asymmetric)] {
+                let grid = linear_grid(reference.0, reference.1, bits, qt);
+                for rounding in [Rounding::Nearest, Rounding::Stochastic] {
+                    let run = |isa: Isa| {
+                        let mut values = vec![0.0f32; x.len()];
+                        let sink = Values { start: 0, src: &x, dst: &mut values, mix: 0.0 };
+                        apply_grid_on(isa, grid, rounding, keys, sink);
+                        let mut codes = vec![0i32; x.len()];
+                        let sink = Codes { start: 0, src: &x, dst: &mut codes };
+                        apply_grid_on(isa, grid, rounding, keys, sink);
+                        (values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), codes)
+                    };
+                    assert_eq!(run(isa), run(Isa::Portable), "{isa:?} {bits} {rounding:?}");
+                }
+            }
+        }
+    }
+}
