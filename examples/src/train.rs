@@ -84,13 +84,15 @@ where
             seconds: start.elapsed().as_secs_f64(),
         });
     };
+    // Every layer starts at the config's start bits, so a drop at step 0 is recorded too.
+    let start_bits = config.start_bits;
     let mut optim = customize(Moq::new(config)).init(adam, &model)?;
     let mut run = run;
     if let Some(provider) = run.eigenvalues.take() {
         optim = optim.with_eigenvalues(provider);
     }
     let mut drops = Vec::new();
-    let mut last: Vec<Option<u32>> = vec![None; optim.layers().len()];
+    let mut last: Vec<Option<u32>> = vec![Some(start_bits); optim.layers().len()];
     let (model, optim) = run_loop(model, optim, &run, &loss, |optim, model, step, loss| {
         for (layer, (now, last)) in optim.layer_bits().into_iter().zip(&mut last).enumerate() {
             if let (Some(bits), Some(before)) = (now, *last)

@@ -117,7 +117,8 @@ fn a_moq_fine_tune_served_from_its_export_computes_what_it_computed() {
     let device = Default::default();
     let config = dir.config().unwrap();
     let mut model = MailClassifier::new(
-        dir.encoder::<A>(&device).expect("scripts/fetch-minilm model first"),
+        dir.encoder::<A>(&device)
+            .expect("scripts/fetch-minilm model first"),
         &config,
         &device,
     );
@@ -144,7 +145,11 @@ fn a_moq_fine_tune_served_from_its_export_computes_what_it_computed() {
         .layers("bert.encoder.layer.{i}")
         .init(AdamConfig::new().init(), &model)
         .unwrap();
-    assert_eq!(optim.quantized_params().len(), 6 * 6, "every encoder linear weight");
+    assert_eq!(
+        optim.quantized_params().len(),
+        6 * 6,
+        "every encoder linear weight"
+    );
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     for _ in 0..3 {
         let batch = encoded.batch::<A>(&rows, &device);
@@ -159,7 +164,12 @@ fn a_moq_fine_tune_served_from_its_export_computes_what_it_computed() {
     let served = serve::<B>(&MoqFile::load(&path).unwrap(), &config, &device).unwrap();
 
     let batch = encoded.batch::<B>(&rows, &device);
-    let expected = model.valid().forward(&batch).into_data().to_vec::<f32>().unwrap();
+    let expected = model
+        .valid()
+        .forward(&batch)
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
     let got = served.forward(&batch).into_data().to_vec::<f32>().unwrap();
     let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {

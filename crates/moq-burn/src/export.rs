@@ -108,11 +108,7 @@ where
         self.export_with(model, |layer| Ok(specs[layer].target_bits))
     }
 
-    fn export_with(
-        &self,
-        model: &M,
-        bits_of: impl Fn(usize) -> Result<u32>,
-    ) -> Result<MoqFile> {
+    fn export_with(&self, model: &M, bits_of: impl Fn(usize) -> Result<u32>) -> Result<MoqFile> {
         // Host copies of what is exported as is: the parameters that have no master.
         let mut values = FloatValues {
             skip: &self.masters,

@@ -50,7 +50,9 @@ impl<B: Backend, L: Module<B> + Dense<B>> MailClassifier<B, L> {
         mut f: impl FnMut(&str, L) -> Result<L2, E>,
     ) -> Result<MailClassifier<B, L2>, E> {
         Ok(MailClassifier {
-            bert: self.bert.map_dense(|path, l| f(&format!("bert.{path}"), l))?,
+            bert: self
+                .bert
+                .map_dense(|path, l| f(&format!("bert.{path}"), l))?,
             head: self.head,
             dropout: self.dropout,
         })
@@ -65,7 +67,8 @@ pub fn serve<B: MoqBackend>(
     device: &B::Device,
 ) -> moq_burn::Result<MailClassifier<B, QuantizedLinear<B>>> {
     let structure = MailClassifier::new(Bert::new(config, device), config, device);
-    load_dequantized(structure, file)?.map_dense(|path, _| QuantizedLinear::load(file, path, device))
+    load_dequantized(structure, file)?
+        .map_dense(|path, _| QuantizedLinear::load(file, path, device))
 }
 
 /// The share of `rows` of `encoded` that `forward` classifies as `labels` says, in batches of
@@ -79,8 +82,13 @@ pub fn accuracy<B: Backend>(
     let rows: Vec<usize> = (0..encoded.rows).collect();
     let mut correct = 0i64;
     for chunk in rows.chunks(64) {
-        let predicted = forward(&encoded.batch(chunk, device)).argmax(1).flatten::<1>(0, 1);
-        let hits = predicted.equal(self::labels(labels, chunk, device)).int().sum();
+        let predicted = forward(&encoded.batch(chunk, device))
+            .argmax(1)
+            .flatten::<1>(0, 1);
+        let hits = predicted
+            .equal(self::labels(labels, chunk, device))
+            .int()
+            .sum();
         correct += hits.into_scalar().elem::<i64>();
     }
     correct as f64 / encoded.rows.max(1) as f64

@@ -72,7 +72,8 @@ impl BertConfig {
                 self.num_attention_heads
             );
         }
-        if !(self.layer_norm_eps > 0.0) || !(0.0..1.0).contains(&self.hidden_dropout_prob) {
+        let eps_ok = self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0;
+        if !eps_ok || !(0.0..1.0).contains(&self.hidden_dropout_prob) {
             bail!(
                 "layer_norm_eps {} must be > 0 and hidden_dropout_prob {} in [0, 1)",
                 self.layer_norm_eps,
@@ -80,5 +81,36 @@ impl BertConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minilm() -> BertConfig {
+        serde_json::from_str(
+            r#"{"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
+                "num_attention_heads": 12, "intermediate_size": 1536,
+                "max_position_embeddings": 512, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
+                "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "model_type": "bert"}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn configs_the_encoder_cannot_run_are_refused_by_name() {
+        assert!(minilm().check().is_ok());
+        let refused = |edit: fn(&mut BertConfig), needle: &str| {
+            let mut c = minilm();
+            edit(&mut c);
+            let err = c.check().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        };
+        refused(|c| c.hidden_act = "relu".into(), "hidden_act `relu`");
+        refused(|c| c.num_attention_heads = 5, "not a multiple of num_attention_heads 5");
+        refused(|c| c.num_hidden_layers = 0, "num_hidden_layers is 0");
+        refused(|c| c.layer_norm_eps = f64::NAN, "layer_norm_eps");
+        refused(|c| c.hidden_dropout_prob = 1.0, "hidden_dropout_prob 1");
     }
 }

@@ -62,7 +62,11 @@ impl Corpus {
     /// out.
     pub fn load(dir: Option<&Path>, test: usize) -> Result<Self> {
         let dir = dir.map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_DIR),
+            || {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(DEFAULT_DIR)
+            },
             Path::to_path_buf,
         );
         let mut mails = Vec::new();

@@ -341,7 +341,11 @@ fn export_at_target_rounds_the_model_as_it_is_once() {
         let mut back = vec![0.0f32; weight.len()];
         moq_core::dequantize(&moq_core::unpack(&e.packed).unwrap(), &mut back).unwrap();
         assert_eq!(back, expected, "{}", e.name);
-        assert_ne!(back, weight, "{}: 4-bit codes are not the f32 weights", e.name);
+        assert_ne!(
+            back, weight,
+            "{}: 4-bit codes are not the f32 weights",
+            e.name
+        );
     }
     // The plain export still refuses before any step.
     assert!(optim.export(&model).is_err());

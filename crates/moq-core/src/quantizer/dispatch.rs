@@ -95,7 +95,12 @@ mod tests {
         x[17] = 0.0;
         x[18] = -0.0;
         let reference = min_max_on(Isa::Portable, &x);
-        let keys = NoiseKey { seed: 5, step: 1, stream: 2 }.keys();
+        let keys = NoiseKey {
+            seed: 5,
+            step: 1,
+            stream: 2,
+        }
+        .keys();
         for isa in [Isa::Avx2, Isa::Avx512] {
             assert_eq!(min_max_on(isa, &x), reference, "{isa:?}");
             for (bits, qt) in [(8, QuantType::Symmetric), (3, QuantType::Asymmetric)] {
@@ -103,12 +108,24 @@ mod tests {
                 for rounding in [Rounding::Nearest, Rounding::Stochastic] {
                     let run = |isa: Isa| {
                         let mut values = vec![0.0f32; x.len()];
-                        let sink = Values { start: 0, src: &x, dst: &mut values, mix: 0.0 };
+                        let sink = Values {
+                            start: 0,
+                            src: &x,
+                            dst: &mut values,
+                            mix: 0.0,
+                        };
                         apply_grid_on(isa, grid, rounding, keys, sink);
                         let mut codes = vec![0i32; x.len()];
-                        let sink = Codes { start: 0, src: &x, dst: &mut codes };
+                        let sink = Codes {
+                            start: 0,
+                            src: &x,
+                            dst: &mut codes,
+                        };
                         apply_grid_on(isa, grid, rounding, keys, sink);
-                        (values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), codes)
+                        (
+                            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            codes,
+                        )
                     };
                     assert_eq!(run(isa), run(Isa::Portable), "{isa:?} {bits} {rounding:?}");
                 }

@@ -53,8 +53,8 @@ mod dispatch;
 mod grid;
 
 use apply::{Codes, InPlace, Values};
-use dispatch::apply_grid_best;
 use chunks::{PARALLEL_MIN, run, split_mut};
+use dispatch::apply_grid_best;
 use grid::{Grid, plan_grids};
 
 /// A float type the quantizer reads and writes. Arithmetic is in f32.

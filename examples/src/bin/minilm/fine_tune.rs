@@ -190,7 +190,7 @@ where
         targets: r.targets.clone(),
         cells: Vec::new(),
     };
-    let mut sizes: Vec<(String, u64)> = Vec::new();
+    let mut sizes: Vec<(String, Size)> = Vec::new();
     let started = Instant::now();
     let exports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moq-exports");
     let batches = (train_y.len() / args.batch) as u64;
@@ -220,8 +220,10 @@ where
                 cfg.as_ref(),
                 || {
                     let order = epoch_order(train_y.len(), seed, 0);
-                    let mails: Vec<Mail> =
-                        order[..8].iter().map(|&i| corpus.train[i].clone()).collect();
+                    let mails: Vec<Mail> = order[..8]
+                        .iter()
+                        .map(|&i| corpus.train[i].clone())
+                        .collect();
                     let (x, y) = encode(&tokenizer, &mails).expect("the probe mails encode");
                     Probe::new(config.clone(), x, y)
                 },
@@ -233,9 +235,9 @@ where
             } else {
                 format!("{target}-bit")
             };
-            let export = cfg
-                .as_ref()
-                .map(|_| exports.join(format!("minilm-{label}-{variant:?}-seed{seed}.safetensors")));
+            let export = cfg.as_ref().map(|_| {
+                exports.join(format!("minilm-{label}-{variant:?}-seed{seed}.safetensors"))
+            });
             let run = Run {
                 steps: r.steps,
                 lr: args.lr,
@@ -280,7 +282,7 @@ where
             let size = match &export {
                 Some(path) => {
                     check_served::<B>(path, &config, acc, &test_x, &test_y, device)?;
-                    Some(file_size(path)?)
+                    Some(Size::of(path)?)
                 }
                 None => None,
             };
@@ -307,7 +309,10 @@ where
                 path.display()
             );
             results.add(Variant::Ptq, column_of(&r.targets, target), acc);
-            sizes.push((format!("PTQ at {target} bits"), file_size(&path)?));
+            sizes.push((
+                format!("{} at {target} bits", Variant::Ptq.label()),
+                Size::of(&path)?,
+            ));
             for variant in TRAINED {
                 let (_, acc, size) = fine_tune(variant, target)?;
                 results.add(variant, column_of(&r.targets, target), acc);
@@ -325,22 +330,26 @@ where
         r.seeds
     );
     let mut size_lines = vec![format!(
-        "| f32 model (every parameter) | {f32_bytes} | 1.00 |"
+        "| f32 model (every parameter) | {f32_bytes} | 1.00 | {} | 1.00 |",
+        4 * linear_weights(&config)
     )];
-    sizes.sort();
+    sizes.sort_by(|a, b| a.0.cmp(&b.0));
     sizes.dedup_by(|a, b| a.0 == b.0);
-    for (what, bytes) in &sizes {
+    for (what, size) in &sizes {
         size_lines.push(format!(
-            "| {what} (export) | {bytes} | {:.2} |",
-            *bytes as f64 / f32_bytes as f64
+            "| {what} | {} | {:.3} | {} | {:.3} |",
+            size.file,
+            size.file as f64 / f32_bytes as f64,
+            size.codes,
+            size.codes as f64 / (4 * linear_weights(&config)) as f64
         ));
     }
     println!("{}", size_lines.join("\n"));
     publish(r, &table, &size_lines, &notes, minutes)
 }
 
-/// A fine-tuned classifier, its test accuracy and its export's size in bytes.
-type Tuned<B> = (MailClassifier<B, Linear<B>>, f64, Option<u64>);
+/// A fine-tuned classifier, its test accuracy and its export's size.
+type Tuned<B> = (MailClassifier<B, Linear<B>>, f64, Option<Size>);
 
 fn column_of(targets: &[u32], target: u32) -> usize {
     targets.iter().position(|&t| t == target).unwrap_or(0)
@@ -378,8 +387,31 @@ where
     Ok(())
 }
 
-fn file_size(path: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(path)?.len())
+/// What an export takes: the whole file, and the packed codes and scales of the encoder's
+/// linear weights in it.
+struct Size {
+    file: u64,
+    codes: u64,
+}
+
+impl Size {
+    fn of(path: &Path) -> Result<Self> {
+        let file = MoqFile::load(path)?;
+        Ok(Self {
+            file: std::fs::metadata(path)?.len(),
+            codes: file
+                .quantized
+                .iter()
+                .map(|e| e.packed.size_bytes() as u64)
+                .sum(),
+        })
+    }
+}
+
+/// Weights of the encoder's linear layers (what MoQ quantizes).
+fn linear_weights(c: &BertConfig) -> u64 {
+    let (d, f) = (c.hidden_size as u64, c.intermediate_size as u64);
+    c.num_hidden_layers as u64 * (4 * d * d + 2 * d * f)
 }
 
 /// Bytes of the classifier's parameters in f32.
@@ -397,13 +429,16 @@ fn publish(
 ) -> Result<()> {
     let args = &r.args;
     let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    let command = format!(
+    let mut command = format!(
         "cargo run --release -p moq-examples --bin minilm -- fine-tune --seeds {} --steps {} --targets {} --test {}",
         r.seeds,
         r.steps,
         join(&r.targets),
         r.test
     );
+    if args.quick {
+        command.push_str(" (= --quick)");
+    }
     let body = format!(
         "## all-MiniLM-L6-v2 fine-tuned on SpamAssassin (spam or ham)\n\nProduced by `{command}` (backend {}, \
          {minutes:.0} min). The pretrained sentence-transformers encoder (6 layers, d_model 384) with mean pooling and \
@@ -412,8 +447,9 @@ fn publish(
          (quantize_groups {}), one schedule per encoder layer (`{LAYERS}`); the embeddings, layer norms, biases and \
          the head stay f32. PTQ rounds the full-precision fine-tune once, with no training at low bits. Every \
          quantized model is scored again from its export through `QuantizedLinear`, and the run stops if the two \
-         differ. Schedules: {}. Test accuracy in %, mean ± std over {} seeds:\n\n{table}\nExport sizes (one \
-         seed):\n\n| model | bytes | ratio to f32 |\n|---|---|---|\n{}\n",
+         differ. Schedules: {}. Test accuracy in %, mean ± std over {} seeds:\n\n{table}\nExport sizes (bytes; \
+         the encoder's linear weights are codes plus one f32 scale per group, everything else f32):\n\n\
+         | model | file | ratio to f32 | encoder linear weights | ratio to f32 |\n|---|---|---|---|---|\n{}\n",
         args.backend,
         args.lr,
         args.batch,
