@@ -70,7 +70,9 @@ pub struct QuantSetup {
 }
 
 /// The `quantize_training` config of `variant` at `target` bits; `None` for full precision.
-/// MoQ's period is the planner's largest one that reaches the target by `reach_by` of the run.
+/// MoQ starts at `start_bits`, or lower when a run is too short for that start (one bit less
+/// at a time, until the doubling periods fit), with the planner's largest period that reaches
+/// the target by `reach_by` of the run.
 ///
 /// With eigenvalues, the most sensitive layer always has the normalised eigenvalue 1 (factor
 /// 5: each period is 10 times the last), so the schedule is planned for that worst case: the
@@ -84,31 +86,32 @@ pub fn variant_config(
         .schedule_offset(0)
         .groups(setup.groups);
     let horizon = (setup.steps as f64 * setup.reach_by) as u64;
-    let suggested = |start: u32, eigen: bool| -> Result<Option<u64>> {
-        let probe = base.clone().bits(start, target).period(1).build()?;
-        let mut schedule = Schedule::new(&probe, 1)?;
-        if eigen {
-            schedule.set_eigenvalues(&[1.0])?;
+    // The highest start (at most `start_bits`) whose schedule reaches the target in time, and
+    // the planner's period for it.
+    let schedulable = |eigen: bool| -> Result<(u32, u64)> {
+        let mut start = setup.start_bits.max(target);
+        loop {
+            let probe = base.clone().bits(start, target).period(1).build()?;
+            let mut schedule = Schedule::new(&probe, 1)?;
+            if eigen {
+                schedule.set_eigenvalues(&[1.0])?;
+            }
+            match plan(&schedule, horizon).layers[0].suggested_period {
+                Some(period) => return Ok((start, period.min(setup.steps))),
+                None if start > target + 1 => start -= 1,
+                None => bail!(
+                    "{} → {target} bits{} cannot be scheduled within {horizon} steps",
+                    setup.start_bits,
+                    if eigen { " with eigenvalues" } else { "" }
+                ),
+            }
         }
-        Ok(plan(&schedule, horizon).layers[0].suggested_period)
     };
     let config = match variant {
         Variant::FullPrecision => return Ok(None),
         Variant::Qat | Variant::Ptq => base.bits(target, target).period(1).build()?,
         Variant::Moq | Variant::MoqMixing => {
-            // The highest start (at most `start_bits`) whose schedule reaches the target in time.
-            let mut start = setup.start_bits.max(target);
-            let period = loop {
-                match suggested(start, false)? {
-                    Some(period) => break period,
-                    None if start > target + 1 => start -= 1,
-                    None => bail!(
-                        "{} → {target} bits cannot be scheduled within {horizon} steps",
-                        setup.start_bits
-                    ),
-                }
-            };
-            let period = period.min(setup.steps);
+            let (start, period) = schedulable(false)?;
             let builder = base.bits(start, target).period(period);
             if variant == Variant::MoqMixing {
                 // The full-precision share fades out over half a period.
@@ -118,20 +121,8 @@ pub fn variant_config(
             }
         }
         Variant::MoqEigen => {
-            let mut start = setup.start_bits.max(target);
-            let period = loop {
-                match suggested(start, true)? {
-                    Some(period) => break period,
-                    None if start > target + 1 => start -= 1,
-                    None => bail!(
-                        "{target} bits with eigenvalues cannot be scheduled within {horizon} steps"
-                    ),
-                }
-            };
-            let mut config = base
-                .bits(start, target)
-                .period(period.min(setup.steps))
-                .build()?;
+            let (start, period) = schedulable(true)?;
+            let mut config = base.bits(start, target).period(period).build()?;
             config.eigenvalue.enabled = true;
             config
         }

@@ -108,7 +108,10 @@ mod tests {
             assert!(err.contains(needle), "{err}");
         };
         refused(|c| c.hidden_act = "relu".into(), "hidden_act `relu`");
-        refused(|c| c.num_attention_heads = 5, "not a multiple of num_attention_heads 5");
+        refused(
+            |c| c.num_attention_heads = 5,
+            "not a multiple of num_attention_heads 5",
+        );
         refused(|c| c.num_hidden_layers = 0, "num_hidden_layers is 0");
         refused(|c| c.layer_norm_eps = f64::NAN, "layer_norm_eps");
         refused(|c| c.hidden_dropout_prob = 1.0, "hidden_dropout_prob 1");
