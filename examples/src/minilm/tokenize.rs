@@ -75,6 +75,21 @@ impl TextEncoder {
 }
 
 impl Encoded {
+    /// Rows `rows` of this batch, as a batch of their own (same padded length).
+    pub fn select(&self, rows: &[usize]) -> Encoded {
+        let pick = |v: &[u32]| {
+            rows.iter()
+                .flat_map(|&r| v[r * self.len..(r + 1) * self.len].iter().copied())
+                .collect()
+        };
+        Encoded {
+            rows: rows.len(),
+            len: self.len,
+            ids: pick(&self.ids),
+            mask: pick(&self.mask),
+        }
+    }
+
     /// Rows `rows` of this batch as tensors on `device`, cut to the longest of them.
     pub fn batch<B: Backend>(&self, rows: &[usize], device: &B::Device) -> Batch<B> {
         let len = rows

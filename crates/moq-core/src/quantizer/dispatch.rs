@@ -11,23 +11,28 @@ use crate::isa::Isa;
 use crate::noise::NoiseKeys;
 
 /// [`min_max`] on the best instruction set of this CPU.
+#[allow(unsafe_code)]
 pub(super) fn min_max_best<T: Element>(xs: &[T]) -> (f32, f32, bool) {
-    min_max_on(Isa::best(), xs)
+    // SAFETY: `Isa::best` only names an instruction set this CPU has.
+    unsafe { min_max_on(Isa::best(), xs) }
 }
 
 /// [`apply_grid`] on the best instruction set of this CPU.
+#[allow(unsafe_code)]
 pub(super) fn apply_grid_best(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
-    apply_grid_on(Isa::best(), grid, rounding, keys, sink)
+    // SAFETY: `Isa::best` only names an instruction set this CPU has.
+    unsafe { apply_grid_on(Isa::best(), grid, rounding, keys, sink) }
 }
 
-/// [`min_max`] compiled for `isa` (the portable code if this CPU lacks it).
+/// [`min_max`] compiled for `isa`. Called once per group piece, so it does not look the CPU's
+/// features up again.
+///
+/// # Safety
+/// This CPU must have `isa` ([`Isa::available`]).
 #[allow(unsafe_code)]
-fn min_max_on<T: Element>(isa: Isa, xs: &[T]) -> (f32, f32, bool) {
-    if !isa.available() {
-        return min_max(xs);
-    }
+unsafe fn min_max_on<T: Element>(isa: Isa, xs: &[T]) -> (f32, f32, bool) {
     match isa {
-        // SAFETY (both arms): this CPU has `isa`'s instructions (checked above).
+        // SAFETY (both arms): the caller guarantees this CPU has `isa`'s instructions.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::min_max_avx512(xs) },
         #[cfg(target_arch = "x86_64")]
@@ -36,14 +41,20 @@ fn min_max_on<T: Element>(isa: Isa, xs: &[T]) -> (f32, f32, bool) {
     }
 }
 
-/// [`apply_grid`] compiled for `isa` (the portable code if this CPU lacks it).
+/// [`apply_grid`] compiled for `isa`.
+///
+/// # Safety
+/// This CPU must have `isa` ([`Isa::available`]).
 #[allow(unsafe_code)]
-fn apply_grid_on(isa: Isa, grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
-    if !isa.available() {
-        return apply_grid(grid, rounding, keys, sink);
-    }
+unsafe fn apply_grid_on(
+    isa: Isa,
+    grid: Grid,
+    rounding: Rounding,
+    keys: NoiseKeys,
+    sink: impl Sink,
+) {
     match isa {
-        // SAFETY (both arms): this CPU has `isa`'s instructions (checked above).
+        // SAFETY (both arms): the caller guarantees this CPU has `isa`'s instructions.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::apply_avx512(grid, rounding, keys, sink) },
         #[cfg(target_arch = "x86_64")]
@@ -86,23 +97,29 @@ mod tests {
     use crate::config::QuantType;
     use crate::noise::NoiseKey;
 
-    /// Every instruction set gives the portable code's results bit for bit (the loops use
-    /// only exact IEEE operations: no FMA contraction, rounding by adding 2^23).
+    /// Every instruction set this CPU has gives the portable code's results bit for bit (the
+    /// loops use only exact IEEE operations: no FMA contraction, rounding by adding 2^23).
     #[test]
+    #[allow(unsafe_code)]
     fn every_instruction_set_computes_the_same_bits() {
         let mut rng = Rng::new(7);
         let mut x = rng.normal_vec(4099, 3.0);
         x[17] = 0.0;
         x[18] = -0.0;
-        let reference = min_max_on(Isa::Portable, &x);
+        // SAFETY (every call below): `Isa::Portable` runs anywhere, and the others only run
+        // where `Isa::available` says this CPU has them.
+        let reference = unsafe { min_max_on(Isa::Portable, &x) };
         let keys = NoiseKey {
             seed: 5,
             step: 1,
             stream: 2,
         }
         .keys();
-        for isa in [Isa::Avx2, Isa::Avx512] {
-            assert_eq!(min_max_on(isa, &x), reference, "{isa:?}");
+        for isa in [Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| i.available())
+        {
+            assert_eq!(unsafe { min_max_on(isa, &x) }, reference, "{isa:?}");
             for (bits, qt) in [(8, QuantType::Symmetric), (3, QuantType::Asymmetric)] {
                 let grid = linear_grid(reference.0, reference.1, bits, qt);
                 for rounding in [Rounding::Nearest, Rounding::Stochastic] {
@@ -114,14 +131,14 @@ mod tests {
                             dst: &mut values,
                             mix: 0.0,
                         };
-                        apply_grid_on(isa, grid, rounding, keys, sink);
+                        unsafe { apply_grid_on(isa, grid, rounding, keys, sink) };
                         let mut codes = vec![0i32; x.len()];
                         let sink = Codes {
                             start: 0,
                             src: &x,
                             dst: &mut codes,
                         };
-                        apply_grid_on(isa, grid, rounding, keys, sink);
+                        unsafe { apply_grid_on(isa, grid, rounding, keys, sink) };
                         (
                             values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                             codes,

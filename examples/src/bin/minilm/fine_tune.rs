@@ -219,13 +219,9 @@ where
             let (eigenvalues, history) = eigen_provider::<B, _>(
                 cfg.as_ref(),
                 || {
-                    let order = epoch_order(train_y.len(), seed, 0);
-                    let mails: Vec<Mail> = order[..8]
-                        .iter()
-                        .map(|&i| corpus.train[i].clone())
-                        .collect();
-                    let (x, y) = encode(&tokenizer, &mails).expect("the probe mails encode");
-                    Probe::new(config.clone(), x, y)
+                    let rows = &epoch_order(train_y.len(), seed, 0)[..8];
+                    let y = rows.iter().map(|&i| train_y[i]).collect();
+                    Probe::new(config.clone(), train_x.select(rows), y)
                 },
                 seed,
             )
@@ -252,12 +248,8 @@ where
                 run,
                 loss,
             )?;
-            let acc = accuracy(
-                |b| trained.model.valid().forward(b),
-                &test_x,
-                &test_y,
-                device,
-            );
+            let valid = trained.model.valid();
+            let acc = accuracy(|b| valid.forward(b), &test_x, &test_y, device);
             let bits: Vec<String> = trained
                 .bits
                 .iter()
@@ -281,8 +273,10 @@ where
             }
             let size = match &export {
                 Some(path) => {
-                    check_served::<B>(path, &config, acc, &test_x, &test_y, device)?;
-                    Some(Size::of(path)?)
+                    // Read back from disk: what a user deploys is the file.
+                    let file = MoqFile::load(path)?;
+                    check_served::<B>(&file, path, &config, acc, &test_x, &test_y, device)?;
+                    Some(Size::of(&file, path)?)
                 }
                 None => None,
             };
@@ -311,7 +305,7 @@ where
             results.add(Variant::Ptq, column_of(&r.targets, target), acc);
             sizes.push((
                 format!("{} at {target} bits", Variant::Ptq.label()),
-                Size::of(&path)?,
+                Size::of(&file, &path)?,
             ));
             for variant in TRAINED {
                 let (_, acc, size) = fine_tune(variant, target)?;
@@ -355,9 +349,10 @@ fn column_of(targets: &[u32], target: u32) -> usize {
     targets.iter().position(|&t| t == target).unwrap_or(0)
 }
 
-/// The export at `path` served through `QuantizedLinear` must score `expected`, the accuracy
-/// of the fake-quantized model it came from.
+/// The export `file` (read from `path`) served through `QuantizedLinear` must score
+/// `expected`, the accuracy of the fake-quantized model it came from.
 fn check_served<B>(
+    file: &MoqFile,
     path: &Path,
     config: &BertConfig,
     expected: f64,
@@ -369,8 +364,7 @@ where
     B: AutodiffBackend,
     B::InnerBackend: MoqBackend,
 {
-    let file = MoqFile::load(path)?;
-    let served = serve::<B::InnerBackend>(&file, config, device)?;
+    let served = serve::<B::InnerBackend>(file, config, device)?;
     let acc = accuracy(|b| served.forward(b), test_x, test_y, device);
     println!(
         "      served from {} through QuantizedLinear: {:.2}% (fake-quantized {:.2}%)",
@@ -395,8 +389,7 @@ struct Size {
 }
 
 impl Size {
-    fn of(path: &Path) -> Result<Self> {
-        let file = MoqFile::load(path)?;
+    fn of(file: &MoqFile, path: &Path) -> Result<Self> {
         Ok(Self {
             file: std::fs::metadata(path)?.len(),
             codes: file
