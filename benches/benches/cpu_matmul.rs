@@ -13,12 +13,16 @@
 //! ```text
 //! cargo bench -p moq-benches --bench cpu_matmul               # the full grid
 //! cargo bench -p moq-benches --bench cpu_matmul -- --quick    # two small shapes, M ≤ 4
-//! cargo bench -p moq-benches --bench cpu_matmul -- --shape 4096x4096
+//! cargo bench -p moq-benches --bench cpu_matmul -- --shape 4096x4096   # one shape, no MiniLM
+//! cargo bench -p moq-benches --bench cpu_matmul -- --minilm   # MiniLM only
 //! ```
+//! After the grid, the same run times all-MiniLM-L6-v2's sentence embeddings in f32, W8 and W4
+//! (module `sentences`; skipped with a line when `scripts/fetch-minilm` has not been run).
 //! candle is built as a dependency is by default: its quantized dot products choose their SIMD
 //! code at compile time (`cfg(target_feature = "avx2")`), so without `-C target-cpu` flags it
 //! runs its portable code; ours picks AVX-512 / AVX2 at run time.
 
+mod sentences;
 mod stats;
 
 use std::hint::black_box;
@@ -129,9 +133,26 @@ fn numpy(shapes: &[(usize, usize, usize)], rounds: usize) -> Option<Vec<f64>> {
         .collect()
 }
 
+/// The MiniLM part of the run (`sentences`): exits 1 on an error.
+fn minilm(quick: bool, rounds: usize) {
+    let cases: &[(usize, usize)] = if quick {
+        &[(1, 16), (4, 32)]
+    } else {
+        &[(1, 16), (16, 16), (1, 128), (16, 128)]
+    };
+    if let Err(e) = sentences::run(cases, GROUP, rounds.min(7)) {
+        eprintln!("cpu_matmul: MiniLM: {e:#}");
+        std::process::exit(1);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--minilm") {
+        minilm(quick, if quick { 3 } else { 15 });
+        return;
+    }
     let (mut sizes, ms_list, rounds): (Vec<(usize, usize)>, &[usize], usize) = if quick {
         (vec![(384, 1536), (1536, 384)], &[1, 4], 3)
     } else {
@@ -238,6 +259,10 @@ fn main() {
         "\nratios > 1: ours is faster. GB/s: bytes of codes and scales read per second \
          (copy: the W4 bytes copied per second)."
     );
+    // `--shape` measures one matmul shape only.
+    if !args.iter().any(|a| a == "--shape") {
+        minilm(quick, rounds);
+    }
     if worst > 1e-4 {
         eprintln!("cpu_matmul: outputs differ from the f32 reference by {worst:.1e} (> 1e-4)");
         std::process::exit(1);

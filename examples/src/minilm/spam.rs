@@ -57,18 +57,18 @@ struct MailFile {
 /// Where `scripts/fetch-minilm` puts the corpus, relative to the repository root.
 pub const DEFAULT_DIR: &str = "target/data/spam-assassin";
 
+/// [`DEFAULT_DIR`] under the repository root.
+pub fn default_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_DIR)
+}
+
 impl Corpus {
     /// Reads the corpus under `dir` (the default when `None`) and splits it, `test` mails held
     /// out.
     pub fn load(dir: Option<&Path>, test: usize) -> Result<Self> {
-        let dir = dir.map_or_else(
-            || {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("..")
-                    .join(DEFAULT_DIR)
-            },
-            Path::to_path_buf,
-        );
+        let dir = dir.map_or_else(default_dir, Path::to_path_buf);
         let mut mails = Vec::new();
         for (folder, label) in FOLDERS {
             let path = dir.join("data").join(folder);
