@@ -1,10 +1,13 @@
 //! `moq inspect FILE`: per tensor of a MoQ export, its bits, grid, groups, stored size and
-//! compression against f32, then the totals.
+//! compression against f32, then the totals. The export is checked first (`MoqFile::load`:
+//! sizes with checked arithmetic, codes against the metadata, scales finite and not negative),
+//! and names are printed with control characters escaped.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use anyhow::{Context, Result};
+use moq_core::error::escape_controls;
 use moq_core::export::MoqFile;
 
 use crate::InspectArgs;
@@ -35,7 +38,7 @@ fn report(file: &MoqFile) -> String {
         let _ = writeln!(
             out,
             "{:<40} {:<14} {:>4} {:<10} {:>6} {:>12} {:>12} {:>6.2}x",
-            e.name,
+            escape_controls(&e.name),
             dims(&e.shape),
             e.packed.bits,
             e.packed.quant_type.as_str(),
@@ -52,7 +55,7 @@ fn report(file: &MoqFile) -> String {
         let _ = writeln!(
             out,
             "{:<40} {:<14} {:>4} {:<10} {:>6} {:>12} {:>12} {:>6.2}x",
-            name,
+            escape_controls(name),
             dims(shape),
             32,
             "f32",

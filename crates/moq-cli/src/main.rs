@@ -2,10 +2,12 @@
 //!
 //! Bad input (a missing file, malformed JSON or safetensors, a tensor that cannot be split into
 //! the groups, NaN in a tensor, a bad flag) exits with status 2 and one line naming what is at
-//! fault; no output file is left behind.
+//! fault; no output file is left behind, also when the command is interrupted by a signal
+//! (exit status 128 + the signal). Input files must be regular files (a FIFO or a device is
+//! refused before it is opened); a config is at most 1 MiB; a safetensors file is read header
+//! first and one tensor at a time, so memory follows the largest tensor, not the file.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -13,8 +15,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod inspect;
+mod output;
 mod quantize;
 mod schedule;
+
+pub use output::write_whole;
 
 /// Mixture-of-Quantization tools.
 #[derive(Debug, Parser)]
@@ -44,7 +49,8 @@ pub struct InspectArgs {
 /// Arguments of `moq schedule`.
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {
-    /// DeepSpeed config (whole ds_config.json or the quantize_training section).
+    /// DeepSpeed config (whole ds_config.json or the quantize_training section; a regular
+    /// file of at most 1 MiB).
     #[arg(long)]
     pub config: PathBuf,
     /// Number of optimizer steps in the run (steps are numbered from 0).
@@ -85,10 +91,10 @@ pub enum RoundingArg {
 /// Arguments of `moq quantize`.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
-    /// Input safetensors file.
+    /// Input safetensors file (read header first, one tensor at a time).
     #[arg(long)]
     pub input: PathBuf,
-    /// Output safetensors file (written whole or not at all).
+    /// Output safetensors file (written whole or not at all; never the input file).
     #[arg(long)]
     pub output: PathBuf,
     /// Bit width, 1 to 16.
@@ -123,16 +129,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            say(&format!("moq: {first} (see moq --help)"));
+            say(&format!("moq: {} (see moq --help)", usage_error(&e)));
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = output::clean_up_on_signals() {
+        say(&format!("moq: {e:#}"));
+        return ExitCode::from(2);
+    }
     let result = match &cli.command {
         Command::Schedule(args) => schedule::run(args),
         Command::Quantize(args) => quantize::run(args),
@@ -141,52 +145,64 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            say(&format!("moq: {}", format!("{e:#}").replace('\n', " ")));
+            say(&format!("moq: {e:#}"));
             ExitCode::from(2)
         }
     }
 }
 
-/// One line on stderr. A stderr that cannot be written (a full disk, a closed pipe) loses the
-/// line but never turns into a panic: the exit code stays the documented one.
+/// clap's error as one line: its message and the lines that carry names (the missing flags
+/// follow "the following required arguments were not provided:" on lines of their own),
+/// without the usage and help hints.
+fn usage_error(e: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "a subcommand is required: schedule, quantize or inspect".into();
+    }
+    let text = e.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = parts.join(" ");
+    let line = line.trim_start_matches("error: ");
+    if line.is_empty() {
+        "invalid arguments".into()
+    } else {
+        line.to_owned()
+    }
+}
+
+/// One line on stderr: newlines become spaces and other control characters (a `\r`, an escape
+/// sequence taken from a file name) are escaped, so the line is one line that cannot rewrite
+/// the terminal. A stderr that cannot be written (a full disk, a closed pipe) loses the line
+/// but never turns into a panic: the exit code stays the documented one.
 pub fn say(line: &str) {
     use std::io::Write as _;
+    let line = moq_core::error::escape_controls(&line.replace('\n', " "));
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// Reads and parses a DeepSpeed config file; errors name the file.
-pub fn read_config(path: &Path) -> Result<moq_core::QuantizeConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config `{}`", path.display()))?;
-    moq_core::QuantizeConfig::from_json_str(&text)
-        .with_context(|| format!("config `{}`", path.display()))
+/// What a file error says without its path (for a message that names the file itself).
+pub fn file_reason(e: moq_core::MoqError) -> String {
+    match e {
+        moq_core::MoqError::File { reason, .. } => reason,
+        e => e.to_string(),
+    }
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`: the output
-/// is whole or absent.
-pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".moq-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in `{}`", dir.display()))?;
-    // Output files are for others to read too (tempfile creates them private).
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("cannot write `{}`", path.display()))?;
-    }
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write `{}`", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write `{}`", path.display()))?;
-    Ok(())
+/// Reads and parses a DeepSpeed config file (a regular file of at most
+/// [`moq_core::input::MAX_CONFIG_BYTES`]); errors name the file.
+pub fn read_config(path: &Path) -> Result<moq_core::QuantizeConfig> {
+    let cannot = || format!("cannot read config `{}`", path.display());
+    let bytes = moq_core::input::read_limited(path, moq_core::input::MAX_CONFIG_BYTES)
+        .map_err(|e| anyhow::anyhow!(file_reason(e)))
+        .with_context(cannot)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("not UTF-8 text ({e})"))
+        .with_context(cannot)?;
+    moq_core::QuantizeConfig::from_json_str(&text)
+        .with_context(|| format!("config `{}`", path.display()))
 }

@@ -1,38 +1,15 @@
-//! `moq quantize`: fake-quantize the float tensors of a safetensors file, keeping dtypes.
-
-use std::borrow::Cow;
-use std::collections::HashMap;
-
 use anyhow::{Context, Result, bail};
 use half::{bf16, f16};
-use moq_core::{Element, NoiseKey, QuantSpec, QuantType, Rounding, fake_quantize};
-use safetensors::{Dtype, SafeTensors, View};
+use moq_core::input::{TensorEntry, TensorFile};
+use moq_core::{Element, NoiseKey, QuantSpec, QuantType, Rounding, fake_quantize_in_place};
+use safetensors::Dtype;
 
-use crate::{QuantizeArgs, RoundingArg, TypeArg, read_config, write_whole};
+use crate::output::Output;
+use crate::{QuantizeArgs, RoundingArg, TypeArg, read_config};
 
-/// A tensor to write: borrowed when copied unchanged, owned when quantized.
-struct OutTensor<'a> {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Cow<'a, [u8]>,
-}
-
-impl View for &OutTensor<'_> {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-/// Runs the subcommand.
+/// Runs the subcommand. The input is read header first and one tensor at a time, and the
+/// output streamed, so memory peaks at about one copy of the largest tensor (a quantized f64
+/// tensor: its bytes and an f32 copy, 1.5 times).
 pub fn run(args: &QuantizeArgs) -> Result<()> {
     let base = match &args.config {
         Some(path) => {
@@ -55,25 +32,30 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         bail!("--groups must be at least 1");
     }
     let input = &args.input;
-    let bytes =
-        std::fs::read(input).with_context(|| format!("cannot read `{}`", input.display()))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("`{}` is not a valid safetensors file", input.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)?;
-    let metadata: Option<HashMap<String, String>> = header.metadata().clone();
-
-    let mut names: Vec<&str> = file.names();
-    names.sort_unstable();
-    let mut out = Vec::with_capacity(names.len());
+    std::fs::metadata(input).with_context(|| format!("cannot read `{}`", input.display()))?;
+    let file = TensorFile::open(input).map_err(|e| {
+        anyhow::anyhow!(
+            "`{}` is not a valid safetensors file: {}",
+            input.display(),
+            crate::file_reason(e)
+        )
+    })?;
+    refuse_same_file(input, &args.output)?;
+    let entries = file.entries();
+    let layout: Vec<(&str, Dtype, &[usize])> = entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.dtype, e.shape.as_slice()))
+        .collect();
+    let header = moq_core::input::safetensors_header(&layout, file.metadata())?;
+    let mut out = Output::create(&args.output)?;
+    out.write(&header)?;
     let (mut quantized, mut copied) = (0usize, 0usize);
-    for (stream, name) in names.iter().enumerate() {
-        let view = file.tensor(name)?;
+    for (stream, entry) in entries.iter().enumerate() {
         let float = matches!(
-            view.dtype(),
+            entry.dtype,
             Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64
         );
-        let selected = float && (args.all || view.shape().len() >= 2);
-        let data = if selected {
+        if float && (args.all || entry.shape.len() >= 2) {
             let spec = QuantSpec {
                 noise: NoiseKey {
                     seed: args.seed,
@@ -82,24 +64,14 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
                 },
                 ..base
             };
+            quantize_tensor(&file, entry, &spec, &mut out)?;
             quantized += 1;
-            Cow::Owned(quantize_bytes(name, view.dtype(), view.data(), &spec)?)
         } else {
+            out.write(&file.read(entry)?)?;
             copied += 1;
-            Cow::Borrowed(view.data())
-        };
-        out.push((
-            name.to_string(),
-            OutTensor {
-                dtype: view.dtype(),
-                shape: view.shape().to_vec(),
-                data,
-            },
-        ));
+        }
     }
-    let serialized = safetensors::serialize(out.iter().map(|(n, t)| (n.as_str(), t)), metadata)
-        .context("cannot serialize the output")?;
-    write_whole(&args.output, &serialized)?;
+    out.commit()?;
     crate::say(&format!(
         "moq: {} → {}: {quantized} tensor(s) fake-quantized to {} bits ({}, {} group(s), {}), {copied} copied unchanged",
         input.display(),
@@ -112,45 +84,87 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn quantize_bytes(name: &str, dtype: Dtype, data: &[u8], spec: &QuantSpec) -> Result<Vec<u8>> {
-    fn run<T: Element, const N: usize>(
-        name: &str,
-        data: &[u8],
-        spec: &QuantSpec,
-        from: fn([u8; N]) -> T,
-        to: fn(T) -> [u8; N],
-    ) -> Result<Vec<u8>> {
-        let values: Vec<T> = data
-            .chunks_exact(N)
-            .map(|c| from(c.try_into().expect("chunk of N bytes")))
-            .collect();
-        let mut out = values.clone();
-        fake_quantize(name, &values, &mut out, spec)?;
-        Ok(out.into_iter().flat_map(to).collect())
+/// Refuses an output that is the input file itself (by path, link or hard link): the output
+/// replaces its target, and the input is what the user would lose.
+fn refuse_same_file(input: &std::path::Path, output: &std::path::Path) -> Result<()> {
+    let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(output)) else {
+        return Ok(());
+    };
+    #[cfg(unix)]
+    let same = {
+        use std::os::unix::fs::MetadataExt;
+        (a.dev(), a.ino()) == (b.dev(), b.ino())
+    };
+    #[cfg(not(unix))]
+    let same = {
+        let _ = (a, b);
+        std::fs::canonicalize(input).ok() == std::fs::canonicalize(output).ok()
+    };
+    if same {
+        bail!(
+            "--output `{}` is the input file `{}`: write to another file (the input is never \
+             replaced)",
+            output.display(),
+            input.display()
+        );
     }
-    match dtype {
-        Dtype::F32 => run(name, data, spec, f32::from_le_bytes, f32::to_le_bytes),
-        Dtype::F16 => run(name, data, spec, f16::from_le_bytes, f16::to_le_bytes),
-        Dtype::BF16 => run(name, data, spec, bf16::from_le_bytes, bf16::to_le_bytes),
+    Ok(())
+}
+
+/// Reads `entry`, fake-quantizes it in place in its own dtype and appends its bytes to `out`.
+fn quantize_tensor(
+    file: &TensorFile,
+    entry: &TensorEntry,
+    spec: &QuantSpec,
+    out: &mut Output,
+) -> Result<()> {
+    /// The values of `entry` read straight into a typed buffer (no second copy), quantized in
+    /// place, written back out little-endian.
+    fn run<T: Element + bytemuck::Pod>(
+        file: &TensorFile,
+        entry: &TensorEntry,
+        spec: &QuantSpec,
+        out: &mut Output,
+        from_le: fn(T) -> T,
+    ) -> Result<()> {
+        let mut values = vec![T::zeroed(); entry.len];
+        file.read_into(entry, bytemuck::cast_slice_mut(&mut values))?;
+        values.iter_mut().for_each(|v| *v = from_le(*v));
+        fake_quantize_in_place(&entry.name, &mut values, spec)?;
+        // Little-endian is its own inverse.
+        values.iter_mut().for_each(|v| *v = from_le(*v));
+        out.write(bytemuck::cast_slice(&values))
+    }
+    let name = &entry.name;
+    match entry.dtype {
+        Dtype::F32 => run(file, entry, spec, out, |v: f32| {
+            f32::from_le_bytes(v.to_ne_bytes())
+        }),
+        Dtype::F16 => run(file, entry, spec, out, |v: f16| {
+            f16::from_le_bytes(v.to_ne_bytes())
+        }),
+        Dtype::BF16 => run(file, entry, spec, out, |v: bf16| {
+            bf16::from_le_bytes(v.to_ne_bytes())
+        }),
         Dtype::F64 => {
             // Quantized through f32: the grid values q·s are f32 numbers, stored back exactly.
-            let wide: Vec<f32> = data
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect();
-            let non_finite = data
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .position(|v| v.is_finite() && v.abs() > f32::MAX as f64);
-            if let Some(index) = non_finite {
+            let bytes = file.read(entry)?;
+            let wide = || {
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            };
+            if let Some(index) = wide().position(|v| v.is_finite() && v.abs() > f32::MAX as f64) {
                 bail!("tensor `{name}`: element {index} does not fit in f32; nothing was written");
             }
-            let mut out = wide.clone();
-            fake_quantize(name, &wide, &mut out, spec)?;
-            Ok(out
+            let mut values: Vec<f32> = wide().map(|v| v as f32).collect();
+            drop(bytes);
+            fake_quantize_in_place(name, &mut values, spec)?;
+            let back: Vec<u8> = values
                 .into_iter()
                 .flat_map(|v| (v as f64).to_le_bytes())
-                .collect())
+                .collect();
+            out.write(&back)
         }
         other => bail!("tensor `{name}`: dtype {other:?} cannot be quantized"),
     }

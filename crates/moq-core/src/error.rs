@@ -149,6 +149,34 @@ pub enum MoqError {
     },
 }
 
+impl MoqError {
+    /// A [`MoqError::File`] for `path`.
+    pub fn file(path: &std::path::Path, reason: impl Into<String>) -> Self {
+        Self::File {
+            path: escape_controls(&path.display().to_string()),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `text` with every control character (a newline, `\r`, an escape sequence's `ESC`) written
+/// as its Rust escape, so a name taken from a file cannot move a terminal's cursor or split an
+/// error line.
+pub fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn suggestion_text(suggestion: &Option<String>) -> String {
     match suggestion {
         Some(s) => format!(" (did you mean `{s}`?)"),

@@ -34,11 +34,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use half::f16;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
 use crate::config::QuantType;
-use crate::error::{MoqError, Result};
+use crate::error::{MoqError, Result, escape_controls};
+use crate::input::TensorFile;
+use crate::input::json::parse_unique;
 use crate::pack::{CodeLayout, PackedCodes, PackedScales, PackedTensor};
 
 /// The format version written and read.
@@ -80,10 +82,7 @@ struct TensorMeta {
 }
 
 fn file_error(path: &Path, reason: impl Into<String>) -> MoqError {
-    MoqError::File {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
+    MoqError::file(path, reason)
 }
 
 fn bytes_of<T: Copy>(values: &[T], to: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
@@ -175,79 +174,143 @@ impl MoqFile {
         let info = HashMap::from([("moq".to_string(), metadata)]);
         let bytes = safetensors::serialize(views, Some(info))
             .map_err(|e| file_error(path, e.to_string()))?;
-        let tmp = path.with_extension("safetensors.tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| file_error(&tmp, e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            file_error(path, e.to_string())
-        })
+        write_whole(path, &bytes)
     }
 
-    /// Reads a file written by [`MoqFile::save`], checking every tensor against the metadata.
+    /// Reads a file written by [`MoqFile::save`], checking every tensor against the metadata:
+    /// the file is read header first ([`TensorFile`]), sizes from the metadata are checked
+    /// before anything is allocated, each scale must be finite and not negative, each zero
+    /// point within the quantizer's range, and every plain tensor finite.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| file_error(path, e.to_string()))?;
-        let (_, header) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| file_error(path, e.to_string()))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, e.to_string()))?;
-        let meta: Metadata = match header.metadata().as_ref().and_then(|m| m.get("moq")) {
-            Some(text) => serde_json::from_str(text)
-                .map_err(|e| file_error(path, format!("metadata `moq`: {e}")))?,
-            None => return Err(file_error(path, "no `moq` metadata: not a moq export")),
-        };
+        let st = TensorFile::open(path)?;
+        let text = st
+            .metadata()
+            .and_then(|m| m.get("moq"))
+            .ok_or_else(|| file_error(path, "no `moq` metadata: not a moq export"))?;
+        let meta: Metadata = parse_unique(text)
+            .and_then(serde_json::from_value)
+            .map_err(|e| file_error(path, format!("metadata `moq`: {e}")))?;
         if meta.version != VERSION {
             return Err(file_error(
                 path,
                 format!("format version {} (this moq reads {VERSION})", meta.version),
             ));
         }
-        let tensor = |name: &str, dtype: Dtype| {
-            let t = st
-                .tensor(name)
-                .map_err(|_| file_error(path, format!("tensor `{name}` is missing")))?;
-            if t.dtype() != dtype {
+        let tensor = |name: &str, dtypes: &[Dtype]| {
+            let e = st.get(name).ok_or_else(|| {
+                file_error(
+                    path,
+                    format!("tensor `{}` is missing", escape_controls(name)),
+                )
+            })?;
+            if !dtypes.contains(&e.dtype) {
                 return Err(file_error(
                     path,
-                    format!("tensor `{name}` is {:?}, expected {dtype:?}", t.dtype()),
+                    format!(
+                        "tensor `{}` is {:?}, expected {}",
+                        escape_controls(name),
+                        e.dtype,
+                        dtypes
+                            .iter()
+                            .map(|d| format!("{d:?}"))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
                 ));
             }
-            Ok(t.data().to_vec())
+            Ok((e, st.read(e)?))
         };
-        let words = |b: Vec<u8>| {
+        let words = |b: Vec<u8>| -> Vec<u32> {
             b.chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect::<Vec<_>>()
+                .collect()
         };
         let mut quantized = Vec::new();
         let mut owned = std::collections::HashSet::new();
         for (name, m) in &meta.tensors {
-            let len: usize = m.shape.iter().product();
+            let shown = escape_controls(name);
+            let bad = |reason: String| file_error(path, format!("`{shown}`: {reason}"));
+            if m.layout != CodeLayout::Packed32 {
+                return Err(bad(format!(
+                    "layout {:?}; exports hold Packed32 codes (u32 words)",
+                    m.layout
+                )));
+            }
+            let len = m
+                .shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| bad(format!("shape {:?} overflows", m.shape)))?;
             let row_len = *m.shape.last().unwrap_or(&1);
-            let codes = words(tensor(&format!("{name}.codes"), Dtype::U32)?);
+            // The codes this shape needs, computed checked, before any data is read.
+            let expected =
+                crate::layout::PackedShape::of_flat(len, row_len, m.bits, m.quant_type, m.groups)
+                    .map_err(|e| bad(e.to_string()))?;
+            let codes_name = format!("{name}.codes");
+            let (codes_entry, codes) = tensor(&codes_name, &[Dtype::U32])?;
+            if codes_entry.len != expected.words() {
+                return Err(bad(format!(
+                    "shape {:?} at {} bits needs {} code words, `{}` holds {}",
+                    m.shape,
+                    m.bits,
+                    expected.words(),
+                    escape_controls(&codes_name),
+                    codes_entry.len
+                )));
+            }
+            let codes = words(codes);
             let scales_name = format!("{name}.scales");
-            let scales = match st.tensor(&scales_name).map(|t| t.dtype()) {
-                Ok(Dtype::F16) => PackedScales::F16(
-                    tensor(&scales_name, Dtype::F16)?
-                        .chunks_exact(2)
+            let (scales_entry, raw) = tensor(&scales_name, &[Dtype::F32, Dtype::F16])?;
+            let scales = if scales_entry.dtype == Dtype::F16 {
+                PackedScales::F16(
+                    raw.chunks_exact(2)
                         .map(|c| f16::from_le_bytes([c[0], c[1]]))
                         .collect(),
-                ),
-                _ => PackedScales::F32(
-                    tensor(&scales_name, Dtype::F32)?
-                        .chunks_exact(4)
+                )
+            } else {
+                PackedScales::F32(
+                    raw.chunks_exact(4)
                         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                         .collect(),
-                ),
+                )
             };
-            let zero_points = if m.quant_type == QuantType::Asymmetric {
-                owned.insert(format!("{name}.zero_points"));
-                tensor(&format!("{name}.zero_points"), Dtype::I32)?
+            let bad_scale = match &scales {
+                PackedScales::F32(s) => s.iter().copied().position(bad_scale_value),
+                PackedScales::F16(s) => s.iter().map(|v| v.to_f32()).position(bad_scale_value),
+            };
+            if let Some(g) = bad_scale {
+                let v = match &scales {
+                    PackedScales::F32(s) => s[g],
+                    PackedScales::F16(s) => s[g].to_f32(),
+                };
+                return Err(bad(format!(
+                    "scale {g} is {v}; scales are finite and not negative"
+                )));
+            }
+            let zero_points: Vec<i32> = if m.quant_type == QuantType::Asymmetric {
+                let zp_name = format!("{name}.zero_points");
+                owned.insert(zp_name.clone());
+                tensor(&zp_name, &[Dtype::I32])?
+                    .1
                     .chunks_exact(4)
                     .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect()
             } else {
                 Vec::new()
             };
-            owned.insert(format!("{name}.codes"));
+            // Stored as z − 2^(b−1); the quantizer keeps |z| ≤ 2^30.
+            let offset = 1i64 << m.bits.clamp(1, 16).saturating_sub(1);
+            if let Some(g) = zero_points
+                .iter()
+                .position(|&z| (z as i64 + offset).abs() > MAX_ZERO_POINT)
+            {
+                return Err(bad(format!(
+                    "zero point {g} is {} (stored {}); a quantizer keeps |z| ≤ {MAX_ZERO_POINT}",
+                    zero_points[g] as i64 + offset,
+                    zero_points[g]
+                )));
+            }
+            owned.insert(codes_name);
             owned.insert(scales_name);
             let packed = PackedTensor {
                 bits: m.bits,
@@ -259,9 +322,7 @@ impl MoqFile {
                 scales,
                 zero_points,
             };
-            packed
-                .check()
-                .map_err(|e| file_error(path, format!("`{name}`: {e}")))?;
+            packed.check().map_err(|e| bad(e.to_string()))?;
             quantized.push(Exported {
                 name: name.clone(),
                 shape: m.shape.clone(),
@@ -269,25 +330,63 @@ impl MoqFile {
             });
         }
         let mut float = Vec::new();
-        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
-        names.sort();
-        for name in names.into_iter().filter(|n| !owned.contains(n)) {
-            let t = st
-                .tensor(&name)
-                .map_err(|e| file_error(path, e.to_string()))?;
-            if t.dtype() != Dtype::F32 {
+        for e in st.entries().iter().filter(|e| !owned.contains(&e.name)) {
+            if e.dtype != Dtype::F32 {
                 return Err(file_error(
                     path,
-                    format!("tensor `{name}` is {:?}; plain tensors are f32", t.dtype()),
+                    format!(
+                        "tensor `{}` is {:?}; plain tensors are f32",
+                        escape_controls(&e.name),
+                        e.dtype
+                    ),
                 ));
             }
-            let values = t
-                .data()
+            let values: Vec<f32> = st
+                .read(e)?
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            float.push((name, t.shape().to_vec(), values));
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(file_error(
+                    path,
+                    format!(
+                        "tensor `{}`: element {i} is {}; a model's parameters are finite",
+                        escape_controls(&e.name),
+                        values[i]
+                    ),
+                ));
+            }
+            float.push((e.name.clone(), e.shape.clone(), values));
         }
         Ok(Self { quantized, float })
     }
+}
+
+/// The largest zero point magnitude the quantizer writes (its `ZERO_LIMIT`).
+const MAX_ZERO_POINT: i64 = 1 << 30;
+
+/// A scale a quantizer cannot have written: NaN, infinite or negative.
+fn bad_scale_value(v: f32) -> bool {
+    !v.is_finite() || v < 0.0
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over `path`: the file is
+/// whole or absent (the temporary file is removed on an error or a panic).
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".moq-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| file_error(path, format!("cannot create a file beside it: {e}")))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| file_error(path, e.to_string()))?;
+    tmp.persist(path)
+        .map_err(|e| file_error(path, e.error.to_string()))?;
+    Ok(())
 }

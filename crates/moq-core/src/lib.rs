@@ -14,6 +14,8 @@
 //! - [`noise`]: the counter-based generator behind stochastic rounding;
 //! - [`pack`](mod@pack): int8 and packed-u32 code layouts with f32/f16 scales, as the kernels read them;
 //! - [`export`]: the safetensors export of packed tensors and the model's other tensors;
+//! - [`input`]: files a user supplies, read bounded (regular files only, sizes checked before
+//!   allocating, safetensors header first, JSON without duplicate keys);
 //! - `plot` (feature `plot`): SVG figures of schedules and training curves.
 //!
 //! This crate depends on neither burn nor cubecl; `moq-burn` and `moq-kernels` build on it, and
@@ -24,6 +26,7 @@
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod input;
 pub mod isa;
 pub mod layout;
 pub mod matmul;

@@ -35,9 +35,11 @@ const EIGEN_KEYS: &[&str] = &[
 ];
 
 impl QuantizeConfig {
-    /// Reads a whole DeepSpeed config or the `quantize_training` section alone.
+    /// Reads a whole DeepSpeed config or the `quantize_training` section alone. A key given
+    /// twice in one object is an error naming it.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| MoqError::Json {
+        // Duplicate keys are refused: serde_json alone would keep the last one silently.
+        let value = crate::input::json::parse_unique(text).map_err(|e| MoqError::Json {
             message: e.to_string(),
         })?;
         Self::from_json_value(&value)
@@ -441,6 +443,24 @@ mod tests {
 
     fn err(text: &str) -> String {
         QuantizeConfig::from_json_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_by_its_path() {
+        let e = QuantizeConfig::from_json_str(
+            r#"{"quantize_training": {"quantize_bits": {"start_bits": 99, "start_bits": 12}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("duplicate key `quantize_training.quantize_bits.start_bits`"),
+            "{e}"
+        );
+        // The same key in two different objects is not a repeat.
+        QuantizeConfig::from_json_str(
+            r#"{"quantize_training": {"enabled": true, "eigenvalue": {"enabled": true}}}"#,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! End-to-end tests of the `moq` binary: each subcommand, and each kind of bad input.
 
+mod bounded;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
