@@ -1,4 +1,5 @@
-//! The `moq` command: plan a MoQ schedule, fake-quantize a safetensors file, inspect an export.
+//! The `moq` command: plan a MoQ schedule, fake-quantize a safetensors file, inspect an export,
+//! choose each layer's width under a size budget.
 //!
 //! Bad input (a missing file, malformed JSON or safetensors, a tensor that cannot be split into
 //! the groups, NaN in a tensor, a bad flag) exits with status 2 and one line naming what is at
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod allocate;
 mod inspect;
 mod output;
 mod quantize;
@@ -37,6 +39,42 @@ enum Command {
     Quantize(QuantizeArgs),
     /// Print what a MoQ export holds: per tensor its bits, groups, size and compression.
     Inspect(InspectArgs),
+    /// Choose each tensor's width under a size budget, from its sensitivity and error.
+    Allocate(AllocateArgs),
+}
+
+/// Arguments of `moq allocate`.
+#[derive(Debug, Args)]
+pub struct AllocateArgs {
+    /// Safetensors file of the weights: each float tensor of rank ≥ 2 is a layer.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Budget in average bits per quantized weight (e.g. 4.0).
+    #[arg(
+        long,
+        required_unless_present = "budget_bytes",
+        conflicts_with = "budget_bytes"
+    )]
+    pub budget: Option<f64>,
+    /// Budget in bytes of the allocated tensors' exports (packed codes, f32 scales, zero points).
+    #[arg(long)]
+    pub budget_bytes: Option<u64>,
+    /// Candidate widths [default: 2,3,4,5,6,8].
+    #[arg(long, value_delimiter = ',')]
+    pub bits: Option<Vec<u32>>,
+    /// Quantization groups per tensor [default: 1].
+    #[arg(long)]
+    pub groups: Option<usize>,
+    /// Grid type [default: symmetric].
+    #[arg(long = "type", value_enum)]
+    pub quant_type: Option<TypeArg>,
+    /// JSON object of tensor names to sensitivities s ≥ 0 (e.g. top Hessian eigenvalues;
+    /// default 1 for every tensor).
+    #[arg(long)]
+    pub sensitivity: Option<PathBuf>,
+    /// Count each group's f32 scale (and zero point) towards --budget.
+    #[arg(long, conflicts_with = "budget_bytes")]
+    pub count_scales: bool,
 }
 
 /// Arguments of `moq inspect`.
@@ -141,6 +179,7 @@ fn main() -> ExitCode {
         Command::Schedule(args) => schedule::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Allocate(args) => allocate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,7 +196,7 @@ fn main() -> ExitCode {
 fn usage_error(e: &clap::Error) -> String {
     use clap::error::ErrorKind;
     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-        return "a subcommand is required: schedule, quantize or inspect".into();
+        return "a subcommand is required: schedule, quantize, inspect or allocate".into();
     }
     let text = e.to_string();
     let parts: Vec<&str> = text

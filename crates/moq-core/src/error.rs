@@ -140,6 +140,14 @@ pub enum MoqError {
         found: usize,
     },
 
+    /// A bit allocation that cannot be made (no layers, a bad sensitivity, a budget nothing
+    /// fits).
+    #[error("bit allocation: {reason}")]
+    Allocation {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A schedule was asked about a layer it does not have, or given per-layer data of the
     /// wrong length or range.
     #[error("schedule: {reason}")]

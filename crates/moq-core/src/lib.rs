@@ -8,6 +8,8 @@
 //!   and a typed builder;
 //! - [`schedule`]: the per-layer bit schedule (offset, doubling period, eigenvalue factor,
 //!   mixing ratio), serialisable so runs resume bit for bit;
+//! - [`allocate`]: second-order bit allocation, each layer's width from its sensitivity under
+//!   a size budget, solved exactly;
 //! - [`plan`](mod@plan): when each layer reaches each width, and the largest period that reaches the target;
 //! - [`quantizer`]: group-wise fake and real quantization on f32 / f16 / bf16 slices (symmetric,
 //!   asymmetric, ternary, binary; nearest or reproducible stochastic rounding);
@@ -23,6 +25,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod allocate;
 pub mod config;
 pub mod error;
 pub mod export;

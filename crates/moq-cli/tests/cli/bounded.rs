@@ -572,7 +572,7 @@ fn usage_errors_name_what_is_missing_and_the_input_is_never_replaced() {
     let o = moq(&[]);
     assert_bad(
         &o,
-        "a subcommand is required: schedule, quantize or inspect",
+        "a subcommand is required: schedule, quantize, inspect or allocate",
         d,
         before,
     );

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `moq` binary: each subcommand, and each kind of bad input.
 
+mod allocate;
 mod bounded;
 
 use std::collections::HashMap;

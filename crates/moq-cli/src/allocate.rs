@@ -1,0 +1,181 @@
+//! `moq allocate`: each layer's width under a size budget, from its sensitivity and its
+//! quantization error at each candidate width (`moq_core::allocate`, solved exactly).
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use anyhow::{Context, Result, bail};
+use half::{bf16, f16};
+use moq_core::allocate::{Budget, DEFAULT_CANDIDATES, LayerCurve, Overhead, allocate, measure};
+use moq_core::error::escape_controls;
+use moq_core::input::{MAX_CONFIG_BYTES, TensorEntry, TensorFile, json, read_limited};
+use moq_core::{QuantSpec, QuantType};
+use safetensors::Dtype;
+use serde_json::Value;
+
+use crate::{AllocateArgs, TypeArg, file_reason};
+
+/// Runs the subcommand.
+pub fn run(args: &AllocateArgs) -> Result<()> {
+    let budget = match (args.budget, args.budget_bytes) {
+        (Some(b), None) => Budget::AverageBits(
+            b,
+            if args.count_scales {
+                Overhead::Included
+            } else {
+                Overhead::Excluded
+            },
+        ),
+        (None, Some(bytes)) => Budget::Bytes(bytes),
+        _ => bail!("give one of --budget (average bits) and --budget-bytes"),
+    };
+    let candidates = args
+        .bits
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CANDIDATES.to_vec());
+    if let Some(b) = candidates.iter().find(|b| !(1..=16).contains(*b)) {
+        bail!("--bits: {b} is outside 1..=16");
+    }
+    let quant_type = match args.quant_type {
+        Some(TypeArg::Asymmetric) => QuantType::Asymmetric,
+        _ => QuantType::Symmetric,
+    };
+    let groups = args.groups.unwrap_or(1);
+    if groups == 0 {
+        bail!("--groups must be at least 1");
+    }
+    let base = QuantSpec::new(8, quant_type, groups);
+    let input = &args.input;
+    std::fs::metadata(input).with_context(|| format!("cannot read `{}`", input.display()))?;
+    let file = TensorFile::open(input).map_err(|e| {
+        anyhow::anyhow!(
+            "`{}` is not a valid safetensors file: {}",
+            input.display(),
+            file_reason(e)
+        )
+    })?;
+    let (layers, others): (Vec<&TensorEntry>, Vec<&TensorEntry>) =
+        file.entries().iter().partition(|e| {
+            e.shape.len() >= 2
+                && matches!(e.dtype, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64)
+        });
+    if layers.is_empty() {
+        bail!(
+            "`{}` has no float tensor of rank ≥ 2 to allocate",
+            input.display()
+        );
+    }
+    let mut sensitivity = match &args.sensitivity {
+        Some(path) => read_sensitivities(path)?,
+        None => BTreeMap::new(),
+    };
+    let mut curves: Vec<LayerCurve> = Vec::with_capacity(layers.len());
+    for entry in &layers {
+        let s = sensitivity.remove(&entry.name).unwrap_or(1.0);
+        let weights = floats(&file, entry)?;
+        let cols = *entry.shape.last().unwrap_or(&1);
+        let rows = entry.len / cols.max(1);
+        curves.push(measure(
+            &entry.name,
+            &weights,
+            [rows, cols],
+            s,
+            &base,
+            &candidates,
+        )?);
+    }
+    if let Some(name) = sensitivity.keys().next() {
+        bail!(
+            "--sensitivity names `{}`, which is not a float tensor of rank ≥ 2 of `{}`",
+            escape_controls(name),
+            input.display()
+        );
+    }
+    let plan = allocate(&curves, &budget)?;
+    let mut out = String::from("tensor,params,bits,error\n");
+    for (curve, bits) in curves.iter().zip(&plan.bits) {
+        let error = curve
+            .options
+            .iter()
+            .find(|o| o.bits == *bits)
+            .map_or(f64::NAN, |o| o.error);
+        out.push_str(&format!(
+            "{},{},{bits},{error:.6e}\n",
+            csv_field(&curve.name),
+            curve.params
+        ));
+    }
+    for e in &others {
+        out.push_str(&format!("unquantized: {}\n", escape_controls(&e.name)));
+    }
+    out.push_str(&format!("average bits = {:.4}\n", plan.average_bits));
+    match io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// A tensor's values in f32 (the quantizer's precision).
+fn floats(file: &TensorFile, entry: &TensorEntry) -> Result<Vec<f32>> {
+    let bytes = file.read(entry)?;
+    Ok(match entry.dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        other => bail!(
+            "tensor `{}`: dtype {other:?} cannot be quantized",
+            escape_controls(&entry.name)
+        ),
+    })
+}
+
+/// `--sensitivity FILE.json`: an object of tensor names to numbers ≥ 0.
+fn read_sensitivities(path: &std::path::Path) -> Result<BTreeMap<String, f64>> {
+    let cannot = || format!("--sensitivity `{}`", path.display());
+    let bytes = read_limited(path, MAX_CONFIG_BYTES)
+        .map_err(|e| anyhow::anyhow!(file_reason(e)))
+        .with_context(cannot)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("not UTF-8 text ({e})"))
+        .with_context(cannot)?;
+    let Value::Object(map) = json::parse_unique(&text).with_context(cannot)? else {
+        bail!(
+            "{}: expected an object of tensor names to sensitivities",
+            cannot()
+        );
+    };
+    map.into_iter()
+        .map(|(name, v)| match v.as_f64() {
+            Some(s) if s.is_finite() && s >= 0.0 => Ok((name, s)),
+            _ => bail!(
+                "{}: `{}` = {v}: a sensitivity is a number ≥ 0",
+                cannot(),
+                escape_controls(&name)
+            ),
+        })
+        .collect()
+}
+
+/// A CSV field: quoted when it holds a comma, a quote or a line break; control characters
+/// escaped.
+fn csv_field(name: &str) -> String {
+    let name = escape_controls(name);
+    if name.contains([',', '"']) {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    } else {
+        name
+    }
+}

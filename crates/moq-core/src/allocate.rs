@@ -1,0 +1,523 @@
+//! Second-order bit allocation (DESIGN.md section 3): each layer's width from its sensitivity
+//! under a size budget,
+//!
+//! ```text
+//! minimise  Σ_l s_l · ‖Q_{b_l}(W_l) − W_l‖²_F    subject to    Σ_l cost_l(b_l) ≤ capacity
+//! ```
+//!
+//! solved exactly. It is a multiple-choice knapsack: one width per layer, each with a cost and
+//! an error. [`allocate`] runs a dynamic programme over the layers that keeps, after each
+//! layer, every Pareto-optimal (total cost, total objective) pair of the layers so far and a
+//! back-pointer to the choice that made it. A pair another pair beats on both counts can never
+//! be part of an optimum, so nothing optimal is dropped; the frontier never holds more points
+//! than there are distinct total costs, so it is never larger than the table of the textbook
+//! programme over cost units, and usually far smaller.
+//!
+//! The cost of a width is what [`Budget`] says: `n·b` code bits per layer, optionally with the
+//! bits of its scales and zero points ([`Overhead`]), or the layer's exact export bytes (packed
+//! words, scales and zero points) for a budget in bytes.
+//!
+//! ```
+//! use moq_core::allocate::{Budget, Overhead, allocate, measure};
+//! use moq_core::{QuantSpec, QuantType};
+//!
+//! let base = QuantSpec::new(8, QuantType::Symmetric, 4);
+//! let flat: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let sensitive = measure("a", &flat, [16, 16], 10.0, &base, &[2, 4, 8]).unwrap();
+//! let tolerant = measure("b", &flat, [16, 16], 0.1, &base, &[2, 4, 8]).unwrap();
+//! let layers = [sensitive, tolerant];
+//! let plan = allocate(&layers, &Budget::AverageBits(5.0, Overhead::Excluded)).unwrap();
+//! // The sensitive layer keeps 8 bits, the tolerant one gets 2: 5 bits on average.
+//! assert_eq!(plan.bits, [8, 2]);
+//! ```
+
+use serde::Serialize;
+
+use crate::config::QuantType;
+use crate::error::{MoqError, Result};
+use crate::layout::PackedShape;
+use crate::pack::ScaleFormat;
+use crate::quantizer::{QuantSpec, fake_quantize};
+
+/// The widths tried by default.
+pub const DEFAULT_CANDIDATES: [u32; 6] = [2, 3, 4, 5, 6, 8];
+
+/// Whether a budget in average bits counts the scales and zero points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overhead {
+    /// Only the codes: `Σ n_l·b_l ≤ B·Σ n_l` (as the width is usually quoted).
+    Excluded,
+    /// Codes plus 32 bits per group for its f32 scale and, asymmetric, 32 for its zero point.
+    Included,
+}
+
+/// The size budget.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    /// Average bits per quantized weight.
+    AverageBits(f64, Overhead),
+    /// Total bytes of the allocated layers' exports (packed words, f32 scales, zero points).
+    Bytes(u64),
+}
+
+/// One width of one layer: its squared error and costs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WidthOption {
+    /// The width.
+    pub bits: u32,
+    /// `‖Q_b(W) − W‖²_F`, summed in f64.
+    pub error: f64,
+    /// Bits of its scales and zero points.
+    pub overhead_bits: u64,
+    /// Bytes of its export (packed words, scales and zero points); `None` above 8 bits, which
+    /// the packed layout does not hold.
+    pub export_bytes: Option<u64>,
+}
+
+/// A layer to allocate: its size, sensitivity and the error of each candidate width.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerCurve {
+    /// The layer's (tensor's) name.
+    pub name: String,
+    /// Its number of weights `n_l`.
+    pub params: usize,
+    /// Its sensitivity `s_l ≥ 0` (the top Hessian eigenvalue, as measured).
+    pub sensitivity: f64,
+    /// One entry per candidate width, ascending.
+    pub options: Vec<WidthOption>,
+}
+
+/// The widths chosen.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Allocation {
+    /// One width per layer, in the order given.
+    pub bits: Vec<u32>,
+    /// `Σ s_l · error_l(b_l)`.
+    pub objective: f64,
+    /// The budget's cost of the choice, and the capacity it had (in bits for an average-bits
+    /// budget, in bytes for a bytes budget).
+    pub cost: u64,
+    /// See `cost`.
+    pub capacity: u64,
+    /// Code bits per weight of the choice: `Σ n_l·b_l / Σ n_l`.
+    pub average_bits: f64,
+}
+
+fn bad(reason: String) -> MoqError {
+    MoqError::Allocation { reason }
+}
+
+/// The error curve of one layer: `weights` (a `[rows, cols]` tensor, quantized in `base`'s
+/// groups and grid with nearest rounding) at each of `candidates`, with sensitivity `s`.
+pub fn measure(
+    name: &str,
+    weights: &[f32],
+    shape: [usize; 2],
+    sensitivity: f64,
+    base: &QuantSpec,
+    candidates: &[u32],
+) -> Result<LayerCurve> {
+    if !(sensitivity.is_finite() && sensitivity >= 0.0) {
+        return Err(bad(format!(
+            "`{name}`: sensitivity {sensitivity} is not a finite number ≥ 0"
+        )));
+    }
+    if shape[0].checked_mul(shape[1]) != Some(weights.len()) {
+        return Err(bad(format!(
+            "`{name}`: shape {shape:?} does not hold {} weights",
+            weights.len()
+        )));
+    }
+    let mut sorted = candidates.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.is_empty() {
+        return Err(bad("no candidate widths".into()));
+    }
+    let mut out = vec![0.0f32; weights.len()];
+    let mut options = Vec::with_capacity(sorted.len());
+    for bits in sorted {
+        let spec = QuantSpec::new(bits, base.quant_type, base.groups);
+        fake_quantize(name, weights, &mut out, &spec)?;
+        let error = weights
+            .iter()
+            .zip(&out)
+            .map(|(&w, &q)| (q as f64 - w as f64).powi(2))
+            .sum();
+        let zero_point_bits = if base.quant_type == QuantType::Asymmetric {
+            32
+        } else {
+            0
+        };
+        let overhead_bits = base.groups as u64 * (32 + zero_point_bits);
+        let export_bytes = PackedShape::new(shape, bits, base.quant_type, base.groups)
+            .ok()
+            .map(|p| {
+                (p.words() * 4 + p.scale_bytes(ScaleFormat::F32) + p.zero_points() * 4) as u64
+            });
+        options.push(WidthOption {
+            bits,
+            error,
+            overhead_bits,
+            export_bytes,
+        });
+    }
+    Ok(LayerCurve {
+        name: name.to_owned(),
+        params: weights.len(),
+        sensitivity,
+        options,
+    })
+}
+
+/// The cost of `option` of `layer` under `budget`; `None` when the budget cannot count it.
+fn cost(layer: &LayerCurve, option: &WidthOption, budget: &Budget) -> Option<u64> {
+    let code_bits = (layer.params as u64).checked_mul(option.bits as u64)?;
+    match budget {
+        Budget::AverageBits(_, Overhead::Excluded) => Some(code_bits),
+        Budget::AverageBits(_, Overhead::Included) => code_bits.checked_add(option.overhead_bits),
+        Budget::Bytes(_) => option.export_bytes,
+    }
+}
+
+/// A point of the frontier: total cost and objective, and how it was reached.
+#[derive(Clone, Copy)]
+struct Point {
+    cost: u64,
+    objective: f64,
+    /// Index of the point of the previous frontier it extends.
+    from: u32,
+    /// The option taken for this layer.
+    option: u32,
+}
+
+/// Chooses one width per layer minimising `Σ s_l · error_l(b_l)` within `budget`, exactly
+/// (see the module docs). Of equal objectives the cheaper choice wins.
+pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
+    if layers.is_empty() {
+        return Err(bad("no layers to allocate".into()));
+    }
+    let params: u64 = layers.iter().map(|l| l.params as u64).sum();
+    let capacity = match *budget {
+        Budget::AverageBits(b, _) if !(b.is_finite() && b > 0.0) => {
+            return Err(bad(format!(
+                "a budget of {b} bits is not a positive number"
+            )));
+        }
+        Budget::AverageBits(b, _) => (b * params as f64).floor() as u64,
+        Budget::Bytes(bytes) => bytes,
+    };
+    for l in layers {
+        if l.options.is_empty() {
+            return Err(bad(format!("`{}` has no candidate widths", l.name)));
+        }
+        if let Some(o) = l
+            .options
+            .iter()
+            .find(|o| !(o.error.is_finite() && o.error >= 0.0))
+        {
+            return Err(bad(format!(
+                "`{}` at {} bits has error {}",
+                l.name, o.bits, o.error
+            )));
+        }
+    }
+    // The cheapest choice must fit, or nothing does.
+    let mut cheapest = 0u64;
+    for l in layers {
+        let c = l
+            .options
+            .iter()
+            .filter_map(|o| cost(l, o, budget))
+            .min()
+            .ok_or_else(|| {
+                bad(format!(
+                    "`{}`: no candidate width fits a byte budget (the packed layout holds 1 to \
+                     8 bits)",
+                    l.name
+                ))
+            })?;
+        cheapest = cheapest.saturating_add(c);
+    }
+    if cheapest > capacity {
+        let smallest = layers
+            .iter()
+            .flat_map(|l| l.options.iter().map(|o| o.bits))
+            .min()
+            .unwrap_or(0);
+        return Err(bad(match budget {
+            Budget::AverageBits(b, overhead) => format!(
+                "a budget of {b} bits per weight{} is below the smallest candidate ({smallest} \
+                 bits{}): nothing fits",
+                if *overhead == Overhead::Included {
+                    " with scales and zero points"
+                } else {
+                    ""
+                },
+                if *overhead == Overhead::Included {
+                    " and its scales"
+                } else {
+                    ""
+                }
+            ),
+            Budget::Bytes(bytes) => format!(
+                "a budget of {bytes} bytes is below the smallest export ({cheapest} bytes at \
+                 the narrowest widths)"
+            ),
+        }));
+    }
+
+    let mut frontiers: Vec<Vec<Point>> = Vec::with_capacity(layers.len());
+    let mut current = vec![Point {
+        cost: 0,
+        objective: 0.0,
+        from: 0,
+        option: 0,
+    }];
+    for layer in layers {
+        let mut next = Vec::with_capacity(current.len() * layer.options.len());
+        for (i, p) in current.iter().enumerate() {
+            for (k, o) in layer.options.iter().enumerate() {
+                let Some(c) = cost(layer, o, budget).and_then(|c| c.checked_add(p.cost)) else {
+                    continue;
+                };
+                if c <= capacity {
+                    next.push(Point {
+                        cost: c,
+                        objective: p.objective + layer.sensitivity * o.error,
+                        from: i as u32,
+                        option: k as u32,
+                    });
+                }
+            }
+        }
+        // Keep the Pareto frontier: by cost, each point must beat every cheaper one.
+        next.sort_by(|a, b| {
+            a.cost
+                .cmp(&b.cost)
+                .then(a.objective.total_cmp(&b.objective))
+        });
+        let mut best = f64::INFINITY;
+        next.retain(|p| {
+            let keep = p.objective < best;
+            if keep {
+                best = p.objective;
+            }
+            keep
+        });
+        frontiers.push(std::mem::replace(&mut current, next));
+    }
+    // The last point has the lowest objective (and, of equals, the lowest cost: it is first).
+    let last = current
+        .last()
+        .copied()
+        .ok_or_else(|| bad("no allocation fits the budget".into()))?;
+    let mut bits = vec![0u32; layers.len()];
+    let mut point = last;
+    for l in (0..layers.len()).rev() {
+        bits[l] = layers[l].options[point.option as usize].bits;
+        if l > 0 {
+            point = frontiers[l][point.from as usize];
+        }
+    }
+    let code_bits: f64 = layers
+        .iter()
+        .zip(&bits)
+        .map(|(l, &b)| l.params as f64 * b as f64)
+        .sum();
+    Ok(Allocation {
+        bits,
+        objective: last.objective,
+        cost: last.cost,
+        capacity,
+        average_bits: code_bits / params.max(1) as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// A random problem: `layers` layers of random sizes, sensitivities and decreasing errors.
+    fn problem(rng: &mut Rng, layers: usize, widths: &[u32]) -> Vec<LayerCurve> {
+        (0..layers)
+            .map(|l| {
+                let params = 1 + (rng.next_f64() * 50.0) as usize;
+                let mut error = 1.0 + rng.next_f64() * 10.0;
+                LayerCurve {
+                    name: format!("l{l}"),
+                    params,
+                    sensitivity: if rng.next_f64() < 0.1 {
+                        0.0
+                    } else {
+                        rng.next_f64() * 5.0
+                    },
+                    options: widths
+                        .iter()
+                        .map(|&bits| {
+                            error *= 0.2 + 0.7 * rng.next_f64();
+                            WidthOption {
+                                bits,
+                                error,
+                                overhead_bits: (rng.next_f64() * 64.0) as u64,
+                                export_bytes: Some((params * bits as usize).div_ceil(8) as u64),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The optimum by trying every combination.
+    fn brute_force(layers: &[LayerCurve], budget: &Budget, capacity: u64) -> Option<f64> {
+        let k = layers[0].options.len();
+        let mut best: Option<f64> = None;
+        for code in 0..k.pow(layers.len() as u32) {
+            let (mut c, mut obj, mut rest) = (0u64, 0.0f64, code);
+            for l in layers {
+                let o = &l.options[rest % k];
+                rest /= k;
+                c += cost(l, o, budget).unwrap();
+                obj += l.sensitivity * o.error;
+            }
+            if c <= capacity && best.is_none_or(|b| obj < b) {
+                best = Some(obj);
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn the_optimum_of_every_small_problem_is_found() {
+        let mut rng = Rng::new(20_261_201);
+        for case in 0..400 {
+            let widths: &[u32] = if case % 2 == 0 {
+                &[2, 4, 8]
+            } else {
+                &[2, 3, 4, 6]
+            };
+            let layers = problem(&mut rng, 1 + case % 5, widths);
+            let budget = match case % 3 {
+                0 => Budget::AverageBits(2.0 + rng.next_f64() * 6.0, Overhead::Excluded),
+                1 => Budget::AverageBits(2.5 + rng.next_f64() * 6.0, Overhead::Included),
+                _ => Budget::Bytes((rng.next_f64() * 200.0) as u64 + 10),
+            };
+            match allocate(&layers, &budget) {
+                Ok(a) => {
+                    let optimum = brute_force(&layers, &budget, a.capacity).unwrap();
+                    assert!(
+                        (a.objective - optimum).abs() <= 1e-9 * optimum.max(1.0),
+                        "case {case}: {} against the optimum {optimum}",
+                        a.objective
+                    );
+                    let spent: u64 = layers
+                        .iter()
+                        .zip(&a.bits)
+                        .map(|(l, &b)| {
+                            cost(l, l.options.iter().find(|o| o.bits == b).unwrap(), &budget)
+                                .unwrap()
+                        })
+                        .sum();
+                    assert_eq!(spent, a.cost);
+                    assert!(a.cost <= a.capacity, "case {case}: over budget");
+                }
+                Err(e) => {
+                    let capacity = match budget {
+                        Budget::AverageBits(b, _) => {
+                            (b * layers.iter().map(|l| l.params as f64).sum::<f64>()) as u64
+                        }
+                        Budget::Bytes(b) => b,
+                    };
+                    assert!(
+                        brute_force(&layers, &budget, capacity).is_none(),
+                        "case {case}: refused a feasible problem: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn more_budget_never_raises_the_objective() {
+        let mut rng = Rng::new(7);
+        for _ in 0..50 {
+            let layers = problem(&mut rng, 6, &DEFAULT_CANDIDATES);
+            let mut last = f64::INFINITY;
+            for tenth in 20..=80 {
+                let budget = Budget::AverageBits(tenth as f64 / 10.0, Overhead::Excluded);
+                let a = allocate(&layers, &budget).unwrap();
+                assert!(a.objective <= last, "{} after {last}", a.objective);
+                assert!(a.average_bits <= tenth as f64 / 10.0 + 1e-12);
+                last = a.objective;
+            }
+        }
+    }
+
+    #[test]
+    fn the_more_sensitive_of_two_equal_layers_never_gets_fewer_bits() {
+        let mut rng = Rng::new(11);
+        for _ in 0..200 {
+            let mut layers = problem(&mut rng, 4, &DEFAULT_CANDIDATES);
+            // Layers 0 and 1: the same size and error curve, different sensitivities.
+            layers[1].params = layers[0].params;
+            layers[1].options = layers[0].options.clone();
+            let budget = Budget::AverageBits(2.0 + rng.next_f64() * 6.0, Overhead::Excluded);
+            let a = allocate(&layers, &budget).unwrap();
+            let (s0, s1) = (layers[0].sensitivity, layers[1].sensitivity);
+            if s0 > s1 {
+                assert!(a.bits[0] >= a.bits[1], "{s0} vs {s1}: {:?}", a.bits);
+            } else if s1 > s0 {
+                assert!(a.bits[1] >= a.bits[0], "{s0} vs {s1}: {:?}", a.bits);
+            }
+        }
+    }
+
+    #[test]
+    fn budgets_that_nothing_fits_are_refused() {
+        let mut rng = Rng::new(3);
+        let layers = problem(&mut rng, 3, &[2, 4]);
+        let e = allocate(&layers, &Budget::AverageBits(1.5, Overhead::Excluded))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("below the smallest candidate (2 bits"), "{e}");
+        assert!(allocate(&layers, &Budget::AverageBits(f64::NAN, Overhead::Excluded)).is_err());
+        assert!(allocate(&layers, &Budget::Bytes(1)).is_err());
+        assert!(allocate(&[], &Budget::Bytes(100)).is_err());
+    }
+
+    #[test]
+    fn measured_errors_fall_with_width_and_match_the_quantizer() {
+        let mut rng = Rng::new(5);
+        let w = rng.normal_vec(64 * 32, 0.02);
+        let base = QuantSpec::new(8, QuantType::Asymmetric, 16);
+        let curve = measure("w", &w, [64, 32], 2.0, &base, &[8, 3, 4, 3]).unwrap();
+        let bits: Vec<u32> = curve.options.iter().map(|o| o.bits).collect();
+        assert_eq!(bits, [3, 4, 8]);
+        assert!(curve.options.windows(2).all(|p| p[1].error < p[0].error));
+        // Groups of 128: a scale and a zero point each.
+        assert_eq!(curve.options[0].overhead_bits, 16 * 64);
+        // 3 bits: ten codes a word, four words a row of 32, 64 rows; 16 scales, 16 zero points.
+        assert_eq!(
+            curve.options[0].export_bytes,
+            Some(64 * 4 * 4 + 16 * 4 + 16 * 4)
+        );
+        let mut out = vec![0.0f32; w.len()];
+        fake_quantize(
+            "w",
+            &w,
+            &mut out,
+            &QuantSpec::new(4, QuantType::Asymmetric, 16),
+        )
+        .unwrap();
+        let e: f64 = w
+            .iter()
+            .zip(&out)
+            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+            .sum();
+        assert_eq!(curve.options[1].error, e);
+        assert!(measure("w", &w, [64, 32], -1.0, &base, &[4]).is_err());
+        assert!(measure("w", &w, [64, 31], 1.0, &base, &[4]).is_err());
+    }
+}
