@@ -182,6 +182,18 @@ impl MoqFile {
     /// before anything is allocated, each scale must be finite and not negative, each zero
     /// point within the quantizer's range, and every plain tensor finite.
     pub fn load(path: &Path) -> Result<Self> {
+        Ok(Self::read(path, Data::All)?.0)
+    }
+
+    /// What [`MoqFile::load`] checks, without keeping any tensor or reading the codes: per
+    /// tensor its name, shape, grid and stored bytes (what `moq inspect` prints). Memory follows
+    /// the scales and zero points and the largest plain tensor, not the file.
+    pub fn summarize(path: &Path) -> Result<Vec<Summary>> {
+        Ok(Self::read(path, Data::ScalesOnly)?.1)
+    }
+
+    fn read(path: &Path, data: Data) -> Result<(Self, Vec<Summary>)> {
+        let mut summaries = Vec::new();
         let st = TensorFile::open(path)?;
         let text = st
             .metadata()
@@ -247,7 +259,19 @@ impl MoqFile {
                 crate::layout::PackedShape::of_flat(len, row_len, m.bits, m.quant_type, m.groups)
                     .map_err(|e| bad(e.to_string()))?;
             let codes_name = format!("{name}.codes");
-            let (codes_entry, codes) = tensor(&codes_name, &[Dtype::U32])?;
+            let codes_entry = st.get(&codes_name).ok_or_else(|| {
+                file_error(
+                    path,
+                    format!("tensor `{}` is missing", escape_controls(&codes_name)),
+                )
+            })?;
+            if codes_entry.dtype != Dtype::U32 {
+                return Err(bad(format!(
+                    "`{}` is {:?}, expected U32",
+                    escape_controls(&codes_name),
+                    codes_entry.dtype
+                )));
+            }
             if codes_entry.len != expected.words() {
                 return Err(bad(format!(
                     "shape {:?} at {} bits needs {} code words, `{}` holds {}",
@@ -258,7 +282,10 @@ impl MoqFile {
                     codes_entry.len
                 )));
             }
-            let codes = words(codes);
+            let codes = match data {
+                Data::All => words(st.read(codes_entry)?),
+                Data::ScalesOnly => Vec::new(),
+            };
             let scales_name = format!("{name}.scales");
             let (scales_entry, raw) = tensor(&scales_name, &[Dtype::F32, Dtype::F16])?;
             let scales = if scales_entry.dtype == Dtype::F16 {
@@ -322,7 +349,22 @@ impl MoqFile {
                 scales,
                 zero_points,
             };
-            packed.check().map_err(|e| bad(e.to_string()))?;
+            let stored = codes_entry.bytes + scales_entry.bytes + packed.zero_points.len() * 4;
+            match data {
+                Data::All => packed.check(),
+                Data::ScalesOnly => expected.check_parts(
+                    codes_entry.len,
+                    scales_entry.len,
+                    packed.zero_points.len(),
+                ),
+            }
+            .map_err(|e| bad(e.to_string()))?;
+            summaries.push(Summary {
+                name: name.clone(),
+                shape: m.shape.clone(),
+                grid: Some((m.bits, m.quant_type, m.groups)),
+                bytes: stored,
+            });
             quantized.push(Exported {
                 name: name.clone(),
                 shape: m.shape.clone(),
@@ -341,6 +383,14 @@ impl MoqFile {
                     ),
                 ));
             }
+            summaries.push(Summary {
+                name: e.name.clone(),
+                shape: e.shape.clone(),
+                grid: None,
+                bytes: e.bytes,
+            });
+            // Read for the finiteness check in either mode, kept only by `load`: memory
+            // follows one plain tensor.
             let values: Vec<f32> = st
                 .read(e)?
                 .chunks_exact(4)
@@ -356,9 +406,46 @@ impl MoqFile {
                     ),
                 ));
             }
-            float.push((e.name.clone(), e.shape.clone(), values));
+            if data == Data::All {
+                float.push((e.name.clone(), e.shape.clone(), values));
+            }
         }
-        Ok(Self { quantized, float })
+        Ok((Self { quantized, float }, summaries))
+    }
+}
+
+/// What [`MoqFile::read`] reads of the tensors' data.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Data {
+    /// Everything.
+    All,
+    /// Scales and zero points, and the plain tensors one at a time to check them (for
+    /// [`MoqFile::summarize`]).
+    ScalesOnly,
+}
+
+/// One tensor of an export, as [`MoqFile::summarize`] reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// Its name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Bits, grid and groups of a quantized tensor; `None` for a plain f32 tensor.
+    pub grid: Option<(u32, QuantType, usize)>,
+    /// Bytes stored: codes, scales and zero points, or the f32 values.
+    pub bytes: usize,
+}
+
+impl Summary {
+    /// Elements (the shape's product; checked when the file was read).
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -274,6 +274,56 @@ fn quantize_memory_follows_the_largest_tensor() {
     assert_eq!(st.tensor("w").unwrap().shape(), [4096, tensor / 4 / 4096]);
 }
 
+/// `inspect` reads an export's header, scales and zero points, not its codes: a 64 MiB export
+/// is inspected in a few MiB.
+#[test]
+fn inspect_memory_follows_the_scales_not_the_codes() {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (rows, cols, groups) = (4096usize, 32768usize, 4096usize);
+    let words = rows * cols / 8;
+    let meta = format!(
+        r#"{{"version":1,"tensors":{{"w":{{"shape":[{rows},{cols}],"bits":4,"quant_type":"symmetric","groups":{groups},"layout":"Packed32"}}}}}}"#
+    );
+    let header = moq_core::input::safetensors_header(
+        &[
+            ("w.codes", Dtype::U32, &[words]),
+            ("w.scales", Dtype::F32, &[groups]),
+        ],
+        Some(&BTreeMap::from([("moq".to_string(), meta)])),
+    )
+    .unwrap();
+    let path = d.join("big-export.safetensors");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    f.write_all(&header).unwrap();
+    let chunk = vec![0x77u8; 1 << 20];
+    for _ in 0..words * 4 / chunk.len() {
+        f.write_all(&chunk).unwrap();
+    }
+    for _ in 0..groups {
+        f.write_all(&0.01f32.to_le_bytes()).unwrap();
+    }
+    f.flush().unwrap();
+    drop(f);
+    let run = measured(&["inspect", path.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let bound = 40u64 << 20;
+    let inherited = own_peak_rss();
+    assert!(
+        inherited < bound,
+        "this test process peaked at {} MiB, above the bound: the measurement says nothing",
+        inherited >> 20
+    );
+    assert!(
+        run.peak_rss < bound,
+        "inspect of a {} MiB export peaked at {} MiB",
+        words * 4 >> 20,
+        run.peak_rss >> 20
+    );
+}
+
 /// Class 2: a FIFO is refused at once for each subcommand (opening one blocks until a writer
 /// appears, so it is never opened).
 #[test]
