@@ -319,7 +319,7 @@ fn inspect_memory_follows_the_scales_not_the_codes() {
     assert!(
         run.peak_rss < bound,
         "inspect of a {} MiB export peaked at {} MiB",
-        words * 4 >> 20,
+        (words * 4) >> 20,
         run.peak_rss >> 20
     );
 }
