@@ -46,14 +46,7 @@ pub fn run(args: &AllocateArgs) -> Result<()> {
     }
     let base = QuantSpec::new(8, quant_type, groups);
     let input = &args.input;
-    std::fs::metadata(input).with_context(|| format!("cannot read `{}`", input.display()))?;
-    let file = TensorFile::open(input).map_err(|e| {
-        anyhow::anyhow!(
-            "`{}` is not a valid safetensors file: {}",
-            input.display(),
-            file_reason(e)
-        )
-    })?;
+    let file = crate::open_tensors(input)?;
     let (layers, others): (Vec<&TensorEntry>, Vec<&TensorEntry>) =
         file.entries().iter().partition(|e| {
             e.shape.len() >= 2

@@ -232,6 +232,19 @@ pub fn file_reason(e: moq_core::MoqError) -> String {
     }
 }
 
+/// Opens the safetensors file `path` for reading ([`moq_core::input::TensorFile`]: header
+/// checked, data read per tensor); errors say whether it is missing or not valid.
+pub fn open_tensors(path: &Path) -> Result<moq_core::input::TensorFile> {
+    std::fs::metadata(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    moq_core::input::TensorFile::open(path).map_err(|e| {
+        anyhow::anyhow!(
+            "`{}` is not a valid safetensors file: {}",
+            path.display(),
+            file_reason(e)
+        )
+    })
+}
+
 /// Reads and parses a DeepSpeed config file (a regular file of at most
 /// [`moq_core::input::MAX_CONFIG_BYTES`]); errors name the file.
 pub fn read_config(path: &Path) -> Result<moq_core::QuantizeConfig> {

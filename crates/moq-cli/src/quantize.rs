@@ -1,4 +1,4 @@
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use half::{bf16, f16};
 use moq_core::input::{TensorEntry, TensorFile};
 use moq_core::{Element, NoiseKey, QuantSpec, QuantType, Rounding, fake_quantize_in_place};
@@ -32,14 +32,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         bail!("--groups must be at least 1");
     }
     let input = &args.input;
-    std::fs::metadata(input).with_context(|| format!("cannot read `{}`", input.display()))?;
-    let file = TensorFile::open(input).map_err(|e| {
-        anyhow::anyhow!(
-            "`{}` is not a valid safetensors file: {}",
-            input.display(),
-            crate::file_reason(e)
-        )
-    })?;
+    let file = crate::open_tensors(input)?;
     refuse_same_file(input, &args.output)?;
     let entries = file.entries();
     let layout: Vec<(&str, Dtype, &[usize])> = entries
