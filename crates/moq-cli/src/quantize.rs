@@ -1,3 +1,6 @@
+//! `moq quantize`: fake-quantize the float tensors of a safetensors file, keeping dtypes and
+//! metadata; the other tensors are copied unchanged.
+
 use anyhow::{Result, bail};
 use half::{bf16, f16};
 use moq_core::input::{TensorEntry, TensorFile};
