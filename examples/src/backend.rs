@@ -1,4 +1,4 @@
-//! Choosing the backend at run time (`--backend ndarray|wgpu`).
+//! Choosing the backend at run time (`--backend ndarray|wgpu|cuda`).
 
 use anyhow::{Result, bail};
 use burn::backend::{Autodiff, NdArray};
@@ -14,8 +14,8 @@ pub trait Experiment {
         B::InnerBackend: MoqBackend;
 }
 
-/// Runs `experiment` on the backend named `backend`: `ndarray`, or `wgpu` in builds with the
-/// `wgpu` feature.
+/// Runs `experiment` on the backend named `backend`: `ndarray`, or `wgpu` / `cuda` in builds
+/// with the feature of that name.
 pub fn run_on(backend: &str, experiment: &impl Experiment) -> Result<()> {
     match backend {
         "ndarray" => experiment.run::<Autodiff<NdArray>>(Default::default()),
@@ -23,6 +23,10 @@ pub fn run_on(backend: &str, experiment: &impl Experiment) -> Result<()> {
         "wgpu" => experiment.run::<Autodiff<burn::backend::Wgpu>>(Default::default()),
         #[cfg(not(feature = "wgpu"))]
         "wgpu" => bail!("this build has no wgpu backend: rebuild with `--features wgpu`"),
-        other => bail!("unknown backend `{other}` (ndarray or wgpu)"),
+        #[cfg(feature = "cuda")]
+        "cuda" => experiment.run::<Autodiff<burn::backend::Cuda>>(Default::default()),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => bail!("this build has no cuda backend: rebuild with `--features cuda`"),
+        other => bail!("unknown backend `{other}` (ndarray, wgpu or cuda)"),
     }
 }

@@ -37,7 +37,7 @@ use moq_examples::{
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Backend: ndarray (CPU) or wgpu (needs the `wgpu` feature).
+    /// Backend: ndarray (CPU), wgpu or cuda (need the feature of that name).
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// Number of seeds per cell.

@@ -29,7 +29,7 @@ use moq_examples::{
 /// Train a small transformer on a permutation task with and without MoQ.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Backend: ndarray (CPU) or wgpu (needs the `wgpu` feature).
+    /// Backend: ndarray (CPU), wgpu or cuda (need the feature of that name).
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// Number of seeds per cell.

@@ -40,7 +40,7 @@ pub struct Args {
     /// The corpus directory (`scripts/fetch-minilm` fills the default).
     #[arg(long)]
     corpus: Option<PathBuf>,
-    /// Backend: ndarray (CPU) or wgpu (needs the `wgpu` feature).
+    /// Backend: ndarray (CPU), wgpu or cuda (need the feature of that name).
     #[arg(long, default_value = "ndarray")]
     pub backend: String,
     /// One seed, 4 bits only, fewer steps and test mails: about 20 minutes on 2 cores.
