@@ -100,13 +100,13 @@ impl<B: AutodiffBackend, L: HessianLoss> HessianProvider<B, L> {
     }
 }
 
-impl<B, M, L> EigenvalueProvider<M> for HessianProvider<B, L>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B>,
-    L: HessianLoss + Send,
-{
-    fn eigenvalues(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>> {
+impl<B: AutodiffBackend, L: HessianLoss> HessianProvider<B, L> {
+    /// One computation over the layers, recorded in the history.
+    fn compute<M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+        layers: &[MoqLayer],
+    ) -> Result<EigenReport> {
         let start = Instant::now();
         let weights = Weights::from_module(&model.valid());
         let blocks: Vec<Block> = layers
@@ -114,14 +114,31 @@ where
             .map(|l| Block::new(l.name.clone(), l.params.iter().cloned()))
             .collect();
         let report = self.estimator.compute(&weights, &blocks)?;
-        let normalized = report.normalized.clone();
         if let Ok(mut records) = self.history.records.lock() {
             records.push(EigenRecord {
-                report,
+                report: report.clone(),
                 seconds: start.elapsed().as_secs_f64(),
             });
         }
-        Ok(Some(normalized))
+        Ok(report)
+    }
+}
+
+impl<B, M, L> EigenvalueProvider<M> for HessianProvider<B, L>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    L: HessianLoss + Send,
+{
+    fn eigenvalues(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>> {
+        Ok(Some(self.compute(model, layers)?.normalized))
+    }
+
+    fn sensitivities(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>> {
+        let report = self.compute(model, layers)?;
+        Ok(Some(
+            report.blocks.iter().map(|b| b.eigenvalue.abs()).collect(),
+        ))
     }
 
     fn save_state(&self) -> Option<String> {

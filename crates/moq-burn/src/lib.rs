@@ -22,7 +22,9 @@
 //! - [`to_burn_data`] ([`burn_quant`]): symmetric 8/4-bit codes as burn's own quantized tensors
 //!   (`Q8S`/`Q4S`).
 //! - [`HessianProvider`] ([`eigen`]): per-layer Hessian eigenvalues from [`moq_hessian`] that
-//!   stretch the periods of sensitive layers (`eigenvalue.enabled`).
+//!   stretch the periods of sensitive layers (`eigenvalue.enabled`), and, with
+//!   [`Moq::auto_bits`], choose each layer's target width under a size budget
+//!   ([`LayerAllocation`], docs/widths.md).
 //!
 //! The algorithm itself is [`moq_core`] (re-exported, as are [`moq_hessian`] and
 //! [`moq_kernels`]).
@@ -60,8 +62,8 @@ pub use moq_hessian;
 pub use moq_hessian::path;
 pub use moq_kernels;
 pub use optim::{
-    EigenvalueProvider, FixedEigenvalues, Moq, MoqLayer, MoqOptimizer, MoqRecord, MoqStatus,
-    StatusSnapshot,
+    AutoBits, EigenvalueProvider, FixedEigenvalues, LayerAllocation, Moq, MoqLayer, MoqOptimizer,
+    MoqRecord, MoqStatus, StatusSnapshot,
 };
 
 /// The README's Rust examples, compiled and run as doctests so they cannot drift.
@@ -84,4 +86,7 @@ pub mod book {
     /// docs/config.md
     #[doc = include_str!("../../../docs/config.md")]
     pub struct Config;
+    /// docs/widths.md
+    #[doc = include_str!("../../../docs/widths.md")]
+    pub struct Widths;
 }

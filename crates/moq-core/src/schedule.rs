@@ -291,6 +291,39 @@ impl Schedule {
         }
     }
 
+    /// Sets every layer's target width (second-order bit allocation), before the first
+    /// quantizing step only: each must be between 1 and the layer's start width.
+    pub fn set_targets(&mut self, targets: &[u32]) -> Result<()> {
+        if targets.len() != self.specs.len() {
+            return Err(MoqError::Schedule {
+                reason: format!(
+                    "{} targets given for {} layers",
+                    targets.len(),
+                    self.specs.len()
+                ),
+            });
+        }
+        if self.quantizing_steps > 0 {
+            return Err(MoqError::Schedule {
+                reason: format!(
+                    "targets can only be set before the first quantizing step ({} taken)",
+                    self.quantizing_steps
+                ),
+            });
+        }
+        let specs: Vec<LayerSpec> = self
+            .specs
+            .iter()
+            .zip(targets)
+            .map(|(s, &target_bits)| LayerSpec { target_bits, ..*s })
+            .collect();
+        for (layer, spec) in specs.iter().enumerate() {
+            spec.validate(layer)?;
+        }
+        self.specs = specs;
+        Ok(())
+    }
+
     /// Sets the normalized eigenvalue `e ∈ [0, 1]` of every layer; each applies at that layer's
     /// next drop, as the factor `1 + floor(4e)`.
     pub fn set_eigenvalues(&mut self, eigenvalues: &[f32]) -> Result<()> {
@@ -408,6 +441,26 @@ mod tests {
             out.extend(r.drops.iter().map(|d| (r.step, d.layer, d.to)));
         }
         out
+    }
+
+    #[test]
+    fn targets_are_set_before_quantizing_only() {
+        let config = QuantizeConfig::builder()
+            .bits(8, 4)
+            .period(2)
+            .schedule_offset(1)
+            .build()
+            .unwrap();
+        let mut s = Schedule::new(&config, 2).unwrap();
+        assert!(s.set_targets(&[3]).is_err());
+        assert!(s.set_targets(&[9, 4]).is_err(), "above the start width");
+        s.set_targets(&[6, 2]).unwrap();
+        for _ in 0..200 {
+            s.step();
+        }
+        assert_eq!((s.bits(0), s.bits(1)), (Some(6), Some(2)));
+        let e = s.set_targets(&[5, 5]).unwrap_err().to_string();
+        assert!(e.contains("before the first quantizing step"), "{e}");
     }
 
     #[test]

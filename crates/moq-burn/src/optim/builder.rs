@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
+use moq_core::allocate::{Budget, DEFAULT_CANDIDATES};
 use moq_core::{LayerSpec, QuantSpec, QuantizeConfig, Schedule};
 use moq_hessian::path::{NamedParam, float_params};
 
-use super::{MoqOptimizer, MoqStatus, QuantParam};
+use super::{AutoBits, MoqOptimizer, MoqStatus, QuantParam};
 use crate::backend::MoqBackend;
 use crate::error::{MoqBurnError, Result};
 use crate::select::PathPattern;
@@ -29,6 +30,7 @@ pub struct Moq {
     layers: Option<String>,
     bit_groups: Vec<(String, u32, u32)>,
     seed: u64,
+    auto_bits: Option<AutoBits>,
 }
 
 impl Moq {
@@ -42,6 +44,7 @@ impl Moq {
             layers: None,
             bit_groups: Vec::new(),
             seed: 0,
+            auto_bits: None,
         }
     }
 
@@ -83,6 +86,21 @@ impl Moq {
     /// Seed of stochastic rounding (default 0).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// Second-order bit allocation: at the end of the warm-up (`schedule_offset`), each
+    /// layer's target becomes the width that minimises `Σ s·‖Q_b(W) − W‖²` within `budget`
+    /// over `candidates` (default [`DEFAULT_CANDIDATES`]), with `s` the eigenvalue provider's
+    /// `|λ|` per layer (1 for every layer without a provider). The result is in
+    /// [`MoqOptimizer::allocation`] and in the log; a failure is reported through
+    /// [`MoqOptimizer::take_error`] and leaves the targets as configured. Widths above a
+    /// layer's start width are capped at it.
+    pub fn auto_bits(mut self, budget: Budget, candidates: Option<&[u32]>) -> Self {
+        self.auto_bits = Some(AutoBits {
+            budget,
+            candidates: candidates.map_or_else(|| DEFAULT_CANDIDATES.to_vec(), <[u32]>::to_vec),
+        });
         self
     }
 
@@ -236,6 +254,8 @@ impl Moq {
             eigenvalues: None,
             last_error: Arc::new(Mutex::new(None)),
             status: MoqStatus::default(),
+            auto_bits: self.auto_bits,
+            allocation: None,
             _types: PhantomData,
         }
         .indexed())

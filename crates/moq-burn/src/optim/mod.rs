@@ -46,12 +46,14 @@ use moq_core::{QuantizeConfig, Schedule};
 
 use crate::error::MoqBurnError;
 
+pub mod auto_bits;
 pub mod builder;
 pub mod provider;
 pub mod record;
 pub mod status;
 pub mod step;
 
+pub use auto_bits::{AutoBits, LayerAllocation};
 pub use builder::{Moq, MoqLayer};
 pub use provider::{EigenvalueProvider, FixedEigenvalues};
 pub use record::MoqRecord;
@@ -97,6 +99,10 @@ pub struct MoqOptimizer<O, M, B: AutodiffBackend> {
     pub(crate) eigenvalues: Option<SharedProvider<M>>,
     pub(crate) last_error: Arc<Mutex<Option<MoqBurnError>>>,
     pub(crate) status: MoqStatus,
+    /// Second-order bit allocation, when asked for ([`Moq::auto_bits`]).
+    pub(crate) auto_bits: Option<AutoBits>,
+    /// Its result, once made.
+    pub(crate) allocation: Option<Arc<Vec<LayerAllocation>>>,
     pub(crate) _types: PhantomData<fn() -> (M, B)>,
 }
 
@@ -115,6 +121,8 @@ impl<O: Clone, M, B: AutodiffBackend> Clone for MoqOptimizer<O, M, B> {
             eigenvalues: self.eigenvalues.clone(),
             last_error: self.last_error.clone(),
             status: self.status.clone(),
+            auto_bits: self.auto_bits.clone(),
+            allocation: self.allocation.clone(),
             _types: PhantomData,
         }
     }
@@ -195,6 +203,13 @@ impl<O, M, B: AutodiffBackend> MoqOptimizer<O, M, B> {
                 .map(|l| self.schedule.mix_ratio(l))
                 .collect(),
         });
+    }
+
+    /// The second-order bit allocation ([`Moq::auto_bits`]): per layer its sensitivity,
+    /// size, error at each candidate width and the width chosen; `None` before the end of the
+    /// warm-up or without `auto_bits`.
+    pub fn allocation(&self) -> Option<&[LayerAllocation]> {
+        self.allocation.as_deref().map(Vec::as_slice)
     }
 
     /// Steps skipped because a gradient held NaN or Inf.

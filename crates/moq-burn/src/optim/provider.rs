@@ -16,6 +16,15 @@ pub trait EigenvalueProvider<M>: Send {
     /// error is reported through [`super::MoqOptimizer::take_error`] and the previous values stay.
     fn eigenvalues(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>>;
 
+    /// Per-layer sensitivities for second-order bit allocation ([`super::Moq::auto_bits`]):
+    /// the magnitude of each layer's top Hessian eigenvalue, `|λ|` as measured, or `None` to
+    /// allocate without them. The default returns [`EigenvalueProvider::eigenvalues`]: values
+    /// normalised by the largest `|λ|` differ from `|λ|` by one common factor, which leaves
+    /// the allocation unchanged.
+    fn sensitivities(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>> {
+        self.eigenvalues(model, layers)
+    }
+
     /// State to keep in the optimizer's record (warm-start vectors, counters), so a resumed
     /// run computes the same eigenvalues as an uninterrupted one. `None` when stateless.
     fn save_state(&self) -> Option<String> {
@@ -31,6 +40,10 @@ pub trait EigenvalueProvider<M>: Send {
 impl<M, P: EigenvalueProvider<M> + ?Sized> EigenvalueProvider<M> for Box<P> {
     fn eigenvalues(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>> {
         (**self).eigenvalues(model, layers)
+    }
+
+    fn sensitivities(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>> {
+        (**self).sensitivities(model, layers)
     }
 
     fn save_state(&self) -> Option<String> {

@@ -9,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use moq_core::Schedule;
 use serde::{Deserialize, Serialize};
 
-use super::MoqOptimizer;
+use super::{LayerAllocation, MoqOptimizer};
 use crate::backend::MoqBackend;
 use crate::error::{MoqBurnError, Result};
 
@@ -31,6 +31,7 @@ where
                 .eigenvalues
                 .as_ref()
                 .and_then(|p| p.lock().ok()?.save_state()),
+            allocation: self.allocation.as_ref().map(|a| a.to_vec()),
         };
         MoqRecord {
             inner: self.inner.to_record(),
@@ -60,6 +61,7 @@ where
                     self.record_error(err);
                 }
                 self.schedule = state.schedule;
+                self.allocation = state.allocation.map(std::sync::Arc::new);
                 self.skipped_steps = state.skipped_steps;
                 self.seed = state.seed;
                 self.masters = self
@@ -125,6 +127,10 @@ struct SavedState {
     /// The eigenvalue provider's state, if it has one.
     #[serde(default)]
     eigenvalues: Option<String>,
+    /// The second-order bit allocation, once made (the targets themselves are in the
+    /// schedule).
+    #[serde(default)]
+    allocation: Option<Vec<LayerAllocation>>,
 }
 
 /// The wrapper's record: the inner optimizer's record, the full-precision masters (flattened)

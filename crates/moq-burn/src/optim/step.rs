@@ -54,6 +54,14 @@ where
                 self.record_error(err);
             }
         }
+        // Second-order bit allocation at the end of the warm-up, on the weights just stepped.
+        if let Some(auto) = self.auto_bits.clone()
+            && self.allocation.is_none()
+            && self.schedule.steps_taken() == self.schedule.schedule_offset()
+            && let Err(err) = self.allocate_bits(&module, &auto)
+        {
+            self.record_error(err);
+        }
         let report = self.schedule.step();
         if self.config.verbose {
             for d in &report.drops {

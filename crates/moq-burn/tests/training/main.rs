@@ -1,9 +1,11 @@
 //! The MoQ optimizer wrapper on NdArray, one topic per file: a step ([`step`]), the schedule it
 //! follows ([`schedule`]), save and resume ([`record`]), setup errors ([`setup`]), replicas and
 //! the `Learner` ([`parallel`], [`metrics`]), the tensor-ops path ([`tensor_ops`]), Hessian
-//! eigenvalues ([`eigen`]) and export and inference ([`export`]). One test binary, so the
+//! eigenvalues ([`eigen`]), second-order bit allocation ([`auto_bits`]) and export and
+//! inference ([`export`]). One test binary, so the
 //! workspace links few.
 
+mod auto_bits;
 mod common;
 mod eigen;
 mod export;
