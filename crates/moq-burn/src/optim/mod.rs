@@ -202,6 +202,7 @@ impl<O, M, B: AutodiffBackend> MoqOptimizer<O, M, B> {
             mix_ratios: (0..self.layers.len())
                 .map(|l| self.schedule.mix_ratio(l))
                 .collect(),
+            allocation: self.allocation.clone(),
         });
     }
 

@@ -3,6 +3,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use super::LayerAllocation;
+
 /// A live view of a [`MoqOptimizer`](super::MoqOptimizer)'s schedule, updated after every step. Take it with
 /// [`MoqOptimizer::status`](super::MoqOptimizer::status) before handing the optimizer to burn-train's `Learner`, and read it
 /// from a metric or a progress display while training runs. It also keeps the snapshots of the
@@ -24,6 +26,8 @@ pub struct StatusSnapshot {
     pub bits: Vec<Option<u32>>,
     /// Mixing ratio `ρ` of each layer (0 when mixing is off).
     pub mix_ratios: Vec<f32>,
+    /// The second-order bit allocation ([`super::Moq::auto_bits`]), once made.
+    pub allocation: Option<Arc<Vec<LayerAllocation>>>,
 }
 
 impl MoqStatus {

@@ -73,6 +73,12 @@ fn auto_bits_takes_every_layer_to_its_allocated_width() {
     let allocation = optim
         .allocation()
         .expect("allocated at the end of the warm-up");
+    // The live status (what metrics read) carries it too.
+    let snapshot = optim.status().snapshot();
+    assert_eq!(
+        snapshot.allocation.as_deref().map(Vec::as_slice),
+        Some(allocation)
+    );
     let chosen: Vec<u32> = allocation.iter().map(|a| a.bits).collect();
     assert_eq!(chosen, want);
     assert_eq!(
