@@ -42,7 +42,7 @@ pub fn fake_quantize_on_host<B: Backend>(
     Ok(B::float_from_data(out, &device))
 }
 
-fn on_slice<T: Element + burn::tensor::Element>(
+pub(super) fn on_slice<T: Element + burn::tensor::Element>(
     data: &TensorData,
     name: &str,
     spec: &QuantSpec,

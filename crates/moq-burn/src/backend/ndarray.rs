@@ -14,7 +14,7 @@ use moq_core::matmul::{PackedMatrix, Scales, Word, matmul};
 use moq_core::{PackedShape, QuantSpec, QuantType};
 
 use super::MoqBackend;
-use super::host::fake_quantize_on_host;
+use super::host::{fake_quantize_on_host, on_slice};
 use super::packed::{PackedWeight, matmul_output_shape};
 use super::tensor_ops::quantized_matmul_tensor_ops;
 use crate::error::Result;
@@ -33,6 +33,20 @@ where
         spec: &QuantSpec,
         mix_ratio: f32,
     ) -> Result<FloatTensor<Self>> {
+        // burn's `into_data` walks an array element by element through n-d indices when it is
+        // shared (the wrapper keeps the master while quantizing it) or not in row order (a
+        // transposed view); on MiniLM that walk was most of the wrapper's cost. A row-order
+        // view is read as one slice instead, the same values through the same quantizer.
+        if let NdArrayTensor::F32(array) = &tensor {
+            let view = array.view();
+            let rows = view.as_standard_layout();
+            if let Some(values) = rows.as_slice() {
+                let data = TensorData::new(values.to_vec(), view.shape().to_vec());
+                return Ok(NdArrayTensor::from_data(on_slice::<f32>(
+                    &data, name, spec, mix_ratio,
+                )?));
+            }
+        }
         fake_quantize_on_host::<Self>(tensor, name, spec, mix_ratio)
     }
 

@@ -99,3 +99,36 @@ fn tensor_ops_path_matches_the_reference() {
         "tensor `enc.w`: 4 elements cannot be split into 3 equal groups"
     );
 }
+
+/// NdArray's fake quantization reads a transposed view (as burn-store leaves PyTorch weights)
+/// and a shared array (as the wrapper holds its masters) in row order: the same values as the
+/// reference on the row-order copy, and the shared original untouched.
+#[test]
+fn ndarray_reads_transposed_and_shared_tensors_in_row_order() {
+    use moq_burn::MoqBackend;
+
+    let device = Default::default();
+    let (rows, cols) = (6, 10);
+    let x: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 37) % 23) as f32 * 0.01 - 0.1)
+        .collect();
+    let spec = QuantSpec::new(4, QuantType::Asymmetric, 5);
+    // The transpose of a [cols, rows] tensor holding x transposed: x itself, in column order.
+    let mut xt = vec![0.0f32; x.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            xt[c * rows + r] = x[r * cols + c];
+        }
+    }
+    let t = Tensor::<Inner, 2>::from_data(TensorData::new(xt, [cols, rows]), &device).transpose();
+    assert_eq!(values(t.clone()), x);
+    let mut expected = x.clone();
+    moq_core::fake_quantize_mixed("w", &x, &mut expected, &spec, 0.25).unwrap();
+    let shared = t.clone();
+    let out = <Inner as MoqBackend>::fake_quantize(t.into_primitive().tensor(), "w", &spec, 0.25)
+        .unwrap();
+    let out = Tensor::<Inner, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(out));
+    assert_eq!(out.dims(), [rows, cols]);
+    assert_eq!(values(out), expected);
+    assert_eq!(values(shared), x);
+}
