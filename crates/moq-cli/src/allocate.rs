@@ -110,23 +110,22 @@ pub fn run(args: &AllocateArgs) -> Result<()> {
 
 /// A tensor's values in f32 (the quantizer's precision).
 fn floats(file: &TensorFile, entry: &TensorEntry) -> Result<Vec<f32>> {
-    let bytes = file.read(entry)?;
     Ok(match entry.dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        Dtype::F32 => file.read_values::<f32>(entry)?,
+        Dtype::F16 => file
+            .read_values::<f16>(entry)?
+            .into_iter()
+            .map(f16::to_f32)
             .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+        Dtype::BF16 => file
+            .read_values::<bf16>(entry)?
+            .into_iter()
+            .map(bf16::to_f32)
             .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+        Dtype::F64 => file
+            .read_values::<f64>(entry)?
+            .into_iter()
+            .map(|v| v as f32)
             .collect(),
         other => bail!(
             "tensor `{}`: dtype {other:?} cannot be quantized",

@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 use half::{bf16, f16};
-use moq_core::input::{TensorEntry, TensorFile};
+use moq_core::input::{TensorEntry, TensorFile, swap_little_endian};
 use moq_core::{Element, NoiseKey, QuantSpec, QuantType, Rounding, fake_quantize_in_place};
 use safetensors::Dtype;
 
@@ -121,46 +121,32 @@ fn quantize_tensor(
         entry: &TensorEntry,
         spec: &QuantSpec,
         out: &mut Output,
-        from_le: fn(T) -> T,
     ) -> Result<()> {
-        let mut values = vec![T::zeroed(); entry.len];
-        file.read_into(entry, bytemuck::cast_slice_mut(&mut values))?;
-        values.iter_mut().for_each(|v| *v = from_le(*v));
+        let mut values = file.read_values::<T>(entry)?;
         fake_quantize_in_place(&entry.name, &mut values, spec)?;
-        // Little-endian is its own inverse.
-        values.iter_mut().for_each(|v| *v = from_le(*v));
+        swap_little_endian(&mut values);
         out.write(bytemuck::cast_slice(&values))
     }
     let name = &entry.name;
     match entry.dtype {
-        Dtype::F32 => run(file, entry, spec, out, |v: f32| {
-            f32::from_le_bytes(v.to_ne_bytes())
-        }),
-        Dtype::F16 => run(file, entry, spec, out, |v: f16| {
-            f16::from_le_bytes(v.to_ne_bytes())
-        }),
-        Dtype::BF16 => run(file, entry, spec, out, |v: bf16| {
-            bf16::from_le_bytes(v.to_ne_bytes())
-        }),
+        Dtype::F32 => run::<f32>(file, entry, spec, out),
+        Dtype::F16 => run::<f16>(file, entry, spec, out),
+        Dtype::BF16 => run::<bf16>(file, entry, spec, out),
         Dtype::F64 => {
             // Quantized through f32: the grid values q·s are f32 numbers, stored back exactly.
-            let bytes = file.read(entry)?;
-            let wide = || {
-                bytes
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            };
-            if let Some(index) = wide().position(|v| v.is_finite() && v.abs() > f32::MAX as f64) {
+            let wide = file.read_values::<f64>(entry)?;
+            if let Some(index) = wide
+                .iter()
+                .position(|v| v.is_finite() && v.abs() > f32::MAX as f64)
+            {
                 bail!("tensor `{name}`: element {index} does not fit in f32; nothing was written");
             }
-            let mut values: Vec<f32> = wide().map(|v| v as f32).collect();
-            drop(bytes);
+            let mut values: Vec<f32> = wide.iter().map(|&v| v as f32).collect();
+            drop(wide);
             fake_quantize_in_place(name, &mut values, spec)?;
-            let back: Vec<u8> = values
-                .into_iter()
-                .flat_map(|v| (v as f64).to_le_bytes())
-                .collect();
-            out.write(&back)
+            let mut back: Vec<f64> = values.into_iter().map(f64::from).collect();
+            swap_little_endian(&mut back);
+            out.write(bytemuck::cast_slice(&back))
         }
         other => bail!("tensor `{name}`: dtype {other:?} cannot be quantized"),
     }

@@ -24,13 +24,14 @@ pub fn fake_quantize_on_host<B: Backend>(
     let data = try_read_sync(B::float_into_data(tensor))
         .ok_or_else(|| read_error("this platform cannot read tensors synchronously".into()))?
         .map_err(|e| read_error(format!("{e:?}")))?;
+    let shape = data.shape.clone();
     let out = match data.dtype {
-        DType::F32 => on_slice::<f32>(&data, name, spec, mix_ratio)?,
-        DType::F16 => on_slice::<f16>(&data, name, spec, mix_ratio)?,
-        DType::BF16 => on_slice::<bf16>(&data, name, spec, mix_ratio)?,
+        DType::F32 => on_slice(slice_of::<f32>(&data, name)?, shape, name, spec, mix_ratio)?,
+        DType::F16 => on_slice(slice_of::<f16>(&data, name)?, shape, name, spec, mix_ratio)?,
+        DType::BF16 => on_slice(slice_of::<bf16>(&data, name)?, shape, name, spec, mix_ratio)?,
         DType::F64 => {
             let wide = data.clone().convert::<f32>();
-            on_slice::<f32>(&wide, name, spec, mix_ratio)?.convert::<f64>()
+            on_slice(slice_of::<f32>(&wide, name)?, shape, name, spec, mix_ratio)?.convert::<f64>()
         }
         other => {
             return Err(MoqBurnError::Read {
@@ -42,17 +43,23 @@ pub fn fake_quantize_on_host<B: Backend>(
     Ok(B::float_from_data(out, &device))
 }
 
+/// `input` (of `shape`) fake-quantized into a new tensor's data.
 pub(super) fn on_slice<T: Element + burn::tensor::Element>(
-    data: &TensorData,
+    input: &[T],
+    shape: burn::tensor::Shape,
     name: &str,
     spec: &QuantSpec,
     mix_ratio: f32,
 ) -> Result<TensorData> {
-    let input = data.as_slice::<T>().map_err(|e| MoqBurnError::Read {
-        tensor: name.to_string(),
-        message: format!("{e:?}"),
-    })?;
     let mut output = input.to_vec();
     fake_quantize_mixed(name, input, &mut output, spec, mix_ratio)?;
-    Ok(TensorData::new(output, data.shape.clone()))
+    Ok(TensorData::new(output, shape))
+}
+
+/// The values of `data` as `T`.
+fn slice_of<'a, T: burn::tensor::Element>(data: &'a TensorData, name: &str) -> Result<&'a [T]> {
+    data.as_slice::<T>().map_err(|e| MoqBurnError::Read {
+        tensor: name.to_string(),
+        message: format!("{e:?}"),
+    })
 }

@@ -41,9 +41,9 @@ where
             let view = array.view();
             let rows = view.as_standard_layout();
             if let Some(values) = rows.as_slice() {
-                let data = TensorData::new(values.to_vec(), view.shape().to_vec());
-                return Ok(NdArrayTensor::from_data(on_slice::<f32>(
-                    &data, name, spec, mix_ratio,
+                let shape = Shape::from(view.shape().to_vec());
+                return Ok(NdArrayTensor::from_data(on_slice(
+                    values, shape, name, spec, mix_ratio,
                 )?));
             }
         }

@@ -67,12 +67,7 @@ impl MoqFile {
                     ),
                 ));
             }
-            Ok((e, st.read(e)?))
-        };
-        let words = |b: Vec<u8>| -> Vec<u32> {
-            b.chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
+            Ok(e)
         };
         let mut quantized = Vec::new();
         let mut owned = std::collections::HashSet::new();
@@ -120,23 +115,15 @@ impl MoqFile {
                 )));
             }
             let codes = match data {
-                Data::All => words(st.read(codes_entry)?),
+                Data::All => st.read_values::<u32>(codes_entry)?,
                 Data::ScalesOnly => Vec::new(),
             };
             let scales_name = format!("{name}.scales");
-            let (scales_entry, raw) = tensor(&scales_name, &[Dtype::F32, Dtype::F16])?;
+            let scales_entry = tensor(&scales_name, &[Dtype::F32, Dtype::F16])?;
             let scales = if scales_entry.dtype == Dtype::F16 {
-                PackedScales::F16(
-                    raw.chunks_exact(2)
-                        .map(|c| f16::from_le_bytes([c[0], c[1]]))
-                        .collect(),
-                )
+                PackedScales::F16(st.read_values::<f16>(scales_entry)?)
             } else {
-                PackedScales::F32(
-                    raw.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                )
+                PackedScales::F32(st.read_values::<f32>(scales_entry)?)
             };
             let bad_scale = match &scales {
                 PackedScales::F32(s) => s.iter().copied().position(bad_scale_value),
@@ -154,11 +141,7 @@ impl MoqFile {
             let zero_points: Vec<i32> = if m.quant_type == QuantType::Asymmetric {
                 let zp_name = format!("{name}.zero_points");
                 owned.insert(zp_name.clone());
-                tensor(&zp_name, &[Dtype::I32])?
-                    .1
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect()
+                st.read_values::<i32>(tensor(&zp_name, &[Dtype::I32])?)?
             } else {
                 Vec::new()
             };
@@ -228,11 +211,7 @@ impl MoqFile {
             });
             // Read for the finiteness check in either mode, kept only by `load`: memory
             // follows one plain tensor.
-            let values: Vec<f32> = st
-                .read(e)?
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let values = st.read_values::<f32>(e)?;
             if let Some(i) = values.iter().position(|v| !v.is_finite()) {
                 return Err(file_error(
                     path,

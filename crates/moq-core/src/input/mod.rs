@@ -15,7 +15,9 @@ use std::fs::{File, Metadata};
 use std::io::Read;
 use std::path::Path;
 
-pub use tensor_file::{MAX_HEADER_BYTES, TensorEntry, TensorFile, safetensors_header};
+pub use tensor_file::{
+    MAX_HEADER_BYTES, TensorEntry, TensorFile, safetensors_header, swap_little_endian,
+};
 
 use crate::error::{MoqError, Result};
 

@@ -215,11 +215,42 @@ impl TensorFile {
             .map_err(|e| bad(format!("cannot read its data: {e}")))
     }
 
+    /// `entry`'s values as `T`, read straight into the vector (one copy of the data, converted
+    /// from little-endian in place); `T` must have the size of `entry`'s dtype.
+    pub fn read_values<T: bytemuck::Pod>(&self, entry: &TensorEntry) -> Result<Vec<T>> {
+        if entry.dtype.bitsize() != 8 * size_of::<T>() {
+            return Err(MoqError::file(
+                &self.path,
+                format!(
+                    "tensor `{}`: {:?} values cannot be read as {}",
+                    escape_controls(&entry.name),
+                    entry.dtype,
+                    std::any::type_name::<T>()
+                ),
+            ));
+        }
+        let mut values = vec![T::zeroed(); entry.len];
+        self.read_into(entry, bytemuck::cast_slice_mut(&mut values))?;
+        swap_little_endian(&mut values);
+        Ok(values)
+    }
+
     /// `entry`'s bytes.
     pub fn read(&self, entry: &TensorEntry) -> Result<Vec<u8>> {
         let mut out = vec![0u8; entry.bytes];
         self.read_into(entry, &mut out)?;
         Ok(out)
+    }
+}
+
+/// Converts `values` between little-endian (safetensors' byte order) and this machine's, in
+/// place: nothing to do on a little-endian machine, and its own inverse on any.
+pub fn swap_little_endian<T: bytemuck::Pod>(values: &mut [T]) {
+    if cfg!(target_endian = "big") {
+        let size = size_of::<T>();
+        for v in bytemuck::cast_slice_mut::<T, u8>(values).chunks_exact_mut(size) {
+            v.reverse();
+        }
     }
 }
 
