@@ -12,7 +12,11 @@
 //! cargo bench -p moq-benches --features wgpu --bench matmul_ratio -- --smoke # small shapes
 //! ```
 //! With both features, `--wgpu` picks burn-wgpu. `--smoke` runs small shapes once: on lavapipe
-//! (CI) it checks that everything runs and agrees; its timings mean nothing.
+//! (CI) it checks that everything runs and agrees; its timings mean nothing. `--quick` times
+//! only 4096×4096 (3 rounds). `--csv FILE` also writes every time in microseconds, one row per
+//! shape (`backend,k,n,m,f16,w8,w4,q8s,q4s`), for `scripts/gpu-bundle`'s cuBLAS peer. The
+//! first line names the device (`--describe` prints it alone) and what the runtime reports of it (streaming multiprocessors,
+//! plane size, shared memory).
 
 // Without a GPU backend the benchmark only explains how to build it.
 #![cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code, unused))]
@@ -31,26 +35,77 @@ use stats::{median, relative_error, values};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let smoke = args.iter().any(|a| a == "--smoke");
+    let options = Options {
+        smoke: args.iter().any(|a| a == "--smoke"),
+        quick: args.iter().any(|a| a == "--quick"),
+        csv: args
+            .iter()
+            .position(|a| a == "--csv")
+            .map(|i| match args.get(i + 1) {
+                Some(path) => std::path::PathBuf::from(path),
+                None => {
+                    eprintln!("matmul_ratio: --csv needs a file name");
+                    std::process::exit(2);
+                }
+            }),
+    };
     let _wgpu = args.iter().any(|a| a == "--wgpu");
+    // `--describe`: the device line alone.
+    let _describe = args.iter().any(|a| a == "--describe");
     #[cfg(feature = "cuda")]
     if !_wgpu {
         use moq_kernels::cubecl::cuda::CudaRuntime;
         type B = burn_cubecl::CubeBackend<CudaRuntime, half::f16, i32, u8>;
-        return run::<B>(Default::default(), smoke, "burn-cuda");
+        describe::<CudaRuntime>();
+        if _describe {
+            return;
+        }
+        return run::<B>(Default::default(), &options, "burn-cuda");
     }
     #[cfg(feature = "wgpu")]
     {
         use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
         type B = CubeBackend<WgpuRuntime, half::f16, i32, u32>;
+        describe::<WgpuRuntime>();
+        if _describe {
+            return;
+        }
         #[allow(clippy::needless_return)]
-        return run::<B>(Default::default(), smoke, "burn-wgpu");
+        return run::<B>(Default::default(), &options, "burn-wgpu");
     }
     #[allow(unreachable_code)]
     {
         eprintln!("matmul_ratio: build with --features cuda or --features wgpu");
         std::process::exit(2);
     }
+}
+
+/// What the command line asks for.
+struct Options {
+    /// Small shapes, timed once: a check that everything runs and agrees.
+    smoke: bool,
+    /// One shape (4096×4096), 3 rounds.
+    quick: bool,
+    /// Where the times also go as CSV.
+    csv: Option<std::path::PathBuf>,
+}
+
+/// The device as the runtime reports it: the figures the kernels' launch sizes depend on.
+fn describe<R: moq_kernels::cubecl::Runtime>() {
+    let client = R::client(&Default::default());
+    let hw = &client.properties().hardware;
+    let sms = hw
+        .num_streaming_multiprocessors
+        .map_or("unknown".to_string(), |n| n.to_string());
+    println!(
+        "device: runtime {}, streaming multiprocessors {sms}, plane size {}–{}, shared memory \
+         {} KiB per cube, at most {} units per cube",
+        R::name(&client),
+        hw.plane_size_min,
+        hw.plane_size_max,
+        hw.max_shared_memory_size / 1024,
+        hw.max_units_per_cube,
+    );
 }
 
 fn micros(d: Duration) -> String {
@@ -89,9 +144,12 @@ fn time_all<B: Backend>(
     times.into_iter().map(median).collect()
 }
 
-fn run<B: MoqBackend>(device: B::Device, smoke: bool, backend: &str) {
+fn run<B: MoqBackend>(device: B::Device, options: &Options, backend: &str) {
+    let smoke = options.smoke;
     let shapes: &[(usize, usize)] = if smoke {
         &[(256, 512)]
+    } else if options.quick {
+        &[(4096, 4096)]
     } else {
         &[(4096, 4096), (4096, 14336), (8192, 8192)]
     };
@@ -100,7 +158,12 @@ fn run<B: MoqBackend>(device: B::Device, smoke: bool, backend: &str) {
     } else {
         &[1, 4, 16, 64, 256]
     };
-    let rounds = if smoke { 1 } else { 7 };
+    let rounds = match (smoke, options.quick) {
+        (true, _) => 1,
+        (false, true) => 3,
+        (false, false) => 7,
+    };
+    let mut csv = String::from("backend,k,n,m,f16,w8,w4,q8s,q4s\n");
     println!(
         "low-bit matmul on {backend} ({device:?}), group {GROUP}, f16 activations, weights and \
          scales, f32 accumulation; median of {rounds} rounds"
@@ -128,6 +191,11 @@ fn run<B: MoqBackend>(device: B::Device, smoke: bool, backend: &str) {
             let err_w4 = relative_error(&values(w4()), &ref4);
             let t = time_all::<B>(&device, rounds, smoke, &[&dense, &w8, &w4, &q8, &q4]);
             let ratio = |i: usize| format!("{:.2}", t[0].as_secs_f64() / t[i].as_secs_f64());
+            let us: Vec<String> = t
+                .iter()
+                .map(|d| format!("{:.2}", d.as_secs_f64() * 1e6))
+                .collect();
+            csv.push_str(&format!("{backend},{k},{n},{m},{}\n", us.join(",")));
             println!(
                 "| {k}×{n} | {m} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | \
                  {err_w8:.1e} | {err_w4:.1e} (vs Q4S) |",
@@ -153,6 +221,12 @@ fn run<B: MoqBackend>(device: B::Device, smoke: bool, backend: &str) {
                 std::process::exit(1);
             }
         }
+    }
+    if let Some(path) = &options.csv
+        && let Err(e) = std::fs::write(path, &csv)
+    {
+        eprintln!("matmul_ratio: cannot write {}: {e}", path.display());
+        std::process::exit(1);
     }
     fake_quantization::<B>(&device, smoke);
 }

@@ -1,4 +1,4 @@
-//! Shared pieces of the MoQ examples, a file each: the five ways a model is trained
+//! Shared pieces of the MoQ examples, a file each: the ways a model is trained
 //! ([`variant`]), the backend chosen at run time ([`backend`]), the training loop ([`mod@train`]),
 //! figures ([`figures`]), the results table ([`results`]), epoch lines for burn-train
 //! ([`progress`]), and the transformer example's task and model ([`permutation`]).
@@ -18,8 +18,10 @@ pub use figures::{Figures, Points};
 /// The seeded generator for shuffles (one copy for the project, in `moq-core`).
 pub use moq_core::Rng;
 pub use progress::EpochLines;
-pub use results::{Results, mean_std, results_path, write_file, write_section};
+pub use results::{
+    Results, export_sizes, layer_widths, mean_std, results_path, write_file, write_section,
+};
 pub use train::{
     BoxedProvider, Run, Trained, eigen_provider, eigen_summary, schedule_lines, timed_block, train,
 };
-pub use variant::{QuantSetup, Variant, variant_config};
+pub use variant::{QuantSetup, Variant, schedule_note, variant_config};

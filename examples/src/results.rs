@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::Variant;
+use crate::{Trained, Variant};
 
 /// Writes `bytes` to `path` whole (a temporary file, then a rename), creating its folder.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -117,6 +117,44 @@ pub fn results_path(out: &Path, docs: bool) -> PathBuf {
     } else {
         out.to_path_buf()
     }
+}
+
+/// The second-order widths of a run, per layer: `fc1 6, fc2 4, fc3 3`.
+pub fn layer_widths<M>(trained: &Trained<M>) -> String {
+    trained
+        .layers
+        .iter()
+        .zip(&trained.bits)
+        .map(|(name, bits)| format!("{name} {}", bits.map_or("-".into(), |b| b.to_string())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The export files' sizes, uniform MoQ against second-order bits at each width.
+pub fn export_sizes(files: &[(Variant, u32, u64)]) -> String {
+    let size = |variant, target| {
+        files
+            .iter()
+            .find(|f| f.0 == variant && f.1 == target)
+            .map(|f| f.2)
+    };
+    let mut targets: Vec<u32> = files.iter().map(|f| f.1).collect();
+    targets.dedup();
+    let parts: Vec<String> = targets
+        .iter()
+        .filter_map(|&t| {
+            let uniform = size(Variant::Moq, t)?;
+            let second = size(Variant::MoqSecondOrder, t)?;
+            Some(format!(
+                "{t} bits: {uniform} bytes uniform, {second} second-order ({:.3}×)",
+                second as f64 / uniform as f64
+            ))
+        })
+        .collect();
+    format!(
+        "Export files (seed 0, bytes on disk): {}.",
+        parts.join("; ")
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! The five ways a model is trained and the MoQ config of each.
+//! The ways a model is trained and the MoQ config of each.
 
 use anyhow::{Result, bail};
+use moq_burn::Moq;
+use moq_core::allocate::Budget;
 use moq_core::{QuantizeConfig, Schedule, plan};
 
 /// How a model is trained.
@@ -18,29 +20,36 @@ pub enum Variant {
     Moq,
     /// MoQ with `fp16_mixed_quantize`: each drop blends in gradually.
     MoqMixing,
-    /// MoQ with `eigenvalue.enabled`: sensitive layers (large top Hessian eigenvalue) lose
-    /// their bits more slowly.
+    /// MoQ with `eigenvalue.enabled` and a deadline: sensitive layers (large top Hessian
+    /// eigenvalue) lose their bits later, every layer at its target by the same step.
     MoqEigen,
+    /// MoQ with second-order bits: after a full-precision warm-up, each layer's target width is
+    /// allocated from its top Hessian eigenvalue within the size of the uniform target's export
+    /// (`Moq::auto_bits(Budget::UniformBytes(target))`), and the eigenvalue deadline schedule
+    /// takes it there.
+    MoqSecondOrder,
 }
 
 impl Variant {
     /// Every variant a table can show, in table order.
-    pub const TABLE: [Variant; 6] = [
+    pub const TABLE: [Variant; 7] = [
         Variant::FullPrecision,
         Variant::Ptq,
         Variant::Qat,
         Variant::Moq,
         Variant::MoqMixing,
         Variant::MoqEigen,
+        Variant::MoqSecondOrder,
     ];
 
     /// Every trained variant, in table order.
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::FullPrecision,
         Variant::Qat,
         Variant::Moq,
         Variant::MoqMixing,
         Variant::MoqEigen,
+        Variant::MoqSecondOrder,
     ];
 
     /// Row label.
@@ -52,8 +61,35 @@ impl Variant {
             Variant::Moq => "MoQ (scheduled)",
             Variant::MoqMixing => "MoQ + mixing",
             Variant::MoqEigen => "MoQ + eigenvalue",
+            Variant::MoqSecondOrder => "MoQ + second-order bits",
         }
     }
+
+    /// What the wrapper needs beyond the config: the bit allocation of
+    /// [`Variant::MoqSecondOrder`], whose budget is the uniform `target`-bit export's size.
+    pub fn customize(self, moq: Moq, target: u32) -> Moq {
+        match self {
+            Variant::MoqSecondOrder => moq.auto_bits(Budget::UniformBytes(target), None),
+            _ => moq,
+        }
+    }
+}
+
+/// How a config's schedule runs, for the tables' notes: `12 → 4 bits, quantize_period 8`, or
+/// with a deadline `12 → 4 bits by step 1079 (deadline)`, and the warm-up if there is one.
+pub fn schedule_note(config: &QuantizeConfig) -> String {
+    let timing = match config.deadline {
+        Some(step) => format!("by step {step} (deadline)"),
+        None => format!("quantize_period {}", config.period),
+    };
+    let warm_up = match config.schedule_offset {
+        0 => String::new(),
+        n => format!(" after {n} full-precision steps"),
+    };
+    format!(
+        "{} → {} bits, {timing}{warm_up}",
+        config.start_bits, config.target_bits
+    )
 }
 
 /// What every quantized variant shares.
@@ -69,14 +105,15 @@ pub struct QuantSetup {
     pub reach_by: f64,
 }
 
-/// The `quantize_training` config of `variant` at `target` bits; `None` for full precision.
+/// The MoQ config of `variant` at `target` bits; `None` for full precision.
 /// MoQ starts at `start_bits`, or lower when a run is too short for that start (one bit less
 /// at a time, until the doubling periods fit), with the planner's largest period that reaches
 /// the target by `reach_by` of the run.
 ///
-/// With eigenvalues, the most sensitive layer always has the normalised eigenvalue 1 (factor
-/// 5: each period is 10 times the last), so the schedule is planned for that worst case: the
-/// highest start (at most `start_bits`) from which it still reaches the target in time.
+/// With eigenvalues the schedule has a deadline instead of a period (`moq.deadline`, at
+/// `reach_by` of the run): every layer reaches its target by then from `start_bits`, the
+/// sensitive ones later. Second-order bits warm up for 5% of the run in full precision first,
+/// so the allocation sees trained weights and their Hessian.
 pub fn variant_config(
     variant: Variant,
     target: u32,
@@ -88,21 +125,17 @@ pub fn variant_config(
     let horizon = (setup.steps as f64 * setup.reach_by) as u64;
     // The highest start (at most `start_bits`) whose schedule reaches the target in time, and
     // the planner's period for it.
-    let schedulable = |eigen: bool| -> Result<(u32, u64)> {
+    let schedulable = || -> Result<(u32, u64)> {
         let mut start = setup.start_bits.max(target);
         loop {
             let probe = base.clone().bits(start, target).period(1).build()?;
-            let mut schedule = Schedule::new(&probe, 1)?;
-            if eigen {
-                schedule.set_eigenvalues(&[1.0])?;
-            }
+            let schedule = Schedule::new(&probe, 1)?;
             match plan(&schedule, horizon).layers[0].suggested_period {
                 Some(period) => return Ok((start, period.min(setup.steps))),
                 None if start > target + 1 => start -= 1,
                 None => bail!(
-                    "{} → {target} bits{} cannot be scheduled within {horizon} steps",
-                    setup.start_bits,
-                    if eigen { " with eigenvalues" } else { "" }
+                    "{} → {target} bits cannot be scheduled within {horizon} steps",
+                    setup.start_bits
                 ),
             }
         }
@@ -111,7 +144,7 @@ pub fn variant_config(
         Variant::FullPrecision => return Ok(None),
         Variant::Qat | Variant::Ptq => base.bits(target, target).period(1).build()?,
         Variant::Moq | Variant::MoqMixing => {
-            let (start, period) = schedulable(false)?;
+            let (start, period) = schedulable()?;
             let builder = base.bits(start, target).period(period);
             if variant == Variant::MoqMixing {
                 // The full-precision share fades out over half a period.
@@ -120,9 +153,20 @@ pub fn variant_config(
                 builder.build()?
             }
         }
-        Variant::MoqEigen => {
-            let (start, period) = schedulable(true)?;
-            let mut config = base.bits(start, target).period(period).build()?;
+        Variant::MoqEigen | Variant::MoqSecondOrder => {
+            let start = setup.start_bits.max(target);
+            let warm_up = match variant {
+                Variant::MoqSecondOrder => setup.steps / 20,
+                _ => 0,
+            };
+            let Some(deadline) = horizon.checked_sub(1).filter(|&d| d >= warm_up) else {
+                bail!("{start} → {target} bits cannot be scheduled within {horizon} steps");
+            };
+            let mut config = base
+                .schedule_offset(warm_up)
+                .bits(start, target)
+                .deadline(deadline)
+                .build()?;
             config.eigenvalue.enabled = true;
             config
         }
@@ -143,17 +187,27 @@ mod tests {
             reach_by: 0.6,
         };
         for target in [8, 4, 2] {
-            for variant in [Variant::Moq, Variant::MoqMixing, Variant::MoqEigen] {
+            for variant in [
+                Variant::Moq,
+                Variant::MoqMixing,
+                Variant::MoqEigen,
+                Variant::MoqSecondOrder,
+            ] {
                 let cfg = variant_config(variant, target, setup).unwrap().unwrap();
                 let mut schedule = Schedule::new(&cfg, 1).unwrap();
                 if cfg.eigenvalue.enabled {
                     // The worst case: the most sensitive layer.
                     schedule.set_eigenvalues(&[1.0]).unwrap();
+                    assert_eq!(cfg.start_bits, 12, "a deadline needs no lower start");
                 }
                 let p = plan(&schedule, 1080);
                 assert!(p.layers[0].target_step().is_some(), "{variant:?} {target}");
                 assert_eq!(cfg.mixing.enabled, variant == Variant::MoqMixing);
-                assert_eq!(cfg.eigenvalue.enabled, variant == Variant::MoqEigen);
+                assert_eq!(
+                    cfg.eigenvalue.enabled,
+                    matches!(variant, Variant::MoqEigen | Variant::MoqSecondOrder)
+                );
+                assert_eq!(cfg.schedule_offset > 0, variant == Variant::MoqSecondOrder);
             }
             let qat = variant_config(Variant::Qat, target, setup)
                 .unwrap()

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(config) = QuantizeConfig::from_json_str(text) {
-        let back = serde_json::json!({ "quantize_training": config.to_json_value() });
+        let back = config.to_config_json();
         let again = QuantizeConfig::from_json_value(&back).expect("a written config parses");
         assert_eq!(again, config, "a config survives writing and reading");
     }

@@ -100,6 +100,10 @@ pub struct ScheduleArgs {
     /// Normalized eigenvalue of each layer, in [0, 1], fixed for the whole run.
     #[arg(long, value_delimiter = ',')]
     pub eigenvalues: Option<Vec<f32>>,
+    /// Every layer at its target by this optimizer step (the config's `moq.deadline`, set or
+    /// replaced): the deadline schedule places every drop.
+    #[arg(long)]
+    pub deadline: Option<u64>,
     /// Print the planner's answer for humans instead of CSV.
     #[arg(long)]
     pub summary: bool,

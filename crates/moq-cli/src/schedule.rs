@@ -10,7 +10,11 @@ use crate::{ScheduleArgs, read_config};
 
 /// Runs the subcommand.
 pub fn run(args: &ScheduleArgs) -> Result<()> {
-    let config = read_config(&args.config)?;
+    let mut config = read_config(&args.config)?;
+    if let Some(deadline) = args.deadline {
+        config.deadline = Some(deadline);
+        config.validate().context("--deadline")?;
+    }
     let layers = match (args.layers, &args.eigenvalues) {
         (Some(0), _) => bail!("--layers must be at least 1"),
         (Some(layers), Some(e)) if e.len() != layers => {
@@ -27,14 +31,14 @@ pub fn run(args: &ScheduleArgs) -> Result<()> {
     let plan = plan(&schedule, args.steps);
     if let Some(path) = &args.plot {
         let title = format!(
-            "{}: {} → {} bits, period {}, offset {}",
+            "{}: {} → {} bits, {}, offset {}",
             args.config.file_name().map_or_else(
                 || args.config.display().to_string(),
                 |n| n.to_string_lossy().into()
             ),
             config.start_bits,
             config.target_bits,
-            config.period,
+            timing(&config),
             config.schedule_offset
         );
         let svg = moq_core::plot::schedule_svg(&title, plan.steps, &Staircase::from_plan(&plan))?;
@@ -72,6 +76,14 @@ fn csv(plan: &Plan) -> String {
     out
 }
 
+/// What places the drops: the period, or the deadline.
+fn timing(config: &QuantizeConfig) -> String {
+    match config.deadline {
+        Some(step) => format!("deadline step {step}"),
+        None => format!("period {}", config.period),
+    }
+}
+
 fn summary(args: &ScheduleArgs, config: &QuantizeConfig, plan: &Plan) -> String {
     let mut out = String::new();
     let mut line = |s: String| {
@@ -83,11 +95,14 @@ fn summary(args: &ScheduleArgs, config: &QuantizeConfig, plan: &Plan) -> String 
         None => "eigenvalues off".to_string(),
     };
     line(format!("config: {}", args.config.display()));
+    let timing = match config.deadline {
+        Some(step) => format!("deadline step {step} (moq.deadline; quantize_period not used)"),
+        None => format!("quantize_period {}", config.period),
+    };
     line(format!(
-        "schedule: {} → {} bits, quantize_period {}, schedule_offset {}, {} groups, {}, {} rounding, {eigen}",
+        "schedule: {} → {} bits, {timing}, schedule_offset {}, {} groups, {}, {} rounding, {eigen}",
         config.start_bits,
         config.target_bits,
-        config.period,
         config.schedule_offset,
         config.groups,
         config.quant_type.as_str(),
@@ -102,11 +117,22 @@ fn summary(args: &ScheduleArgs, config: &QuantizeConfig, plan: &Plan) -> String 
         line("note: quantize_training.enabled is false: DeepSpeed and the MoQ optimizer wrapper would not quantize".into());
     }
     if config.eigenvalue.enabled && args.eigenvalues.is_none() {
-        line(
-            "note: eigenvalue.enabled is true: the real schedule stretches periods by measured eigenvalues; \
-             planned here without them (pass --eigenvalues to fix them)"
-                .into(),
-        );
+        let effect = match config.deadline {
+            Some(_) => {
+                "places each layer's drops later by its measured eigenvalue, all before the deadline"
+            }
+            None => "stretches periods by measured eigenvalues",
+        };
+        line(format!(
+            "note: eigenvalue.enabled is true: the real schedule {effect}; planned here without \
+             them (pass --eigenvalues to fix them)"
+        ));
+    }
+    if let (Some(_), Some(step)) = (&args.eigenvalues, config.deadline) {
+        line(format!(
+            "deadline: a layer of factor f = 1 + floor(4e) drops in the last 1/f of the \
+             quantizing steps before step {step}"
+        ));
     }
     line(String::new());
     line(format!(
@@ -163,9 +189,13 @@ fn warning(plan: &Plan, l: &LayerPlan) -> String {
             l.layer, l.spec.target_bits, l.steps_needed, plan.steps
         ),
     };
-    let advice = match l.suggested_period {
-        Some(p) => format!("; quantize_period {p} or less reaches it in time (now {})", l.spec.period),
-        None => "; no quantize_period reaches it in time: lower schedule_offset or start_bits, or train longer".into(),
+    let advice = match (plan.deadline, l.suggested_period) {
+        (Some(deadline), _) => format!(
+            "; the deadline (step {deadline}) is past the run's last step: set moq.deadline to at most {}",
+            plan.steps.saturating_sub(1)
+        ),
+        (None, Some(p)) => format!("; quantize_period {p} or less reaches it in time (now {})", l.spec.period),
+        (None, None) => "; no quantize_period reaches it in time: lower schedule_offset or start_bits, or train longer".into(),
     };
     format!("{head}{advice}")
 }

@@ -58,6 +58,9 @@ pub enum Budget {
     AverageBits(f64, Overhead),
     /// Total bytes of the allocated layers' exports (packed words, f32 scales, zero points).
     Bytes(u64),
+    /// The bytes of every layer's export at this one width (`Bytes` of the uniform model: the
+    /// same size, spent where the sensitivities say); the width must be a candidate.
+    UniformBytes(u32),
 }
 
 /// One width of one layer: its squared error and costs.
@@ -176,8 +179,27 @@ fn cost(layer: &LayerCurve, option: &WidthOption, budget: &Budget) -> Option<u64
     match budget {
         Budget::AverageBits(_, Overhead::Excluded) => Some(code_bits),
         Budget::AverageBits(_, Overhead::Included) => code_bits.checked_add(option.overhead_bits),
-        Budget::Bytes(_) => option.export_bytes,
+        Budget::Bytes(_) | Budget::UniformBytes(_) => option.export_bytes,
     }
+}
+
+/// The export bytes of every layer at `bits`.
+fn uniform_bytes(layers: &[LayerCurve], bits: u32) -> Result<u64> {
+    layers.iter().try_fold(0u64, |total, l| {
+        let option = l.options.iter().find(|o| o.bits == bits).ok_or_else(|| {
+            bad(format!(
+                "a budget of the uniform {bits}-bit export: {bits} bits is not a candidate width \
+                 of `{}`",
+                l.name
+            ))
+        })?;
+        let bytes = option.export_bytes.ok_or_else(|| {
+            bad(format!(
+                "a budget of the uniform {bits}-bit export: the packed layout holds 1 to 8 bits"
+            ))
+        })?;
+        Ok(total.saturating_add(bytes))
+    })
 }
 
 /// A point of the frontier: total cost and objective, and how it was reached.
@@ -206,6 +228,7 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
         }
         Budget::AverageBits(b, _) => (b * params as f64).floor() as u64,
         Budget::Bytes(bytes) => bytes,
+        Budget::UniformBytes(bits) => uniform_bytes(layers, bits)?,
     };
     for l in layers {
         if l.options.is_empty() {
@@ -260,8 +283,8 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
                     ""
                 }
             ),
-            Budget::Bytes(bytes) => format!(
-                "a budget of {bytes} bytes is below the smallest export ({cheapest} bytes at \
+            Budget::Bytes(_) | Budget::UniformBytes(_) => format!(
+                "a budget of {capacity} bytes is below the smallest export ({cheapest} bytes at \
                  the narrowest widths)"
             ),
         }));
@@ -429,6 +452,7 @@ mod tests {
                             (b * layers.iter().map(|l| l.params as f64).sum::<f64>()) as u64
                         }
                         Budget::Bytes(b) => b,
+                        Budget::UniformBytes(_) => unreachable!("not generated"),
                     };
                     assert!(
                         brute_force(&layers, &budget, capacity).is_none(),
@@ -472,6 +496,39 @@ mod tests {
                 assert!(a.bits[1] >= a.bits[0], "{s0} vs {s1}: {:?}", a.bits);
             }
         }
+    }
+
+    #[test]
+    fn the_uniform_budget_is_the_uniform_exports_size() {
+        let mut rng = Rng::new(11);
+        for _ in 0..50 {
+            let layers = problem(&mut rng, 4, &[2, 3, 4, 8]);
+            let uniform: u64 = layers
+                .iter()
+                .map(|l| l.options[2].export_bytes.unwrap())
+                .sum();
+            let a = allocate(&layers, &Budget::UniformBytes(4)).unwrap();
+            let b = allocate(&layers, &Budget::Bytes(uniform)).unwrap();
+            assert_eq!(a, b);
+            let spent: u64 = layers
+                .iter()
+                .zip(&a.bits)
+                .map(|(l, &bits)| l.options.iter().find(|o| o.bits == bits).unwrap())
+                .map(|o| o.export_bytes.unwrap())
+                .sum();
+            assert!(spent <= uniform);
+            // Never worse than the uniform choice it could have made.
+            let flat: f64 = layers
+                .iter()
+                .map(|l| l.sensitivity * l.options[2].error)
+                .sum();
+            assert!(a.objective <= flat);
+        }
+        let layers = problem(&mut rng, 2, &[2, 4]);
+        let e = allocate(&layers, &Budget::UniformBytes(5))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("5 bits is not a candidate"), "{e}");
     }
 
     #[test]

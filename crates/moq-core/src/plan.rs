@@ -4,7 +4,8 @@
 //! With a fixed eigenvalue factor `f`, the schedule of DESIGN.md section 3 drops the `k`-th bit
 //! at quantizing step `q_k = period · (2f)^(k−1)`, that is at optimizer step
 //! `schedule_offset + q_k − 1`. The planner uses this closed form, so it answers at once for
-//! any number of steps; a test checks it against the state machine step by step.
+//! any number of steps; a test checks it against the state machine step by step. With a
+//! deadline the drops are [`deadline_threshold`]'s, one call per drop.
 //!
 //! ```
 //! use moq_core::{QuantizeConfig, Schedule, plan};
@@ -16,7 +17,7 @@
 //! assert_eq!(layer.suggested_period, Some(4)); // 4·2^11 = 8192 ≤ 10000
 //! ```
 
-use crate::schedule::{LayerSpec, Schedule, eigen_factor};
+use crate::schedule::{LayerSpec, Schedule, deadline_threshold, eigen_factor};
 
 /// The planned schedule of a run of `steps` optimizer steps.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +26,8 @@ pub struct Plan {
     pub steps: u64,
     /// Optimizer steps before quantization starts.
     pub schedule_offset: u64,
+    /// With a deadline, the optimizer step by which every layer is at its target.
+    pub deadline: Option<u64>,
     /// One entry per layer.
     pub layers: Vec<LayerPlan>,
 }
@@ -44,7 +47,8 @@ pub struct LayerPlan {
     pub reached: Vec<(u32, u64)>,
     /// The largest period with which this layer reaches its target within the run, given the
     /// same offset and eigenvalue; `None` when no period can (the run ends before
-    /// `schedule_offset + 2^(drops−1)·f^(drops−1)`).
+    /// `schedule_offset + 2^(drops−1)·f^(drops−1)`), and with a deadline, which replaces the
+    /// period.
     pub suggested_period: Option<u64>,
     /// Steps a run needs for this layer to reach its target with its current period
     /// (saturating at `u64::MAX`).
@@ -70,6 +74,8 @@ impl LayerPlan {
 /// offset and eigenvalues (held fixed), from step 0; the schedule's progress is not used.
 pub fn plan(schedule: &Schedule, steps: u64) -> Plan {
     let offset = schedule.schedule_offset();
+    // In quantizing steps, as the schedule counts it.
+    let deadline = schedule.deadline().map(|t| t - offset + 1);
     let layers = schedule
         .specs()
         .iter()
@@ -78,7 +84,8 @@ pub fn plan(schedule: &Schedule, steps: u64) -> Plan {
             let eigenvalue = schedule.eigenvalues().map(|e| e[layer]);
             let factor = eigen_factor(eigenvalue);
             let mut reached: Vec<(u32, u64)> = Vec::new();
-            for (bits, step) in width_steps(spec, offset, factor).take_while(|&(_, s)| s < steps) {
+            let widths = || width_steps(spec, offset, factor, deadline);
+            for (bits, step) in widths().take_while(|&(_, s)| s < steps) {
                 // With period 1 the first drop happens at the first quantizing step itself: the
                 // layer never holds its start width after a step, so that width is not reached.
                 if reached.last().is_some_and(|&(_, last)| last == step) {
@@ -86,15 +93,16 @@ pub fn plan(schedule: &Schedule, steps: u64) -> Plan {
                 }
                 reached.push((bits, step));
             }
-            let target_step = width_steps(spec, offset, factor)
-                .last()
-                .map_or(offset, |(_, s)| s);
+            let target_step = widths().last().map_or(offset, |(_, s)| s);
             LayerPlan {
                 layer,
                 spec: *spec,
                 eigenvalue,
                 reached,
-                suggested_period: largest_period(spec, offset, factor, steps),
+                suggested_period: deadline
+                    .is_none()
+                    .then(|| largest_period(spec, offset, factor, steps))
+                    .flatten(),
                 steps_needed: target_step.saturating_add(1),
             }
         })
@@ -102,16 +110,26 @@ pub fn plan(schedule: &Schedule, steps: u64) -> Plan {
     Plan {
         steps,
         schedule_offset: offset,
+        deadline: schedule.deadline(),
         layers,
     }
 }
 
 /// `(bits, step)` for every width from start to target, at the step the layer first holds it.
-fn width_steps(spec: &LayerSpec, offset: u64, factor: u64) -> impl Iterator<Item = (u32, u64)> {
+fn width_steps(
+    spec: &LayerSpec,
+    offset: u64,
+    factor: u64,
+    deadline: Option<u64>,
+) -> impl Iterator<Item = (u32, u64)> {
     let drops = spec.start_bits - spec.target_bits;
+    let mut q = 0;
     (0..=drops).map(move |k| {
         let step = if k == 0 {
             offset as u128
+        } else if let Some(d) = deadline {
+            q = deadline_threshold(d, q, drops - k + 1, factor);
+            offset as u128 + q as u128 - 1
         } else {
             // q_k = period · (2f)^(k−1), saturating like the state machine's threshold.
             let q = (1..k).fold(spec.period as u128, |t, _| {
@@ -180,16 +198,21 @@ mod tests {
     }
 
     proptest! {
-        /// The closed form agrees with the state machine, step by step, and the suggested
-        /// period is the largest that reaches the target.
+        /// The closed form agrees with the state machine, step by step, with and without a
+        /// deadline, and the suggested period is the largest that reaches the target.
         #[test]
         fn plan_matches_state_machine(
             start in 1u32..=16, drop in 0u32..6, period in 1u64..20, offset in 0u64..20,
             e in proptest::option::of(0.0f32..=1.0), steps in 0u64..3000,
+            slack in proptest::option::of(0u64..2000),
         ) {
             let target = start.saturating_sub(drop).max(1);
-            let cfg = QuantizeConfig::builder().bits(start, target).period(period)
-                .schedule_offset(offset).build().unwrap();
+            let mut builder = QuantizeConfig::builder().bits(start, target).period(period)
+                .schedule_offset(offset);
+            if let Some(slack) = slack {
+                builder = builder.deadline(offset + u64::from(start - target) + slack);
+            }
+            let cfg = builder.build().unwrap();
             let mut schedule = Schedule::new(&cfg, 1).unwrap();
             if let Some(e) = e {
                 schedule.set_eigenvalues(&[e]).unwrap();
@@ -206,6 +229,10 @@ mod tests {
                 }
             }
             prop_assert_eq!(&p.layers[0].reached, &seen);
+            if let Some(deadline) = cfg.deadline {
+                prop_assert!(p.layers[0].suggested_period.is_none());
+                prop_assert!(p.layers[0].steps_needed <= deadline + 1);
+            }
             if let Some(best) = p.layers[0].suggested_period.filter(|&b| b < 1_000_000) {
                 let reaches = |period: u64| {
                     let cfg = QuantizeConfig { period, ..cfg.clone() };

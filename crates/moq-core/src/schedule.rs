@@ -8,6 +8,12 @@
 //! `e` (1 when eigenvalues are off). Mixing's full-precision share `ρ` drops by the change
 //! ratio every quantizing step and is reset to 1 at every drop of that layer.
 //!
+//! With a deadline (`moq.deadline`, optimizer step `T`; `D = T − schedule_offset + 1`
+//! quantizing steps), the thresholds come from [`deadline_threshold`] instead: a layer of
+//! factor `f` runs the doubling schedule inside the window `[S, D]`, `S = ⌊D·(f−1)/f⌋` (the
+//! whole run for `f = 1`, its last fifth for `f = 5`), so sensitive layers drop later, and
+//! every layer is at its target by step `T` whatever the factors.
+//!
 //! ```
 //! use moq_core::{QuantizeConfig, Schedule};
 //! let cfg = QuantizeConfig::builder().bits(12, 8).period(10).schedule_offset(0).build().unwrap();
@@ -118,6 +124,9 @@ pub struct Schedule {
     layers: Vec<LayerState>,
     /// Normalized eigenvalue per layer, when eigenvalues are in use.
     eigenvalues: Option<Vec<f32>>,
+    /// With a deadline: the quantizing step (`D`, counted from 1) by which every layer is at
+    /// its target.
+    deadline: Option<u64>,
 }
 
 /// The serialized form of a [`Schedule`], checked on the way in.
@@ -130,6 +139,8 @@ struct ScheduleState {
     quantizing_steps: u64,
     layers: Vec<LayerState>,
     eigenvalues: Option<Vec<f32>>,
+    #[serde(default)]
+    deadline: Option<u64>,
 }
 
 impl TryFrom<ScheduleState> for Schedule {
@@ -166,19 +177,35 @@ impl TryFrom<ScheduleState> for Schedule {
         if s.mixing.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
             return bad("mixing change ratio outside (0, 1]".into());
         }
-        let mut schedule = Schedule {
+        if let Some(d) = s.deadline {
+            // Every pending drop must still fit before the deadline, one per step.
+            for (layer, (spec, state)) in s.specs.iter().zip(&s.layers).enumerate() {
+                let left = u64::from(state.bits - spec.target_bits);
+                if left > 0
+                    && (state.threshold <= s.quantizing_steps
+                        || state.threshold.saturating_add(left - 1) > d)
+                {
+                    return bad(format!(
+                        "layer {layer}: next drop at quantizing step {} with {left} drops left \
+                         does not fit the deadline (quantizing step {d})",
+                        state.threshold
+                    ));
+                }
+            }
+        }
+        if let Some(e) = &s.eigenvalues {
+            check_eigenvalues(e, s.layers.len())?;
+        }
+        Ok(Schedule {
             specs: s.specs,
             schedule_offset: s.schedule_offset,
             mixing: s.mixing,
             step: s.step,
             quantizing_steps: s.quantizing_steps,
             layers: s.layers,
-            eigenvalues: None,
-        };
-        if let Some(e) = s.eigenvalues {
-            schedule.set_eigenvalues(&e)?;
-        }
-        Ok(schedule)
+            eigenvalues: s.eigenvalues,
+            deadline: s.deadline,
+        })
     }
 }
 
@@ -217,6 +244,10 @@ impl Schedule {
         for (layer, spec) in specs.iter().enumerate() {
             spec.validate(layer)?;
         }
+        // `validate` checked the config's widths; layers given their own must fit too.
+        let deadline = config
+            .deadline
+            .map(|t| (t - config.schedule_offset).saturating_add(1));
         let layers = specs
             .iter()
             .map(|s| LayerState {
@@ -225,7 +256,7 @@ impl Schedule {
                 steps_since_drop: 0,
             })
             .collect();
-        Ok(Self {
+        let mut schedule = Self {
             specs,
             schedule_offset: config.schedule_offset,
             mixing: config.mixing.enabled.then_some(config.mixing.change_ratio),
@@ -233,7 +264,48 @@ impl Schedule {
             quantizing_steps: 0,
             layers,
             eigenvalues: None,
-        })
+            deadline,
+        };
+        schedule.check_deadline()?;
+        schedule.replan();
+        Ok(schedule)
+    }
+
+    /// With a deadline, every layer's drops must fit before it, one per quantizing step.
+    fn check_deadline(&self) -> Result<()> {
+        let Some(d) = self.deadline else {
+            return Ok(());
+        };
+        for (layer, (spec, state)) in self.specs.iter().zip(&self.layers).enumerate() {
+            let left = u64::from(state.bits - spec.target_bits);
+            if left > d - self.quantizing_steps.min(d) {
+                return Err(MoqError::Schedule {
+                    reason: format!(
+                        "layer {layer}: {left} drops ({} → {} bits) do not fit in the {} \
+                         quantizing steps before the deadline, one drop per step at most",
+                        state.bits,
+                        spec.target_bits,
+                        d - self.quantizing_steps.min(d)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// With a deadline, sets every layer's next drop from its factor now (targets and
+    /// eigenvalues decide it); a no-op without one.
+    fn replan(&mut self) {
+        let Some(d) = self.deadline else {
+            return;
+        };
+        let q = self.quantizing_steps;
+        for (layer, (state, spec)) in self.layers.iter_mut().zip(&self.specs).enumerate() {
+            if state.bits > spec.target_bits {
+                let factor = eigen_factor(self.eigenvalues.as_ref().map(|e| e[layer]));
+                state.threshold = deadline_threshold(d, q, state.bits - spec.target_bits, factor);
+            }
+        }
     }
 
     /// Advances one optimizer step and reports whether it quantizes and which layers dropped.
@@ -255,7 +327,13 @@ impl Schedule {
             state.steps_since_drop += 1;
             if state.bits > spec.target_bits && q >= state.threshold {
                 let factor = eigen_factor(self.eigenvalues.as_ref().map(|e| e[layer]));
-                state.threshold = state.threshold.saturating_mul(2 * factor);
+                state.threshold = match self.deadline {
+                    Some(d) if state.bits - 1 > spec.target_bits => {
+                        deadline_threshold(d, q, state.bits - 1 - spec.target_bits, factor)
+                    }
+                    Some(_) => state.threshold,
+                    None => state.threshold.saturating_mul(2 * factor),
+                };
                 state.bits -= 1;
                 state.steps_since_drop = 0;
                 drops.push(BitDrop {
@@ -320,38 +398,35 @@ impl Schedule {
         for (layer, spec) in specs.iter().enumerate() {
             spec.validate(layer)?;
         }
-        self.specs = specs;
+        let before = std::mem::replace(&mut self.specs, specs);
+        if let Err(e) = self.check_deadline() {
+            self.specs = before;
+            return Err(e);
+        }
+        self.replan();
         Ok(())
     }
 
-    /// Sets the normalized eigenvalue `e ∈ [0, 1]` of every layer; each applies at that layer's
-    /// next drop, as the factor `1 + floor(4e)`.
+    /// Sets the normalized eigenvalue `e ∈ [0, 1]` of every layer, as the factor
+    /// `1 + floor(4e)`: it applies at that layer's next drop, or, with a deadline, at once
+    /// (each layer's next drop is placed again in its factor's window).
     pub fn set_eigenvalues(&mut self, eigenvalues: &[f32]) -> Result<()> {
-        if eigenvalues.len() != self.layers.len() {
-            return Err(MoqError::Schedule {
-                reason: format!(
-                    "{} eigenvalues given for {} layers",
-                    eigenvalues.len(),
-                    self.layers.len()
-                ),
-            });
-        }
-        if let Some((layer, e)) = eigenvalues
-            .iter()
-            .enumerate()
-            .find(|(_, e)| !(0.0..=1.0).contains(*e))
-        {
-            return Err(MoqError::Schedule {
-                reason: format!("layer {layer}: normalized eigenvalue {e} is not in [0, 1]"),
-            });
-        }
+        check_eigenvalues(eigenvalues, self.layers.len())?;
         self.eigenvalues = Some(eigenvalues.to_vec());
+        self.replan();
         Ok(())
     }
 
     /// Turns the eigenvalue factor off again (factor 1 for every layer).
     pub fn clear_eigenvalues(&mut self) {
         self.eigenvalues = None;
+        self.replan();
+    }
+
+    /// With a deadline, the optimizer step by which every layer is at its target.
+    pub fn deadline(&self) -> Option<u64> {
+        self.deadline
+            .map(|d| self.schedule_offset.saturating_add(d - 1))
     }
 
     /// The normalized eigenvalues in use, if any.
@@ -410,6 +485,58 @@ impl Schedule {
     pub fn layers(&self) -> &[LayerState] {
         &self.layers
     }
+}
+
+fn check_eigenvalues(eigenvalues: &[f32], layers: usize) -> Result<()> {
+    if eigenvalues.len() != layers {
+        return Err(MoqError::Schedule {
+            reason: format!(
+                "{} eigenvalues given for {layers} layers",
+                eigenvalues.len()
+            ),
+        });
+    }
+    if let Some((layer, e)) = eigenvalues
+        .iter()
+        .enumerate()
+        .find(|(_, e)| !(0.0..=1.0).contains(*e))
+    {
+        return Err(MoqError::Schedule {
+            reason: format!("layer {layer}: normalized eigenvalue {e} is not in [0, 1]"),
+        });
+    }
+    Ok(())
+}
+
+/// The deadline schedule (DESIGN.md section 3, "Deadline schedules"): the quantizing step of a
+/// layer's next drop, at quantizing step `q`, with `left ≥ 1` drops to go, factor `factor` and
+/// every drop due by quantizing step `deadline`.
+///
+/// A layer of factor `f` runs MoQ's doubling schedule inside the window `[S, D]`,
+/// `S = ⌊D·(f−1)/f⌋`: its drop with `left` to go comes at `S + ⌈(D − S) / 2^(left−1)⌉`, so the
+/// last is at `D`, the one before half way through the window, and so on. The result is kept
+/// after `q` and early enough for the drops after it (one per step): in `q + 1 ..= D − left + 1`.
+/// It depends on nothing but its arguments, so a factor that does not change gives the same
+/// drops whenever it is asked.
+///
+/// ```
+/// use moq_core::schedule::deadline_threshold;
+/// // 4 drops by quantizing step 80: at 10, 20, 40, 80 with factor 1; in the last half with 2.
+/// let drops = |f| {
+///     let mut q = 0;
+///     (1..=4).rev().map(|left| { q = deadline_threshold(80, q, left, f); q }).collect::<Vec<_>>()
+/// };
+/// assert_eq!(drops(1), [10, 20, 40, 80]);
+/// assert_eq!(drops(2), [45, 50, 60, 80]);
+/// ```
+pub fn deadline_threshold(deadline: u64, q: u64, left: u32, factor: u64) -> u64 {
+    let (d, f) = (u128::from(deadline), u128::from(factor.max(1)));
+    let start = d * (f - 1) / f;
+    let shift = (left.max(1) - 1).min(127);
+    let planned = start + (d - start).div_ceil(1u128 << shift);
+    let latest = d.saturating_sub(u128::from(left.max(1)) - 1);
+    let earliest = u128::from(q) + 1;
+    planned.min(latest).max(earliest) as u64
 }
 
 /// `1 + floor(4e)`, or 1 without an eigenvalue.
@@ -628,5 +755,143 @@ mod tests {
         let mut v = serde_json::to_value(&s).unwrap();
         v["specs"] = serde_json::json!([]);
         assert!(serde_json::from_value::<Schedule>(v).is_err());
+    }
+
+    fn deadline_cfg(start: u32, target: u32, offset: u64, deadline: u64) -> QuantizeConfig {
+        QuantizeConfig::builder()
+            .bits(start, target)
+            .schedule_offset(offset)
+            .deadline(deadline)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_deadline_places_the_doubling_schedule_before_it() {
+        // 12 → 8 by optimizer step 84, quantizing from step 5: D = 80 quantizing steps.
+        let mut s = Schedule::new(&deadline_cfg(12, 8, 5, 84), 2).unwrap();
+        assert_eq!(s.deadline(), Some(84));
+        // Layer 1 as sensitive as can be (factor 5): its drops in the last fifth.
+        s.set_eigenvalues(&[0.0, 1.0]).unwrap();
+        let drops = drop_steps(&mut s, 200);
+        let of =
+            |layer| -> Vec<u64> { drops.iter().filter(|d| d.1 == layer).map(|d| d.0).collect() };
+        // Quantizing step q is optimizer step q + 4.
+        assert_eq!(of(0), [14, 24, 44, 84]);
+        assert_eq!(of(1), [70, 72, 76, 84]);
+        assert_eq!((s.bits(0), s.bits(1)), (Some(8), Some(8)));
+    }
+
+    #[test]
+    fn a_deadline_holds_when_targets_and_factors_change() {
+        let mut s = Schedule::new(&deadline_cfg(16, 8, 0, 99), 3).unwrap();
+        // A lower target for one layer (auto_bits): its eight more drops fit too.
+        s.set_targets(&[8, 2, 8]).unwrap();
+        assert!(s.set_targets(&[8, 8, 8]).is_ok());
+        s.set_targets(&[8, 2, 8]).unwrap();
+        for step in 0..=99u64 {
+            if step % 17 == 3 {
+                let e = (step as f32 / 99.0).min(1.0);
+                s.set_eigenvalues(&[e, 1.0 - e, 0.5]).unwrap();
+            }
+            s.step();
+        }
+        assert_eq!(
+            (s.bits(0), s.bits(1), s.bits(2)),
+            (Some(8), Some(2), Some(8))
+        );
+        // Too many drops for the steps left: refused, nothing changed.
+        let mut s = Schedule::new(&deadline_cfg(16, 12, 0, 9), 1).unwrap();
+        let err = s.set_targets(&[1]).unwrap_err().to_string();
+        assert!(
+            err.contains("15 drops") && err.contains("10 quantizing steps"),
+            "{err}"
+        );
+        assert_eq!(s.specs()[0].target_bits, 12);
+    }
+
+    #[test]
+    fn a_saved_deadline_schedule_is_checked_and_resumes() {
+        let mut s = Schedule::new(&deadline_cfg(12, 4, 2, 300), 2).unwrap();
+        s.set_eigenvalues(&[0.3, 0.8]).unwrap();
+        let mut straight = s.clone();
+        let a = drop_steps(&mut straight, 320);
+        let mut b = drop_steps(&mut s, 150);
+        let text = serde_json::to_string(&s).unwrap();
+        let mut resumed: Schedule = serde_json::from_str(&text).unwrap();
+        b.extend(drop_steps(&mut resumed, 170));
+        assert_eq!(a, b);
+        let mut v = serde_json::to_value(&resumed).unwrap();
+        v["step"] = serde_json::json!(150);
+        v["quantizing_steps"] = serde_json::json!(148);
+        v["layers"][0]["bits"] = serde_json::json!(12);
+        v["layers"][0]["threshold"] = serde_json::json!(296);
+        let err = serde_json::from_value::<Schedule>(v)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not fit the deadline"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Whatever the factors and whenever they change, every layer is at its target after
+        /// the deadline's step, never below it, and never drops before quantization starts.
+        #[test]
+        fn deadline_schedules_reach_every_target_by_the_deadline(
+            widths in proptest::collection::vec((1u32..=16, 0u32..=15), 1..6),
+            offset in 0u64..30,
+            // Tight deadlines most of all: a window shorter than the drops left is the hard case.
+            slack in proptest::prop_oneof![0u64..4, 0u64..300],
+            updates in proptest::collection::vec(
+                (0.0f64..1.0, proptest::collection::vec(0.0f32..=1.0, 6)), 0..6),
+        ) {
+            let specs: Vec<LayerSpec> = widths
+                .iter()
+                .map(|&(start, drops)| LayerSpec {
+                    start_bits: start,
+                    target_bits: start.saturating_sub(drops).max(1),
+                    period: 1,
+                })
+                .collect();
+            let most = specs.iter().map(|s| s.start_bits - s.target_bits).max().unwrap();
+            // The tightest deadline that fits is `most` quantizing steps.
+            let deadline = offset + u64::from(most.max(1)) - 1 + slack;
+            let config = QuantizeConfig::builder().bits(16, 16).schedule_offset(offset)
+                .deadline(deadline).build().unwrap();
+            let mut s = Schedule::with_layers(&config, specs.clone()).unwrap();
+            for step in 0..=deadline + 3 {
+                for (at, e) in &updates {
+                    if (at * (deadline + 1) as f64) as u64 == step {
+                        s.set_eigenvalues(&e[..specs.len()]).unwrap();
+                    }
+                }
+                let r = s.step();
+                proptest::prop_assert!(r.drops.is_empty() || step >= offset);
+                for (layer, spec) in specs.iter().enumerate() {
+                    let bits = s.bits(layer).unwrap_or(spec.start_bits);
+                    proptest::prop_assert!(bits >= spec.target_bits);
+                    if step >= deadline {
+                        proptest::prop_assert_eq!(bits, spec.target_bits, "layer {} at step {}", layer, step);
+                    }
+                }
+            }
+        }
+
+        /// Of two layers with the same widths, the more sensitive one (the larger factor)
+        /// reaches no width earlier than the other.
+        #[test]
+        fn sensitive_layers_drop_later(
+            start in 2u32..=16, drops in 1u32..=15, offset in 0u64..20, slack in 0u64..500,
+            e in proptest::collection::vec(0.0f32..=1.0, 2),
+        ) {
+            let target = start.saturating_sub(drops).max(1);
+            let deadline = offset + u64::from(start - target) - 1 + slack;
+            let mut s = Schedule::new(&deadline_cfg(start, target, offset, deadline), 2).unwrap();
+            s.set_eigenvalues(&e).unwrap();
+            let (sensitive, other) = if eigen_factor(Some(e[0])) >= eigen_factor(Some(e[1])) { (0, 1) } else { (1, 0) };
+            for _ in 0..=deadline {
+                s.step();
+                proptest::prop_assert!(s.bits(sensitive) >= s.bits(other));
+            }
+        }
     }
 }

@@ -31,7 +31,8 @@ use moq_burn::moq_hessian::HessianLoss;
 use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend, QuantizedLinear, load_dequantized};
 use moq_examples::{
     EpochLines, Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider,
-    eigen_summary, results_path, run_on, train, variant_config,
+    eigen_summary, export_sizes, layer_widths, results_path, run_on, schedule_note, train,
+    variant_config,
 };
 
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
@@ -61,6 +62,12 @@ struct Args {
     /// artifacts go to this directory.
     #[arg(long)]
     learner: Option<PathBuf>,
+    /// The UCI digits file (default: the copy in the examples crate, `data/digits.csv.gz`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where each target's MoQ export goes (default: `target/moq-exports/` of the workspace).
+    #[arg(long)]
+    exports: Option<PathBuf>,
 }
 
 const FEATURES: usize = 64;
@@ -357,8 +364,16 @@ where
     B: AutodiffBackend,
     B::InnerBackend: MoqBackend,
 {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = args
+        .data
+        .clone()
+        .unwrap_or_else(|| manifest.join("data/digits.csv.gz"));
     let (train_set, test_set) = Digits::load(&path)?.split();
+    let exports = args
+        .exports
+        .clone()
+        .unwrap_or_else(|| manifest.join("../target/moq-exports"));
     let batches = TRAIN.div_ceil(BATCH) as u64;
     let steps = args.epochs * batches;
     let setup = QuantSetup {
@@ -390,6 +405,9 @@ where
         cells: Vec::new(),
     };
     let mut schedules = Vec::new();
+    // Seed 0's export files, and the widths second-order bits chose.
+    let mut file_sizes: Vec<(Variant, u32, u64)> = Vec::new();
+    let mut widths = Vec::new();
     let out = results_path(&args.out, args.docs);
     let mut figures = Figures::new("digits", &out);
     for (column, &target) in args.targets.iter().enumerate() {
@@ -398,16 +416,16 @@ where
                 continue;
             }
             let config = variant_config(variant, target, setup)?;
-            if let Some(cfg) = config
-                .as_ref()
-                .filter(|_| matches!(variant, Variant::Moq | Variant::MoqEigen))
-            {
+            if let Some(cfg) = config.as_ref().filter(|_| {
+                matches!(
+                    variant,
+                    Variant::Moq | Variant::MoqEigen | Variant::MoqSecondOrder
+                )
+            }) {
                 schedules.push(format!(
-                    "{} at {target} bits: {} → {} bits, quantize_period {}",
+                    "{} at {target} bits: {}",
                     variant.label(),
-                    cfg.start_bits,
-                    cfg.target_bits,
-                    cfg.period
+                    schedule_note(cfg)
                 ));
             }
             for seed in 0..args.seeds {
@@ -439,12 +457,17 @@ where
                 )
                 .unzip();
                 let evaluate = |m: &Mlp<B>| accuracy(|x| m.valid().forward(x), &test_set, &device);
-                // The plain MoQ run of seed 0 leaves as packed codes, checked below.
-                let export = (seed == 0 && variant == Variant::Moq).then(|| {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-                        "../target/moq-exports/digits-{target}bit.safetensors"
-                    ))
-                });
+                // The plain MoQ run of seed 0 leaves as packed codes, checked below, and so does
+                // the second-order one, whose file must be no larger.
+                let export = match variant {
+                    Variant::Moq if seed == 0 => {
+                        Some(exports.join(format!("digits-{target}bit.safetensors")))
+                    }
+                    Variant::MoqSecondOrder if seed == 0 => {
+                        Some(exports.join(format!("digits-{target}bit-second-order.safetensors")))
+                    }
+                    _ => None,
+                };
                 let run = Run {
                     steps,
                     lr: 2e-3,
@@ -452,7 +475,13 @@ where
                     evaluate: (seed == 0).then_some(&evaluate as &dyn Fn(&Mlp<B>) -> f64),
                     export: export.clone(),
                 };
-                let trained = train(model, config.clone(), |moq| moq, run, loss)?;
+                let trained = train(
+                    model,
+                    config.clone(),
+                    |moq| variant.customize(moq, target),
+                    run,
+                    loss,
+                )?;
                 let valid = trained.model.valid();
                 let acc = accuracy(|x| valid.forward(x), &test_set, &device);
                 results.add(variant, column, acc);
@@ -479,6 +508,10 @@ where
                             "the exported codes score {from_codes} as QuantizedLinear layers and \
                              {dequantized} dequantized, the trained model {acc}"
                         );
+                    }
+                    file_sizes.push((variant, target, std::fs::metadata(path)?.len()));
+                    if variant == Variant::MoqSecondOrder {
+                        widths.push(format!("{target} bits: {}", layer_widths(&trained)));
                     }
                 }
                 if seed == 0 {
@@ -524,16 +557,22 @@ where
             .collect::<Vec<_>>()
             .join(",")
     );
+    let sizes = export_sizes(&file_sizes);
+    println!("\n{sizes}\nsecond-order widths: {}", widths.join("; "));
     let body = format!(
         "## UCI digits, MLP 64-128-128-10\n\nProduced by `{command}` (backend {}).\n\n{steps} Adam steps (lr 2e-3, batch {BATCH}), \
-         {} train / {} test images (fixed split), quantize_groups {}. Schedules (period chosen by the planner to reach the \
-         target by 60% of training; with eigenvalues for the most sensitive layer, whose periods grow tenfold, so \
-         it starts lower): {}. Eigenvalues are computed on a fixed probe batch before each drop. Mixing uses a change ratio of 2/period. Test accuracy in %, mean ± std over {} seeds:\n\n{table}",
+         {} train / {} test images (fixed split), quantize_groups {}. Schedules (MoQ: the planner's period to reach the \
+         target by 60% of training; with eigenvalues: a deadline at 60% of training, sensitive layers dropping later): {}. \
+         Eigenvalues are computed on a fixed probe batch before each drop. Mixing uses a change ratio of 2/period. \
+         Second-order bits: after the warm-up each layer's width is chosen from {{2, 3, 4, 5, 6, 8}} to minimise \
+         Σ λ·‖Q(W) − W‖² within the uniform export's bytes; widths chosen (seed 0, per layer): {}. {sizes} \
+         Test accuracy in %, mean ± std over {} seeds:\n\n{table}",
         args.backend,
         train_set.len(),
         test_set.len(),
         setup.groups,
         schedules.join("; "),
+        widths.join("; "),
         args.seeds
     );
     figures.publish(&out, "digits", &body)?;

@@ -23,7 +23,8 @@ use moq_examples::permutation::{
 };
 use moq_examples::{
     Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
-    results_path, run_on, schedule_lines, train, variant_config,
+    export_sizes, layer_widths, results_path, run_on, schedule_lines, schedule_note, train,
+    variant_config,
 };
 
 /// Train a small transformer on a permutation task with and without MoQ.
@@ -81,6 +82,9 @@ where
     };
     let mut notes = Vec::new();
     let mut schedules = Vec::new();
+    // Seed 0's export files, and the widths second-order bits chose.
+    let mut file_sizes: Vec<(Variant, u32, u64)> = Vec::new();
+    let mut widths = Vec::new();
     let out = results_path(&args.out, args.docs);
     let mut figures = Figures::new("transformer", &out);
     for (column, &target) in args.targets.iter().enumerate() {
@@ -114,12 +118,18 @@ where
                 )
                 .unzip();
                 let evaluate = |m: &Classifier<B>| accuracy(&m.valid(), &test_set, &device);
-                // The plain MoQ run of seed 0 leaves as packed codes, checked below.
-                let export = (seed == 0 && variant == Variant::Moq).then(|| {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-                        "../target/moq-exports/transformer-{target}bit.safetensors"
-                    ))
-                });
+                // The plain MoQ run of seed 0 leaves as packed codes, checked below, and so does
+                // the second-order one, whose file must be no larger.
+                let exports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moq-exports");
+                let export = match variant {
+                    Variant::Moq if seed == 0 => {
+                        Some(exports.join(format!("transformer-{target}bit.safetensors")))
+                    }
+                    Variant::MoqSecondOrder if seed == 0 => Some(
+                        exports.join(format!("transformer-{target}bit-second-order.safetensors")),
+                    ),
+                    _ => None,
+                };
                 let run = Run {
                     steps: args.steps,
                     lr: LR,
@@ -130,7 +140,7 @@ where
                 let trained = train(
                     model,
                     config.clone(),
-                    |moq| moq.layers("encoder.layers.{i}"),
+                    |moq| variant.customize(moq.layers("encoder.layers.{i}"), target),
                     run,
                     loss,
                 )?;
@@ -151,6 +161,10 @@ where
                     );
                     if from_codes != acc {
                         bail!("the exported codes score {from_codes}, the trained model {acc}");
+                    }
+                    file_sizes.push((variant, target, std::fs::metadata(path)?.len()));
+                    if variant == Variant::MoqSecondOrder {
+                        widths.push(format!("{target} bits: {}", layer_widths(&trained)));
                     }
                 }
                 if seed == 0 {
@@ -176,14 +190,15 @@ where
                 if let Some(history) = &history {
                     println!("      {}", eigen_summary(history));
                 }
-                let scheduled = matches!(variant, Variant::Moq | Variant::MoqEigen);
+                let scheduled = matches!(
+                    variant,
+                    Variant::Moq | Variant::MoqEigen | Variant::MoqSecondOrder
+                );
                 if let Some(cfg) = config.as_ref().filter(|_| seed == 0 && scheduled) {
                     notes.push(format!(
-                        "{} at {target} bits: {} → {} bits, quantize_period {}",
+                        "{} at {target} bits: {}",
                         variant.label(),
-                        cfg.start_bits,
-                        cfg.target_bits,
-                        cfg.period,
+                        schedule_note(cfg)
                     ));
                     let lines = schedule_lines(&trained, cfg.start_bits);
                     println!("      per-layer schedule (bits@step):");
@@ -215,19 +230,24 @@ where
             .collect::<Vec<_>>()
             .join(",")
     );
+    let sizes = export_sizes(&file_sizes);
+    println!("\n{sizes}\nsecond-order widths: {}", widths.join("; "));
     let body = format!(
         "## Permutation task, transformer encoder ({LAYERS} layers, d_model {D_MODEL})\n\nProduced by `{command}` \
          (backend {}).\n\nIs the second half of a {LEN}-token sequence a permutation of the first? {TRAIN} train / {TEST} \
          test sequences generated from fixed seeds; {} Adam steps (lr {LR}, batch {BATCH}); quantize_groups {}; layers \
          from the pattern `encoder.layers.{{i}}` (the two embeddings and the head are layers of their own). \
-         Schedules: {}. With eigenvalues the planner sizes the schedule for the most sensitive layer (normalised \
-         eigenvalue 1, periods growing tenfold), so it starts lower; eigenvalues are computed on a fixed probe batch \
-         (the run's first batch) before each drop. Test accuracy in %, mean ± std over {} seeds:\n\n{table}\n\
+         Schedules: {}. MoQ's period is the planner's, to reach the target by 60% of training; with eigenvalues a \
+         deadline at 60% of training places the drops instead, the sensitive layers' later; eigenvalues are computed \
+         on a fixed probe batch (the run's first batch) before each drop. Second-order bits: after the warm-up each \
+         layer's width is chosen from {{2, 3, 4, 5, 6, 8}} to minimise Σ λ·‖Q(W) − W‖² within the uniform export's \
+         bytes; widths chosen (seed 0, per layer): {}. {sizes} Test accuracy in %, mean ± std over {} seeds:\n\n{table}\n\
          Per-layer schedules as they ran (bits@step), like DeepSpeed's figure of eigenvalue-driven schedules:\n\n{}",
         args.backend,
         args.steps,
         setup.groups,
         notes.join("; "),
+        widths.join("; "),
         args.seeds,
         schedules.join("\n\n")
     );

@@ -68,6 +68,12 @@ impl QuantizeConfigBuilder {
         self.config.eigenvalue = eigenvalue;
         self
     }
+    /// Every layer at its target by optimizer step `step` (`moq.deadline`): the deadline
+    /// schedule then places every drop, and the period is not used.
+    pub fn deadline(mut self, step: u64) -> Self {
+        self.config.deadline = Some(step);
+        self
+    }
     /// Log every bit drop.
     pub fn verbose(mut self, verbose: bool) -> Self {
         self.config.verbose = verbose;

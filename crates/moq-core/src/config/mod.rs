@@ -162,6 +162,12 @@ pub struct QuantizeConfig {
     pub mixing: MixingConfig,
     /// `eigenvalue`.
     pub eigenvalue: EigenvalueConfig,
+    /// `moq.deadline` (a section of our own beside `quantize_training`): the optimizer step by
+    /// which every layer is at its target. With it, the deadline schedule places every drop
+    /// (`quantize_period` is not used) and eigenvalue factors decide the order and spacing of
+    /// each layer's drops before it (DESIGN.md section 3, "Deadline schedules").
+    #[serde(default)]
+    pub deadline: Option<u64>,
 }
 
 impl Default for QuantizeConfig {
@@ -180,6 +186,7 @@ impl Default for QuantizeConfig {
             groups: 1,
             mixing: MixingConfig::default(),
             eigenvalue: EigenvalueConfig::default(),
+            deadline: None,
         }
     }
 }
@@ -286,6 +293,33 @@ impl QuantizeConfig {
                 "0".into(),
                 "must be at least 1",
             ));
+        }
+        if let Some(deadline) = self.deadline {
+            // The key lives outside the section: its path does not take the section's prefix.
+            let invalid = |reason: String| MoqError::InvalidValue {
+                key: "moq.deadline".into(),
+                value: deadline.to_string(),
+                reason,
+            };
+            let Some(quantizing) = deadline
+                .checked_sub(self.schedule_offset)
+                .map(|n| n.saturating_add(1))
+            else {
+                return Err(invalid(format!(
+                    "comes before quantization starts (schedule_offset {})",
+                    self.schedule_offset
+                )));
+            };
+            if quantizing < u64::from(self.drops()) {
+                return Err(invalid(format!(
+                    "leaves {quantizing} quantizing steps (steps {}..={deadline}) for {} drops \
+                     ({} → {} bits), one drop per step at most",
+                    self.schedule_offset,
+                    self.drops(),
+                    self.start_bits,
+                    self.target_bits
+                )));
+            }
         }
         Ok(())
     }

@@ -7,6 +7,9 @@ use super::{EigenvalueConfig, MAX_BITS, QuantType, QuantizeConfig, Rounding};
 use crate::error::{MoqError, Result};
 
 const SECTION: &str = "quantize_training";
+/// Our own section, beside DeepSpeed's, so DeepSpeed configs stay as they are.
+const MOQ_SECTION: &str = "moq";
+const MOQ_KEYS: &[&str] = &["deadline"];
 const SECTION_KEYS: &[&str] = &[
     "enabled",
     "quantize_verbose",
@@ -55,6 +58,7 @@ impl QuantizeConfig {
             });
         };
         // A whole ds_config holds the section under its name; the section alone holds its keys.
+        let moq_section = top.get(SECTION).and(top.get(MOQ_SECTION));
         let (section, prefix, top_eigen) = if let Some(section) = top.get(SECTION) {
             let section = as_object(section, SECTION)?;
             (section, format!("{SECTION}."), top.get("eigenvalue"))
@@ -68,7 +72,38 @@ impl QuantizeConfig {
                 .join(", ");
             return Err(MoqError::MissingSection { keys });
         };
+        if prefix.is_empty() && section.contains_key(MOQ_SECTION) {
+            return Err(MoqError::InvalidValue {
+                key: MOQ_SECTION.into(),
+                value: short(&section[MOQ_SECTION]),
+                reason: format!(
+                    "the `{MOQ_SECTION}` section goes beside `{SECTION}`, in a whole config: \
+                     {{\"{SECTION}\": {{…}}, \"{MOQ_SECTION}\": {{…}}}}"
+                ),
+            });
+        }
         let mut cfg = parse_section(section, &prefix)?;
+        if let Some(moq) = moq_section {
+            let obj = as_object(moq, MOQ_SECTION)?;
+            check_keys(obj, &format!("{MOQ_SECTION}."), MOQ_KEYS)?;
+            if let Some(v) = obj.get("deadline") {
+                cfg.deadline = Some(as_u64(v, &format!("{MOQ_SECTION}.deadline"))?);
+            }
+            let period_given = section
+                .get("quantize_schedule")
+                .and_then(Value::as_object)
+                .is_some_and(|o| o.contains_key("quantize_period"));
+            if let (Some(deadline), true) = (cfg.deadline, period_given) {
+                return Err(MoqError::InvalidValue {
+                    key: format!("{MOQ_SECTION}.deadline"),
+                    value: deadline.to_string(),
+                    reason: format!(
+                        "`{prefix}quantize_schedule.quantize_period` is set too: with a deadline \
+                         the deadline places every drop and the period is not used; remove one"
+                    ),
+                });
+            }
+        }
         if let Some(top_eigen) = top_eigen {
             let outer = parse_eigen(as_object(top_eigen, "eigenvalue")?, "eigenvalue.")?;
             let inner = match section.get("eigenvalue") {
@@ -84,7 +119,27 @@ impl QuantizeConfig {
         Ok(cfg)
     }
 
-    /// The section as DeepSpeed JSON (every key written, so the file documents the run).
+    /// A whole config: `quantize_training` (every key, see [`QuantizeConfig::to_json_value`]),
+    /// and the `moq` section when one of its keys is set. Reading it back gives `self`, except
+    /// that with a deadline `quantize_period` is left out (the deadline schedule does not use
+    /// it, and a config giving both is refused), so it reads back as DeepSpeed's default.
+    pub fn to_config_json(&self) -> Value {
+        let mut section = self.to_json_value();
+        let mut top = Map::new();
+        if let Some(deadline) = self.deadline {
+            // The period is not used with a deadline, and the two together are refused.
+            section["quantize_schedule"]
+                .as_object_mut()
+                .expect("written above")
+                .remove("quantize_period");
+            top.insert(MOQ_SECTION.into(), json!({ "deadline": deadline }));
+        }
+        top.insert(SECTION.into(), section);
+        Value::Object(top)
+    }
+
+    /// The `quantize_training` section as DeepSpeed JSON (every key written, so the file
+    /// documents the run); our own `moq` section is not in it ([`QuantizeConfig::to_config_json`]).
     pub fn to_json_value(&self) -> Value {
         json!({
             "enabled": self.enabled,
@@ -651,10 +706,71 @@ mod tests {
             .verbose(true)
             .build()
             .unwrap();
-        let text =
-            serde_json::to_string(&json!({ "quantize_training": cfg.to_json_value() })).unwrap();
+        let text = serde_json::to_string(&cfg.to_config_json()).unwrap();
         assert_eq!(QuantizeConfig::from_json_str(&text).unwrap(), cfg);
         assert!(QuantizeConfig::builder().groups(0).build().is_err());
+        // With a deadline: the `moq` section is written, the unused period left out.
+        let cfg = QuantizeConfig::builder()
+            .bits(12, 4)
+            .schedule_offset(3)
+            .deadline(300)
+            .build()
+            .unwrap();
+        let json = cfg.to_config_json();
+        assert_eq!(json["moq"]["deadline"], 300);
+        assert!(json["quantize_training"]["quantize_schedule"]["quantize_period"].is_null());
+        assert_eq!(QuantizeConfig::from_json_value(&json).unwrap(), cfg);
+    }
+
+    #[test]
+    fn the_moq_section_sits_beside_deepspeeds() {
+        let cfg = QuantizeConfig::from_json_str(
+            r#"{"train_batch_size": 8, "quantize_training": {"quantize_bits": {"start_bits": 12, "target_bits": 4},
+                "quantize_schedule": {"schedule_offset": 10}}, "moq": {"deadline": 400}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.deadline, Some(400));
+        // Without it, nothing changes (DeepSpeed configs as they are).
+        let plain = QuantizeConfig::from_json_str(r#"{"quantize_training": {}}"#).unwrap();
+        assert_eq!(plain.deadline, None);
+        assert_eq!(
+            err(r#"{"quantize_training": {}, "moq": {"dead_line": 400}}"#),
+            "unknown config key `moq.dead_line` (did you mean `deadline`?)"
+        );
+        assert!(
+            err(r#"{"quantize_training": {}, "moq": {"deadline": -1}}"#).contains("moq.deadline")
+        );
+        assert!(err(r#"{"quantize_training": {}, "moq": 3}"#).contains("`moq`"));
+        // Inside the section, or alone with the section's keys: pointed to its place.
+        assert!(
+            err(r#"{"quantize_bits": {"start_bits": 12}, "moq": {"deadline": 400}}"#)
+                .contains("goes beside `quantize_training`")
+        );
+        assert!(
+            err(r#"{"quantize_training": {"moq": {"deadline": 400}}}"#)
+                .contains("quantize_training.moq")
+        );
+        // A deadline with a period: ambiguous, refused.
+        let both = err(
+            r#"{"quantize_training": {"quantize_schedule": {"quantize_period": 50}}, "moq": {"deadline": 400}}"#,
+        );
+        assert!(
+            both.contains("moq.deadline") && both.contains("quantize_period"),
+            "{both}"
+        );
+        // Before quantization starts, or too soon for the drops.
+        let early = err(
+            r#"{"quantize_training": {"quantize_schedule": {"schedule_offset": 100}}, "moq": {"deadline": 50}}"#,
+        );
+        assert!(early.contains("before quantization starts"), "{early}");
+        let tight = err(
+            r#"{"quantize_training": {"quantize_bits": {"start_bits": 16, "target_bits": 4},
+                "quantize_schedule": {"schedule_offset": 0}}, "moq": {"deadline": 10}}"#,
+        );
+        assert!(
+            tight.contains("11 quantizing steps") && tight.contains("12 drops"),
+            "{tight}"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use moq_examples::minilm::{
 };
 use moq_examples::{
     Experiment, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
-    results_path, schedule_lines, train, variant_config, write_section,
+    results_path, schedule_lines, schedule_note, train, variant_config, write_section,
 };
 
 /// Which parameters MoQ quantizes: every linear weight of the encoder (rank 2 under
@@ -29,7 +29,12 @@ const LAYERS: &str = "bert.encoder.layer.{i}";
 /// Power iterations per layer and eigenvalue computation.
 const EIGEN_ITERS: u32 = 10;
 /// The variants fine-tuned at each target, after the full-precision run and PTQ.
-const TRAINED: [Variant; 3] = [Variant::Qat, Variant::Moq, Variant::MoqEigen];
+const TRAINED: [Variant; 4] = [
+    Variant::Qat,
+    Variant::Moq,
+    Variant::MoqEigen,
+    Variant::MoqSecondOrder,
+];
 
 /// Fine-tune all-MiniLM-L6-v2 on the SpamAssassin corpus with and without MoQ.
 #[derive(clap::Args, Debug, Clone)]
@@ -176,11 +181,9 @@ where
             let cfg = variant_config(variant, target, setup)?;
             if let Some(cfg) = cfg.filter(|_| variant != Variant::Qat) {
                 notes.push(format!(
-                    "{} at {target} bits: {} → {} bits, quantize_period {}",
+                    "{} at {target} bits: {}",
                     variant.label(),
-                    cfg.start_bits,
-                    cfg.target_bits,
-                    cfg.period
+                    schedule_note(&cfg)
                 ));
             }
         }
@@ -244,7 +247,7 @@ where
             let trained = train(
                 model,
                 cfg.clone(),
-                |moq| moq.include(ENCODER).layers(LAYERS),
+                |moq| variant.customize(moq.include(ENCODER).layers(LAYERS), target),
                 run,
                 loss,
             )?;

@@ -1,6 +1,5 @@
 //! Fake quantization, codes and dequantization on the device against `moq-core`.
 
-use cubecl::wgpu::WgpuRuntime;
 use half::f16;
 use moq_core::{
     CodeLayout, NoiseKey, QuantSpec, QuantType, ScaleFormat, dequantize, fake_quantize_mixed,
@@ -8,7 +7,8 @@ use moq_core::{
 };
 use moq_kernels::{KernelError, fake_quantize};
 
-use crate::{client, random, read, upload};
+use crate::TestRuntime;
+use crate::common::{client, random, read, upload};
 
 /// Differences from the reference that the module docs allow: a few ulps where a scale differs
 /// in its last bits (any number of elements), and an element on a rounding tie one grid step
@@ -53,7 +53,7 @@ fn check_f32(len: usize, spec: QuantSpec, mix: f32) -> usize {
         .enumerate()
         .map(|(i, v)| v * (1.0 + (i / 97) as f32))
         .collect();
-    let y = fake_quantize::<WgpuRuntime, f32>(&client, &upload(&client, &x), len, "x", &spec, mix)
+    let y = fake_quantize::<TestRuntime, f32>(&client, &upload(&client, &x), len, "x", &spec, mix)
         .unwrap();
     let got = read::<f32>(&client, y, len);
     let (expected, scales) = reference(&x, &spec, mix);
@@ -70,7 +70,7 @@ fn check_f32(len: usize, spec: QuantSpec, mix: f32) -> usize {
 /// stochastic and mixed) bit for bit, as the crate's docs say (their scale is one division,
 /// which the shader compilers keep as the CPU does it).
 #[test]
-#[ignore = "needs a wgpu adapter"]
+#[ignore = "needs a GPU (or lavapipe)"]
 fn fake_quantization_matches_the_reference_in_every_mode() {
     let mut differ = 0;
     let mut total = 0;
@@ -121,13 +121,13 @@ fn fake_quantization_matches_the_reference_in_every_mode() {
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
+#[ignore = "needs a GPU (or lavapipe)"]
 fn half_tensors_quantize_in_f32_and_round_once() {
     let client = client();
     let len = 3 * 700;
     let x: Vec<f16> = random(len, 5).into_iter().map(f16::from_f32).collect();
     let spec = QuantSpec::new(4, QuantType::Asymmetric, 3);
-    let y = fake_quantize::<WgpuRuntime, f16>(&client, &upload(&client, &x), len, "h", &spec, 0.0)
+    let y = fake_quantize::<TestRuntime, f16>(&client, &upload(&client, &x), len, "h", &spec, 0.0)
         .unwrap();
     let got: Vec<f32> = read::<f16>(&client, y, len)
         .iter()
@@ -141,7 +141,7 @@ fn half_tensors_quantize_in_f32_and_round_once() {
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
+#[ignore = "needs a GPU (or lavapipe)"]
 fn codes_and_dequantization_match_the_reference() {
     let client = client();
     for (bits, quant_type, groups, rows, row_len) in [
@@ -157,7 +157,7 @@ fn codes_and_dequantization_match_the_reference() {
         let x = random(len, bits as u64 * 11 + groups as u64);
         let spec = QuantSpec::new(bits, quant_type, groups);
         let what = format!("{bits} bits {quant_type:?}, {groups} groups, rows of {row_len}");
-        let weights = moq_kernels::quantize::<WgpuRuntime, f32>(
+        let weights = moq_kernels::quantize::<TestRuntime, f32>(
             &client,
             &upload(&client, &x),
             len,
@@ -189,7 +189,7 @@ fn codes_and_dequantization_match_the_reference() {
             dequantize(&got, &mut expected).unwrap();
             let values = read::<f32>(
                 &client,
-                weights.dequantize::<WgpuRuntime, f32>(&client),
+                weights.dequantize::<TestRuntime, f32>(&client),
                 len,
             );
             assert_eq!(values, expected, "{what}");
@@ -198,14 +198,14 @@ fn codes_and_dequantization_match_the_reference() {
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
+#[ignore = "needs a GPU (or lavapipe)"]
 fn bad_input_is_named_and_nothing_is_returned() {
     let client = client();
     let mut x = random(64, 3);
     x[40] = f32::NAN;
     let spec = QuantSpec::new(8, QuantType::Symmetric, 4);
     let err =
-        fake_quantize::<WgpuRuntime, f32>(&client, &upload(&client, &x), 64, "layer.w", &spec, 0.0)
+        fake_quantize::<TestRuntime, f32>(&client, &upload(&client, &x), 64, "layer.w", &spec, 0.0)
             .unwrap_err();
     assert_eq!(
         err,
@@ -217,7 +217,7 @@ fn bad_input_is_named_and_nothing_is_returned() {
     let mut big = random(600_000, 4);
     big[599_999] = f32::NAN;
     let spec1 = QuantSpec::new(8, QuantType::Symmetric, 1);
-    let err = fake_quantize::<WgpuRuntime, f32>(
+    let err = fake_quantize::<TestRuntime, f32>(
         &client,
         &upload(&client, &big),
         big.len(),
@@ -234,10 +234,10 @@ fn bad_input_is_named_and_nothing_is_returned() {
     );
     x[40] = f32::INFINITY;
     assert!(
-        fake_quantize::<WgpuRuntime, f32>(&client, &upload(&client, &x), 64, "w", &spec, 0.0)
+        fake_quantize::<TestRuntime, f32>(&client, &upload(&client, &x), 64, "w", &spec, 0.0)
             .is_err()
     );
-    let err = fake_quantize::<WgpuRuntime, f32>(
+    let err = fake_quantize::<TestRuntime, f32>(
         &client,
         &upload(&client, &random(64, 3)),
         64,
@@ -247,7 +247,7 @@ fn bad_input_is_named_and_nothing_is_returned() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("layer.w"), "{err}");
-    let err = moq_kernels::quantize::<WgpuRuntime, f32>(
+    let err = moq_kernels::quantize::<TestRuntime, f32>(
         &client,
         &upload(&client, &random(64, 3)),
         64,
@@ -262,13 +262,13 @@ fn bad_input_is_named_and_nothing_is_returned() {
     let short = upload(&client, &random(64, 3));
     let spec = QuantSpec::new(8, QuantType::Symmetric, 1);
     for len in [65, 4096] {
-        let err = fake_quantize::<WgpuRuntime, f32>(&client, &short, len, "short", &spec, 0.0)
+        let err = fake_quantize::<TestRuntime, f32>(&client, &short, len, "short", &spec, 0.0)
             .unwrap_err();
         assert!(
             matches!(&err, KernelError::Shape { expected, found, .. } if *expected == len && *found < len),
             "{err}"
         );
-        let err = moq_kernels::quantize::<WgpuRuntime, f32>(
+        let err = moq_kernels::quantize::<TestRuntime, f32>(
             &client,
             &short,
             len,

@@ -2,15 +2,14 @@
 //! f64): both kernels (GEMV with and without split-K and vectorised loads, tiled), f32 and f16
 //! activations, f32 and f16 scales, every width 1–8 and both grids.
 
-use cubecl::Runtime;
-use cubecl::wgpu::WgpuRuntime;
 use half::f16;
 use moq_core::{
     CodeLayout, PackedScales, QuantSpec, QuantType, ScaleFormat, dequantize, pack, quantize, unpack,
 };
 use moq_kernels::{DeviceWeights, KernelError, Plan, matmul, plan};
 
-use crate::{client, random, read, upload};
+use crate::TestRuntime;
+use crate::common::{client, random, read, upload};
 
 /// The most k-slices any GEMV case was split into (the tests must cover split-K).
 static SPLIT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -56,13 +55,13 @@ fn check(c: Case, half_x: bool, scales: ScaleFormat) {
     let weights = DeviceWeights::upload(&client, &packed).unwrap();
     let y: Vec<f32> = if half_x {
         let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
-        let y = matmul::<WgpuRuntime, f16>(&client, &upload(&client, &xh), m, &weights).unwrap();
+        let y = matmul::<TestRuntime, f16>(&client, &upload(&client, &xh), m, &weights).unwrap();
         read::<f16>(&client, y, m * n)
             .iter()
             .map(|v| v.to_f32())
             .collect()
     } else {
-        let y = matmul::<WgpuRuntime, f32>(&client, &upload(&client, &x), m, &weights).unwrap();
+        let y = matmul::<TestRuntime, f32>(&client, &upload(&client, &x), m, &weights).unwrap();
         read::<f32>(&client, y, m * n)
     };
     // f32 accumulation in another order; f16 output rounds once more.
@@ -84,7 +83,7 @@ fn check(c: Case, half_x: bool, scales: ScaleFormat) {
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
+#[ignore = "needs a GPU (or lavapipe)"]
 fn both_kernels_match_the_reference_for_every_width() {
     use QuantType::{Asymmetric, Symmetric};
     for bits in [8, 4] {
@@ -138,7 +137,7 @@ fn both_kernels_match_the_reference_for_every_width() {
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
+#[ignore = "needs a GPU (or lavapipe)"]
 fn half_activations_and_half_scales() {
     for (m, bits) in [(1, 4), (4, 8), (40, 4)] {
         let c = case(m, 96, 128, bits, QuantType::Symmetric, 96);
@@ -187,7 +186,7 @@ fn the_plan_follows_the_shape() {
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
+#[ignore = "needs a GPU (or lavapipe)"]
 fn int8_codes_upload_and_download_in_either_layout() {
     let client = client();
     let w = random(64, 1);
@@ -201,7 +200,7 @@ fn int8_codes_upload_and_download_in_either_layout() {
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
+#[ignore = "needs a GPU (or lavapipe)"]
 fn weights_the_kernel_cannot_read_are_named() {
     let client = client();
     let w = random(64, 1);
@@ -218,29 +217,16 @@ fn weights_the_kernel_cannot_read_are_named() {
     let weights = DeviceWeights::upload(&client, &packed).unwrap();
     let x = upload(&client, &[0.0f32; 8]);
     let Err(KernelError::Shape { expected, .. }) =
-        matmul::<WgpuRuntime, f32>(&client, &x, 3, &weights)
+        matmul::<TestRuntime, f32>(&client, &x, 3, &weights)
     else {
         panic!("8 values cannot be 3 rows of 4");
     };
     assert_eq!(expected, 12);
     // Beyond the kernels' 32-bit indexing (here m · k): refused, not wrapped.
     let m = u32::MAX as usize / weights.k + 1;
-    let err = matmul::<WgpuRuntime, f32>(&client, &x, m, &weights).unwrap_err();
+    let err = matmul::<TestRuntime, f32>(&client, &x, m, &weights).unwrap_err();
     assert!(
         matches!(&err, KernelError::Spec(moq_core::MoqError::TooLarge { .. })),
         "{err}"
     );
-}
-
-/// The compiler in use is the one the features ask for: SPIR-V with `vulkan` (which unlocks f16
-/// and i8 on Vulkan devices), WGSL otherwise.
-#[test]
-#[ignore = "needs a wgpu adapter"]
-fn the_configured_compiler_runs_the_kernels() {
-    let name = WgpuRuntime::name(&client());
-    if cfg!(feature = "vulkan") {
-        assert_eq!(name, "wgpu<spirv>");
-    } else {
-        assert!(name.starts_with("wgpu<"), "{name}");
-    }
 }

@@ -1,12 +1,12 @@
-//! MoqBackend on burn-wgpu (the `Fusion<CubeBackend<WgpuRuntime>>` type users hold, and the bare
-//! `CubeBackend`), which run `moq-kernels`' fused kernel (and the tensor-ops path, tested on its
-//! own): results match `moq-core`'s reference, bad input is named, gradients
-//! pass straight through, the optimizer wrapper trains on it, and Hessian eigenvalues (exact
-//! through nested autodiff, and by finite differences) agree with NdArray's. Needs a wgpu adapter (lavapipe in CI): run with
-//! `cargo test -p moq-burn --features wgpu -- --include-ignored`.
+//! MoqBackend on a burn GPU backend (`crate::Gpu`, the `Fusion<CubeBackend<..>>` type users
+//! hold, and `crate::Cube`, the bare `CubeBackend`), which run `moq-kernels`' fused kernel (and
+//! the tensor-ops path, tested on its own): results match `moq-core`'s reference, bad input is
+//! named, gradients pass straight through, the optimizer wrapper trains on it, and Hessian
+//! eigenvalues (exact through nested autodiff, and by finite differences) agree with NdArray's.
+//! Compiled once per backend: `tests/wgpu/main.rs` (burn-wgpu) and `tests/cuda/main.rs`
+//! (burn-cuda).
 
-use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
-use burn::backend::{Autodiff, Wgpu};
+use burn::backend::Autodiff;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
@@ -14,6 +14,8 @@ use burn::tensor::{Tensor, TensorData};
 use moq_burn::moq_hessian::{Block, HessianEigenvalues, HessianLoss, HvpMethod, Weights};
 use moq_burn::{Moq, fake_quantize};
 use moq_core::{NoiseKey, QuantSpec, QuantType, QuantizeConfig};
+
+use crate::{Cube, Gpu};
 
 fn reference(x: &[f32], spec: &QuantSpec, mix: f32) -> Vec<f32> {
     let mut out = x.to_vec();
@@ -77,12 +79,12 @@ fn check_path<B: Backend>(run: impl Fn(Tensor<B, 2>, &QuantSpec, f32) -> Tensor<
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
-fn wgpu_fusion_and_cube_backends_match_the_reference() {
-    check_backend::<Wgpu>();
-    check_backend::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
-    check_path::<Wgpu>(|t, spec, mix| {
-        let out = moq_burn::backend::fake_quantize_tensor_ops::<Wgpu>(
+#[ignore = "needs a GPU (or lavapipe)"]
+fn fusion_and_cube_backends_match_the_reference() {
+    check_backend::<Gpu>();
+    check_backend::<Cube>();
+    check_path::<Gpu>(|t, spec, mix| {
+        let out = moq_burn::backend::fake_quantize_tensor_ops::<Gpu>(
             t.into_primitive().tensor(),
             "w",
             spec,
@@ -94,12 +96,12 @@ fn wgpu_fusion_and_cube_backends_match_the_reference() {
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
-fn wgpu_errors_name_the_tensor_and_element() {
+#[ignore = "needs a GPU (or lavapipe)"]
+fn errors_name_the_tensor_and_element() {
     let device = Default::default();
     let mut x: Vec<f32> = (0..24).map(|i| i as f32).collect();
     x[13] = f32::NAN;
-    let t = Tensor::<Wgpu, 2>::from_data(TensorData::new(x, [4, 6]), &device);
+    let t = Tensor::<Gpu, 2>::from_data(TensorData::new(x, [4, 6]), &device);
     let spec = QuantSpec::new(4, QuantType::Symmetric, 2);
     let err = fake_quantize(t.clone(), "enc.w", &spec, 0.0)
         .unwrap_err()
@@ -112,9 +114,9 @@ fn wgpu_errors_name_the_tensor_and_element() {
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
-fn wgpu_straight_through_and_training() {
-    type B = Autodiff<Wgpu>;
+#[ignore = "needs a GPU (or lavapipe)"]
+fn straight_through_and_training() {
+    type B = Autodiff<Gpu>;
     let device = Default::default();
     let w = Tensor::<B, 2>::from_data(
         TensorData::new(
@@ -234,20 +236,18 @@ fn eigenvalues<B: Backend>(method: HvpMethod) -> Vec<f32> {
 }
 
 #[test]
-#[ignore = "needs a wgpu adapter"]
-fn wgpu_hessian_eigenvalues_match_ndarray() {
+#[ignore = "needs a GPU (or lavapipe)"]
+fn hessian_eigenvalues_match_ndarray() {
     let reference = eigenvalues::<burn::backend::NdArray>(HvpMethod::Exact);
     let fd = HvpMethod::FiniteDifference {
         relative_step: 1e-3,
     };
-    for got in [
-        eigenvalues::<Wgpu>(HvpMethod::Exact),
-        eigenvalues::<Wgpu>(fd),
-    ] {
+    for got in [eigenvalues::<Gpu>(HvpMethod::Exact), eigenvalues::<Gpu>(fd)] {
         for (g, r) in got.iter().zip(&reference) {
             assert!(
                 ((g - r) / r).abs() < 2e-3,
-                "wgpu {got:?} vs ndarray {reference:?}"
+                "{} {got:?} vs ndarray {reference:?}",
+                crate::NAME
             );
         }
     }
@@ -257,12 +257,11 @@ fn wgpu_hessian_eigenvalues_match_ndarray() {
 /// `Fusion` type users hold and on the bare `CubeBackend` (both `moq-kernels`' matmul; GEMV for
 /// 3 rows, tiled for 24): each equals the host reference `x · dequant(W) + b`.
 #[test]
-#[ignore = "needs a wgpu adapter"]
+#[ignore = "needs a GPU (or lavapipe)"]
 fn quantized_linear_runs_the_kernels_and_matches_every_backend() {
     use moq_burn::QuantizedLinear;
     use moq_core::export::Exported;
     use moq_core::{CodeLayout, ScaleFormat};
-    type Cube = CubeBackend<WgpuRuntime, f32, i32, u32>;
 
     fn forward<B: moq_burn::MoqBackend>(
         e: &Exported,
@@ -360,7 +359,7 @@ fn quantized_linear_runs_the_kernels_and_matches_every_backend() {
                     "NdArray",
                     forward::<burn::backend::NdArray>(&e, &bias, &x, rows),
                 ),
-                ("Wgpu", forward::<Wgpu>(&e, &bias, &x, rows)),
+                (crate::NAME, forward::<Gpu>(&e, &bias, &x, rows)),
                 ("CubeBackend", forward::<Cube>(&e, &bias, &x, rows)),
             ] {
                 for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
@@ -380,21 +379,21 @@ fn quantized_linear_runs_the_kernels_and_matches_every_backend() {
         shape: vec![k, n],
         packed: moq_core::pack(&q, n, CodeLayout::Packed32, ScaleFormat::F32).unwrap(),
     };
-    let layer = QuantizedLinear::<Wgpu>::from_export(&e, None, &device).unwrap();
+    let layer = QuantizedLinear::<Gpu>::from_export(&e, None, &device).unwrap();
     let err = layer
-        .try_forward(Tensor::<Wgpu, 2>::zeros([2, 39], &device))
+        .try_forward(Tensor::<Gpu, 2>::zeros([2, 39], &device))
         .unwrap_err()
         .to_string();
     assert!(err.contains("40") && err.contains("39"), "{err}");
 }
 
-/// burn's own quantized tensors from MoQ codes on burn-wgpu: Q8S and Q4S, per tensor and per
+/// burn's own quantized tensors from MoQ codes on the GPU backend: Q8S and Q4S, per tensor and per
 /// block, dequantize to exactly the values of the codes, and burn's quantized matmul runs.
 #[test]
-#[ignore = "needs a wgpu adapter"]
-fn wgpu_burn_quantized_tensors_hold_the_codes() {
+#[ignore = "needs a GPU (or lavapipe)"]
+fn burn_quantized_tensors_hold_the_codes() {
     use moq_core::{CodeLayout, ScaleFormat, pack, quantize, unpack};
-    type B = Wgpu;
+    type B = Gpu;
     let device = Default::default();
     let (k, n) = (6, 64);
     let w: Vec<f32> = (0..k * n)
