@@ -17,7 +17,7 @@
 //! assert_eq!(layer.suggested_period, Some(4)); // 4·2^11 = 8192 ≤ 10000
 //! ```
 
-use crate::schedule::{LayerSpec, Schedule, deadline_threshold, eigen_factor};
+use crate::schedule::{LayerSpec, Schedule, deadline_threshold, deadline_window, eigen_factor};
 
 /// The planned schedule of a run of `steps` optimizer steps.
 #[derive(Clone, Debug, PartialEq)]
@@ -128,7 +128,7 @@ fn width_steps(
         let step = if k == 0 {
             offset as u128
         } else if let Some(d) = deadline {
-            q = deadline_threshold(d, q, drops - k + 1, factor);
+            q = deadline_threshold(d, deadline_window(d, factor), q, drops - k + 1);
             offset as u128 + q as u128 - 1
         } else {
             // q_k = period · (2f)^(k−1), saturating like the state machine's threshold.

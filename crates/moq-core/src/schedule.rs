@@ -10,9 +10,9 @@
 //!
 //! With a deadline (`moq.deadline`, optimizer step `T`; `D = T − schedule_offset + 1`
 //! quantizing steps), the thresholds come from [`deadline_threshold`] instead: a layer of
-//! factor `f` runs the doubling schedule inside the window `[S, D]`, `S = ⌊D·(f−1)/f⌋` (the
-//! whole run for `f = 1`, its last fifth for `f = 5`), so sensitive layers drop later, and
-//! every layer is at its target by step `T` whatever the factors.
+//! factor `f` runs the doubling schedule inside the window `[S, D]`, `S = ⌊D·(f−1)/f⌋`
+//! ([`deadline_window`]: the whole run for `f = 1`, its last fifth for `f = 5`), so sensitive
+//! layers drop later, and every layer is at its target by step `T` whatever the factors.
 //!
 //! ```
 //! use moq_core::{QuantizeConfig, Schedule};
@@ -84,6 +84,10 @@ pub struct LayerState {
     pub threshold: u64,
     /// Quantizing steps since the last drop (or since the start): drives the mixing ratio.
     pub steps_since_drop: u64,
+    /// With a deadline: the start `S` of the window the layer's drops are planned in (see
+    /// [`deadline_window`]); 0 without one.
+    #[serde(default)]
+    pub window_start: u64,
 }
 
 /// A layer that lost a bit at this step.
@@ -254,6 +258,7 @@ impl Schedule {
                 bits: s.start_bits,
                 threshold: s.period,
                 steps_since_drop: 0,
+                window_start: 0,
             })
             .collect();
         let mut schedule = Self {
@@ -293,18 +298,35 @@ impl Schedule {
         Ok(())
     }
 
-    /// With a deadline, sets every layer's next drop from its factor now (targets and
-    /// eigenvalues decide it); a no-op without one.
+    /// With a deadline, places every layer's next drop from its factor now (targets and
+    /// eigenvalues decide it); a no-op without one. A layer follows its factor's window while
+    /// that window's next drop is still ahead. One that has fallen behind it (its factor fell)
+    /// stays in the window it is in if that one has begun and its next drop is ahead, or else
+    /// starts a new window now: the drops it owes are spread, doubling, over the time left
+    /// instead of coming one per step.
     fn replan(&mut self) {
         let Some(d) = self.deadline else {
             return;
         };
         let q = self.quantizing_steps;
         for (layer, (state, spec)) in self.layers.iter_mut().zip(&self.specs).enumerate() {
-            if state.bits > spec.target_bits {
-                let factor = eigen_factor(self.eigenvalues.as_ref().map(|e| e[layer]));
-                state.threshold = deadline_threshold(d, q, state.bits - spec.target_bits, factor);
+            if state.bits <= spec.target_bits {
+                continue;
             }
+            let left = state.bits - spec.target_bits;
+            let factor = eigen_factor(self.eigenvalues.as_ref().map(|e| e[layer]));
+            let window = deadline_window(d, factor);
+            // Whether the window's next drop, as planned from its start, is still to come.
+            let ahead = |start: u64| deadline_threshold(d, start, 0, left) > q;
+            state.window_start = if ahead(window) {
+                window
+            } else if state.window_start <= q && ahead(state.window_start) {
+                // Already inside a window whose next drop is still to come.
+                state.window_start
+            } else {
+                q
+            };
+            state.threshold = deadline_threshold(d, state.window_start, q, left);
         }
     }
 
@@ -328,9 +350,12 @@ impl Schedule {
             if state.bits > spec.target_bits && q >= state.threshold {
                 let factor = eigen_factor(self.eigenvalues.as_ref().map(|e| e[layer]));
                 state.threshold = match self.deadline {
-                    Some(d) if state.bits - 1 > spec.target_bits => {
-                        deadline_threshold(d, q, state.bits - 1 - spec.target_bits, factor)
-                    }
+                    Some(d) if state.bits - 1 > spec.target_bits => deadline_threshold(
+                        d,
+                        state.window_start,
+                        q,
+                        state.bits - 1 - spec.target_bits,
+                    ),
                     Some(_) => state.threshold,
                     None => state.threshold.saturating_mul(2 * factor),
                 };
@@ -508,30 +533,35 @@ fn check_eigenvalues(eigenvalues: &[f32], layers: usize) -> Result<()> {
     Ok(())
 }
 
-/// The deadline schedule (DESIGN.md section 3, "Deadline schedules"): the quantizing step of a
-/// layer's next drop, at quantizing step `q`, with `left ≥ 1` drops to go, factor `factor` and
-/// every drop due by quantizing step `deadline`.
+/// The deadline schedule's window for factor `factor` (DESIGN.md section 3, "Deadline
+/// schedules"): a layer of factor `f` runs MoQ's doubling schedule inside `[S, D]`,
+/// `S = ⌊D·(f−1)/f⌋`, with `D` = `deadline`, the quantizing step every drop is due by: the
+/// whole run for `f = 1`, its last fifth for `f = 5`.
+pub fn deadline_window(deadline: u64, factor: u64) -> u64 {
+    let (d, f) = (u128::from(deadline), u128::from(factor.max(1)));
+    (d * (f - 1) / f) as u64
+}
+
+/// The deadline schedule: the quantizing step of a layer's next drop, at quantizing step `q`,
+/// with `left ≥ 1` drops to go in the window `[window_start, deadline]`.
 ///
-/// A layer of factor `f` runs MoQ's doubling schedule inside the window `[S, D]`,
-/// `S = ⌊D·(f−1)/f⌋`: its drop with `left` to go comes at `S + ⌈(D − S) / 2^(left−1)⌉`, so the
-/// last is at `D`, the one before half way through the window, and so on. The result is kept
-/// after `q` and early enough for the drops after it (one per step): in `q + 1 ..= D − left + 1`.
-/// It depends on nothing but its arguments, so a factor that does not change gives the same
-/// drops whenever it is asked.
+/// The drop with `left` to go comes at `S + ⌈(D − S) / 2^(left−1)⌉`: the last at `D`, the one
+/// before half way through the window, and so on. It is kept after `q` and early enough for the
+/// drops after it (one per step): in `q + 1 ..= D − left + 1`.
 ///
 /// ```
-/// use moq_core::schedule::deadline_threshold;
+/// use moq_core::schedule::{deadline_threshold, deadline_window};
 /// // 4 drops by quantizing step 80: at 10, 20, 40, 80 with factor 1; in the last half with 2.
 /// let drops = |f| {
-///     let mut q = 0;
-///     (1..=4).rev().map(|left| { q = deadline_threshold(80, q, left, f); q }).collect::<Vec<_>>()
+///     let (mut q, start) = (0, deadline_window(80, f));
+///     (1..=4).rev().map(|left| { q = deadline_threshold(80, start, q, left); q }).collect::<Vec<_>>()
 /// };
 /// assert_eq!(drops(1), [10, 20, 40, 80]);
 /// assert_eq!(drops(2), [45, 50, 60, 80]);
 /// ```
-pub fn deadline_threshold(deadline: u64, q: u64, left: u32, factor: u64) -> u64 {
-    let (d, f) = (u128::from(deadline), u128::from(factor.max(1)));
-    let start = d * (f - 1) / f;
+pub fn deadline_threshold(deadline: u64, window_start: u64, q: u64, left: u32) -> u64 {
+    let d = u128::from(deadline);
+    let start = u128::from(window_start).min(d);
     let shift = (left.max(1) - 1).min(127);
     let planned = start + (d - start).div_ceil(1u128 << shift);
     let latest = d.saturating_sub(u128::from(left.max(1)) - 1);
@@ -808,6 +838,30 @@ mod tests {
             "{err}"
         );
         assert_eq!(s.specs()[0].target_bits, 12);
+    }
+
+    #[test]
+    fn a_layer_whose_factor_falls_catches_up_over_the_time_left() {
+        // 12 → 8 by quantizing step 600: the most sensitive factor first (window [480, 600]).
+        let mut s = Schedule::new(&deadline_cfg(12, 8, 0, 599), 1).unwrap();
+        s.set_eigenvalues(&[1.0]).unwrap();
+        let mut drops = drop_steps(&mut s, 450);
+        assert!(drops.is_empty());
+        // Judged insensitive now: its plain plan (75, 150, 300, 600) is mostly past. It owes
+        // three drops and spreads them, doubling, from now (450) to the deadline.
+        s.set_eigenvalues(&[0.0]).unwrap();
+        drops.extend(drop_steps(&mut s, 200));
+        let steps: Vec<u64> = drops.iter().map(|d| d.0).collect();
+        assert_eq!(steps, [468, 487, 524, 599]);
+        // The next computation, the factor unchanged: the catch-up window stays.
+        let mut s = Schedule::new(&deadline_cfg(12, 8, 0, 599), 1).unwrap();
+        s.set_eigenvalues(&[1.0]).unwrap();
+        drop_steps(&mut s, 450);
+        s.set_eigenvalues(&[0.0]).unwrap();
+        let mut again = drop_steps(&mut s, 30);
+        s.set_eigenvalues(&[0.0]).unwrap();
+        again.extend(drop_steps(&mut s, 170));
+        assert_eq!(again, drops);
     }
 
     #[test]

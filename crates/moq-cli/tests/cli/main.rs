@@ -119,6 +119,72 @@ fn schedule_csv_matches_the_state_machine_with_eigenvalues() {
     assert_eq!(stdout(&o), expected);
 }
 
+/// A deadline in the config's `moq` section (or from `--deadline`): the CSV is the state
+/// machine's, every layer at its target by then; bad deadlines are one-line errors.
+#[test]
+fn schedule_with_a_deadline_matches_the_state_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"{"quantize_training": {"quantize_bits": {"start_bits": 12, "target_bits": 3},
+        "quantize_schedule": {"schedule_offset": 20}}, "moq": {"deadline": 700}}"#;
+    let config = write(dir.path(), "ds.json", text);
+    let o = schedule(&config, &["--steps", "1000", "--eigenvalues", "0,0.6,1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut machine = Schedule::new(&QuantizeConfig::from_json_str(text).unwrap(), 3).unwrap();
+    machine.set_eigenvalues(&[0.0, 0.6, 1.0]).unwrap();
+    let mut expected = String::from("step,layer,bits\n");
+    let mut rows = Vec::new();
+    let mut last = [None; 3];
+    for _ in 0..1000 {
+        let step = machine.step().step;
+        for (layer, last) in last.iter_mut().enumerate() {
+            if machine.bits(layer) != *last {
+                *last = machine.bits(layer);
+                rows.push((step, layer, last.unwrap()));
+            }
+        }
+    }
+    for (step, layer, bits) in &rows {
+        expected.push_str(&format!("{step},{layer},{bits}\n"));
+    }
+    assert_eq!(stdout(&o), expected);
+    // Every layer's last drop is at the deadline, the most sensitive layer's first the latest.
+    let at_target: Vec<u64> = rows.iter().filter(|r| r.2 == 3).map(|r| r.0).collect();
+    assert_eq!(at_target, [700, 700, 700]);
+    let first_drop = |layer| rows.iter().find(|r| r.1 == layer && r.2 == 11).unwrap().0;
+    assert!(first_drop(0) < first_drop(1) && first_drop(1) < first_drop(2));
+    // --deadline sets it from the command line; the summary says what places the drops.
+    let plain = write(
+        dir.path(),
+        "plain.json",
+        r#"{"quantize_bits": {"start_bits": 12, "target_bits": 3}}"#,
+    );
+    let o = schedule(
+        &plain,
+        &["--steps", "3000", "--deadline", "2500", "--summary"],
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains("deadline step 2500") && out.contains("3 bits at step 2500"),
+        "{out}"
+    );
+    // Before quantization starts (schedule_offset 1000), or with a period beside it.
+    let o = schedule(&plain, &["--steps", "3000", "--deadline", "500"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("moq.deadline") && stderr(&o).contains("before quantization starts"),
+        "{}",
+        stderr(&o)
+    );
+    let both = write(
+        dir.path(),
+        "both.json",
+        r#"{"quantize_training": {"quantize_schedule": {"quantize_period": 5}}, "moq": {"deadline": 3000}}"#,
+    );
+    let o = schedule(&both, &["--steps", "100"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("quantize_period"), "{}", stderr(&o));
+}
+
 #[test]
 fn schedule_summary_warns_with_a_period_that_works() {
     let dir = tempfile::tempdir().unwrap();
