@@ -28,6 +28,8 @@ const ENCODER: &str = "bert.encoder";
 const LAYERS: &str = "bert.encoder.layer.{i}";
 /// Power iterations per layer and eigenvalue computation.
 const EIGEN_ITERS: u32 = 10;
+/// Eigenvalue computations per run, about (their spacing, `gas_boundary_resolution`).
+const EIGEN_RUNS: u64 = 5;
 /// The variants fine-tuned at each target, after the full-precision run and PTQ.
 const TRAINED: [Variant; 4] = [
     Variant::Qat,
@@ -209,6 +211,10 @@ where
                 // Power iteration per encoder layer: at most EIGEN_ITERS Hessian-vector products
                 // (finite differences, about 1 s each here), not DeepSpeed's 100.
                 cfg.eigenvalue.max_iter = EIGEN_ITERS;
+                // At most about EIGEN_RUNS computations a run: with a deadline, the drops of six
+                // layers fall on different steps, and each would ask for one (nearly every
+                // step of a short run, a minute each here).
+                cfg.eigenvalue.gas_boundary_resolution = (r.steps / EIGEN_RUNS).max(1);
             }
             let loss_fn = CrossEntropyLossConfig::new().init(device);
             let loss = |model: &MailClassifier<B, Linear<B>>, step: u64| {
