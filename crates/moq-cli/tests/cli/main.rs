@@ -103,20 +103,37 @@ fn schedule_csv_matches_the_state_machine_with_eigenvalues() {
     let o = schedule(&config, &["--steps", "5000", "--eigenvalues", "0,0.3,0.99"]);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let mut machine = Schedule::new(&QuantizeConfig::from_json_str(text).unwrap(), 3).unwrap();
-    machine.set_eigenvalues(&[0.0, 0.3, 0.99]).unwrap();
-    let mut expected = String::from("step,layer,bits\n");
-    let mut last = [None; 3];
-    for _ in 0..5000 {
+    let rows = machine_rows(text, &[0.0, 0.3, 0.99], 5000);
+    assert_eq!(stdout(&o), csv(&rows));
+}
+
+/// `(step, layer, bits)` whenever a layer's bits change, as the state machine runs `config`
+/// with fixed eigenvalues (one layer each) for `steps` steps: what `moq schedule` must print.
+fn machine_rows(config: &str, eigenvalues: &[f32], steps: u64) -> Vec<(u64, usize, u32)> {
+    let config = QuantizeConfig::from_json_str(config).unwrap();
+    let mut machine = Schedule::new(&config, eigenvalues.len()).unwrap();
+    machine.set_eigenvalues(eigenvalues).unwrap();
+    let mut rows = Vec::new();
+    let mut last = vec![None; eigenvalues.len()];
+    for _ in 0..steps {
         let step = machine.step().step;
         for (layer, last) in last.iter_mut().enumerate() {
             if machine.bits(layer) != *last {
                 *last = machine.bits(layer);
-                expected.push_str(&format!("{step},{layer},{}\n", last.unwrap()));
+                rows.push((step, layer, last.unwrap()));
             }
         }
     }
-    assert_eq!(stdout(&o), expected);
+    rows
+}
+
+/// The rows as `moq schedule`'s CSV.
+fn csv(rows: &[(u64, usize, u32)]) -> String {
+    let mut out = String::from("step,layer,bits\n");
+    for (step, layer, bits) in rows {
+        out.push_str(&format!("{step},{layer},{bits}\n"));
+    }
+    out
 }
 
 /// A deadline in the config's `moq` section (or from `--deadline`): the CSV is the state
@@ -129,24 +146,8 @@ fn schedule_with_a_deadline_matches_the_state_machine() {
     let config = write(dir.path(), "ds.json", text);
     let o = schedule(&config, &["--steps", "1000", "--eigenvalues", "0,0.6,1"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut machine = Schedule::new(&QuantizeConfig::from_json_str(text).unwrap(), 3).unwrap();
-    machine.set_eigenvalues(&[0.0, 0.6, 1.0]).unwrap();
-    let mut expected = String::from("step,layer,bits\n");
-    let mut rows = Vec::new();
-    let mut last = [None; 3];
-    for _ in 0..1000 {
-        let step = machine.step().step;
-        for (layer, last) in last.iter_mut().enumerate() {
-            if machine.bits(layer) != *last {
-                *last = machine.bits(layer);
-                rows.push((step, layer, last.unwrap()));
-            }
-        }
-    }
-    for (step, layer, bits) in &rows {
-        expected.push_str(&format!("{step},{layer},{bits}\n"));
-    }
-    assert_eq!(stdout(&o), expected);
+    let rows = machine_rows(text, &[0.0, 0.6, 1.0], 1000);
+    assert_eq!(stdout(&o), csv(&rows));
     // Every layer's last drop is at the deadline, the most sensitive layer's first the latest.
     let at_target: Vec<u64> = rows.iter().filter(|r| r.2 == 3).map(|r| r.0).collect();
     assert_eq!(at_target, [700, 700, 700]);
