@@ -80,6 +80,7 @@ impl DeviceWeights {
         scale_format: ScaleFormat,
     ) -> Result<Self> {
         shape.check_indexable("packed weight")?;
+        shape.check_kernel()?;
         let (k, n) = (shape.rows, shape.row_len);
         for (what, handle, bytes) in [
             ("words", &words, shape.words() * 4),

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
 use moq_core::export::{Exported, MoqFile};
 use moq_core::{CodeLayout, QuantSpec, ScaleFormat};
-use moq_hessian::path::{NamedMapper, float_params, map_named};
+use moq_hessian::path::float_params;
 
 use crate::error::{MoqBurnError, Result};
 use crate::optim::MoqOptimizer;
@@ -19,62 +19,7 @@ use crate::optim::MoqOptimizer;
 /// dequantized), matched by module path. A parameter missing from the file, a tensor of the file
 /// the model does not have, or a shape that differs is an error naming the tensor.
 pub fn load_dequantized<B: Backend, M: Module<B>>(model: M, file: &MoqFile) -> Result<M> {
-    let mut values: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
-    for e in &file.quantized {
-        let q = moq_core::unpack(&e.packed)?;
-        let mut v = vec![0.0f32; e.packed.len];
-        moq_core::dequantize(&q, &mut v)?;
-        values.insert(e.name.clone(), (e.shape.clone(), v));
-    }
-    for (name, shape, v) in &file.float {
-        values.insert(name.clone(), (shape.clone(), v.clone()));
-    }
-    let mut loader = Loader {
-        values,
-        error: None,
-    };
-    let model = map_named(model, &mut loader);
-    if let Some(err) = loader.error {
-        return Err(err);
-    }
-    if let Some(name) = loader.values.keys().min() {
-        return Err(MoqBurnError::Export {
-            reason: format!("the file has a tensor `{name}` that the model does not"),
-        });
-    }
-    Ok(model)
-}
-
-struct Loader {
-    values: HashMap<String, (Vec<usize>, Vec<f32>)>,
-    error: Option<MoqBurnError>,
-}
-
-impl<B: Backend> NamedMapper<B> for Loader {
-    fn map_named<const D: usize>(
-        &mut self,
-        path: &str,
-        param: Param<Tensor<B, D>>,
-    ) -> Param<Tensor<B, D>> {
-        let expected = param.lazy_shape().dims::<D>().to_vec();
-        let Some((shape, values)) = self.values.remove(path) else {
-            self.error.get_or_insert(MoqBurnError::Export {
-                reason: format!("the file has no tensor `{path}`"),
-            });
-            return param;
-        };
-        if shape != expected {
-            self.error.get_or_insert(MoqBurnError::Export {
-                reason: format!("`{path}`: the file has shape {shape:?}, the model {expected:?}"),
-            });
-            return param;
-        }
-        let device = param.lazy_device();
-        let (id, tensor, mapper) = param.consume();
-        let require_grad = tensor.is_require_grad();
-        let value = Tensor::<B, D>::from_data(TensorData::new(values, shape), &device);
-        Param::from_mapped_value(id, value.set_require_grad(require_grad), mapper)
-    }
+    crate::serve::load_all_dequantized(model, file).map(|(model, _)| model)
 }
 
 impl<O, M, B> MoqOptimizer<O, M, B>

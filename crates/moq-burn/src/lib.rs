@@ -21,6 +21,10 @@
 //!   from an export, multiplying through the kernels on GPU backends.
 //! - [`to_burn_data`] ([`burn_quant`]): symmetric 8/4-bit codes as burn's own quantized tensors
 //!   (`Q8S`/`Q4S`).
+//! - [`serve`]: an export served in the user's own model: [`load_burn_quantized`] (burn's
+//!   quantized tensors, any model) and [`load_codes`] (packed codes in [`MoqLinear`] layers,
+//!   burn's `Linear` with one type name changed), each with a [`LoadReport`] of what it held
+//!   how and the bytes on the device.
 //! - [`HessianProvider`] ([`eigen`]): per-layer Hessian eigenvalues from [`moq_hessian`] that
 //!   stretch the periods of sensitive layers (`eigenvalue.enabled`), and, with
 //!   [`Moq::auto_bits`], choose each layer's target width under a size budget
@@ -44,6 +48,7 @@ pub mod linear;
 pub mod metric;
 pub mod optim;
 pub mod select;
+pub mod serve;
 
 pub use backend::{
     MoqBackend, PackedWeight, dequantize_packed, fake_quantize, fake_quantize_on_host,
@@ -64,6 +69,10 @@ pub use moq_kernels;
 pub use optim::{
     AutoBits, EigenvalueProvider, FixedEigenvalues, LayerAllocation, Moq, MoqLayer, MoqOptimizer,
     MoqRecord, MoqStatus, StatusSnapshot,
+};
+pub use serve::{
+    DeviceBytes, Held, LoadReport, LoadedTensor, MoqLinear, MoqWeight, Unservable,
+    load_burn_quantized, load_codes,
 };
 
 /// The README's Rust examples, compiled and run as doctests so they cannot drift.

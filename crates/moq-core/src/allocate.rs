@@ -195,7 +195,7 @@ fn uniform_bytes(layers: &[LayerCurve], bits: u32) -> Result<u64> {
         })?;
         let bytes = option.export_bytes.ok_or_else(|| {
             bad(format!(
-                "a budget of the uniform {bits}-bit export: the packed layout holds 1 to 8 bits"
+                "a budget of the uniform {bits}-bit export: the packed layout holds 1 to 16 bits"
             ))
         })?;
         Ok(total.saturating_add(bytes))

@@ -1,8 +1,8 @@
 //! The packed layout's sizes and checks, in one place: every crate that stores, uploads or
 //! multiplies packed codes ([`mod@crate::pack`], `moq-burn`'s `PackedWeight`, `moq-kernels`'
 //! `DeviceWeights` and launchers) derives its buffer sizes from a [`PackedShape`] and checks
-//! them with it, so the 1–8-bit rule, the word count of a row and the 32-bit index limit of the
-//! kernels cannot drift apart.
+//! them with it, so the width rules ([`PACKED_BITS`] stored, [`KERNEL_BITS`] multiplied), the
+//! word count of a row and the 32-bit index limit of the kernels cannot drift apart.
 //!
 //! ```
 //! use moq_core::{PackedShape, QuantType, ScaleFormat};
@@ -10,7 +10,12 @@
 //! assert_eq!(shape.words_per_row(), 512); // eight 4-bit codes per u32
 //! assert_eq!(shape.group_len(), 128);
 //! assert_eq!(shape.scale_bytes(ScaleFormat::F16), 4096 * 32 * 2);
-//! assert!(PackedShape::new([3, 5], 9, QuantType::Symmetric, 1).is_err());
+//! // A 12-bit layer (a schedule that stopped early) is stored two codes a word; the low-bit
+//! // matmuls multiply 1 to 8 bits only.
+//! let wide = PackedShape::new([3, 5], 12, QuantType::Symmetric, 1).unwrap();
+//! assert_eq!(wide.words_per_row(), 3);
+//! assert!(wide.check_kernel().is_err());
+//! assert!(PackedShape::new([3, 5], 17, QuantType::Symmetric, 1).is_err());
 //! ```
 
 use std::ops::RangeInclusive;
@@ -19,8 +24,13 @@ use crate::config::QuantType;
 use crate::error::{MoqError, Result};
 use crate::pack::ScaleFormat;
 
-/// Bit widths the packed layouts hold.
-pub const PACKED_BITS: RangeInclusive<u32> = 1..=8;
+/// Bit widths the `Packed32` layout (and so the export) holds: every width a schedule can end at.
+/// `CodeLayout::Int8` holds 1 to 8.
+pub const PACKED_BITS: RangeInclusive<u32> = 1..=16;
+
+/// Bit widths the low-bit matmuls (the CPU matmul, the GPU kernels) and the device quantizer
+/// handle; a wider layer is served dequantized.
+pub const KERNEL_BITS: RangeInclusive<u32> = 1..=8;
 
 /// The most elements (or words) of one buffer the GPU kernels address: they index with `u32`.
 pub const MAX_INDEXED: usize = u32::MAX as usize;
@@ -58,13 +68,13 @@ pub struct PackedShape {
 }
 
 impl PackedShape {
-    /// A checked shape: `bits` in 1–8 and `groups` dividing `rows · row_len` (an empty tensor
+    /// A checked shape: `bits` in [`PACKED_BITS`] and `groups` dividing `rows · row_len` (an empty tensor
     /// needs `row_len > 0` and at least one group).
     pub fn new(shape: [usize; 2], bits: u32, quant_type: QuantType, groups: usize) -> Result<Self> {
         let [rows, row_len] = shape;
         let bad = |reason: String| Err(MoqError::Packed { reason });
         if !PACKED_BITS.contains(&bits) {
-            return bad(format!("{bits} bits (packed codes hold 1 to 8)"));
+            return bad(format!("{bits} bits (packed codes hold 1 to 16)"));
         }
         if row_len == 0 {
             return bad("rows of 0 elements".into());
@@ -172,6 +182,20 @@ impl PackedShape {
         Ok(())
     }
 
+    /// Checks that the low-bit matmuls and the device quantizer handle the width
+    /// ([`KERNEL_BITS`]); a wider tensor is stored and exported, and served dequantized.
+    pub fn check_kernel(&self) -> Result<()> {
+        if KERNEL_BITS.contains(&self.bits) {
+            return Ok(());
+        }
+        Err(MoqError::Packed {
+            reason: format!(
+                "{} bits: the low-bit matmuls multiply 1 to 8-bit codes (dequantize a wider                  tensor to serve it)",
+                self.bits
+            ),
+        })
+    }
+
     /// Checks that the GPU kernels can index the tensor (its elements and words fit in `u32`).
     pub fn check_indexable(&self, tensor: &str) -> Result<()> {
         check_indexable(tensor, self.len())
@@ -212,7 +236,7 @@ mod tests {
     #[test]
     fn bad_shapes_are_refused() {
         assert!(PackedShape::new([4, 4], 0, QuantType::Symmetric, 1).is_err());
-        assert!(PackedShape::new([4, 4], 9, QuantType::Symmetric, 1).is_err());
+        assert!(PackedShape::new([4, 4], 17, QuantType::Symmetric, 1).is_err());
         assert!(PackedShape::new([4, 0], 4, QuantType::Symmetric, 1).is_err());
         assert!(PackedShape::new([4, 4], 4, QuantType::Symmetric, 3).is_err());
         assert!(PackedShape::new([usize::MAX, 2], 4, QuantType::Symmetric, 1).is_err());

@@ -47,7 +47,9 @@ pub use config::{
 };
 pub use error::{MoqError, Result};
 pub use isa::Isa;
-pub use layout::{MAX_INDEXED, PACKED_BITS, PackedShape, check_indexable, codes_per_word};
+pub use layout::{
+    KERNEL_BITS, MAX_INDEXED, PACKED_BITS, PackedShape, check_indexable, codes_per_word,
+};
 pub use noise::NoiseKey;
 pub use pack::{CodeLayout, PackedCodes, PackedScales, PackedTensor, ScaleFormat, pack, unpack};
 pub use plan::{LayerPlan, Plan, plan};

@@ -11,7 +11,9 @@
 //! # Layouts
 //! - [`CodeLayout::Int8`]: one `i8` per element, row-major (any width ≤ 8).
 //! - [`CodeLayout::Packed32`]: `per_word = 32 / b` codes per little-endian `u32` word (8 for
-//!   4-bit, 4 for 8-bit, 10 for 3-bit with the top 2 bits zero). Element `j` of a row lives in
+//!   4-bit, 4 for 8-bit, 10 for 3-bit with the top 2 bits zero, 2 for 11 to 16 bits): every
+//!   width 1–16 ([`crate::PACKED_BITS`]), so a layer whose schedule stopped above 8 bits is
+//!   exported too. The low-bit matmuls multiply 1–8 bits ([`crate::KERNEL_BITS`]). Element `j` of a row lives in
 //!   word `j / per_word`, bits `[(j % per_word)·b, (j % per_word)·b + b)`: element 0 in the
 //!   lowest bits. Each row starts on a new word: a row of `n` elements takes
 //!   `ceil(n / per_word)` words, the unused high fields of its last word are zero. To read a
@@ -37,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::QuantType;
 use crate::error::{MoqError, Result};
-use crate::layout::{PACKED_BITS, PackedShape, codes_per_word};
+use crate::layout::{KERNEL_BITS, PACKED_BITS, PackedShape, codes_per_word};
 use crate::quantizer::QuantizedTensor;
 
 /// How codes are stored.
@@ -119,6 +121,12 @@ impl PackedTensor {
         };
         match &self.codes {
             PackedCodes::Words(w) => shape.check_parts(w.len(), scales, self.zero_points.len()),
+            PackedCodes::Int8(_) if !KERNEL_BITS.contains(&self.bits) => Err(MoqError::Packed {
+                reason: format!(
+                    "{}-bit codes in the Int8 layout (it holds 1 to 8)",
+                    self.bits
+                ),
+            }),
             PackedCodes::Int8(c) if c.len() != self.len => Err(MoqError::Packed {
                 reason: format!("{} code entries, {} expected", c.len(), self.len),
             }),
@@ -193,13 +201,14 @@ pub fn pack(
     scales: ScaleFormat,
 ) -> Result<PackedTensor> {
     let len = q.codes.len();
-    if !PACKED_BITS.contains(&q.bits) {
+    let (widths, held) = match layout {
+        CodeLayout::Packed32 => (PACKED_BITS, "the Packed32 layout holds 1 to 16 bits"),
+        CodeLayout::Int8 => (KERNEL_BITS, "the Int8 layout holds 1 to 8 bits"),
+    };
+    if !widths.contains(&q.bits) {
         return Err(MoqError::UnsupportedMode {
             tensor: "pack".into(),
-            reason: format!(
-                "{} bits cannot be packed: packed layouts hold 1 to 8 bits",
-                q.bits
-            ),
+            reason: format!("{} bits cannot be packed: {held}", q.bits),
         });
     }
     if row_len == 0 || !len.is_multiple_of(row_len) {
@@ -282,6 +291,11 @@ pub fn unpack(p: &PackedTensor) -> Result<QuantizedTensor> {
         }
     };
     let codes = match &p.codes {
+        PackedCodes::Int8(_) if !KERNEL_BITS.contains(&p.bits) => {
+            return Err(MoqError::Packed {
+                reason: format!("{}-bit codes in the Int8 layout (it holds 1 to 8)", p.bits),
+            });
+        }
         PackedCodes::Int8(c) => {
             if c.len() != p.len {
                 return Err(MoqError::LengthMismatch {
@@ -359,6 +373,28 @@ mod tests {
     }
 
     #[test]
+    fn wide_codes_pack_two_or_three_a_word_and_come_back() {
+        let x: Vec<f32> = (0..30).map(|i| ((i * 7) % 13) as f32 - 6.3).collect();
+        for bits in 9..=16u32 {
+            for quant_type in [QuantType::Symmetric, QuantType::Asymmetric] {
+                let q = quantize("x", &x, &QuantSpec::new(bits, quant_type, 3)).unwrap();
+                let p = pack(&q, 10, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+                let per_word = if bits <= 10 { 3 } else { 2 };
+                assert_eq!(p.words().unwrap().len(), 3 * 10usize.div_ceil(per_word));
+                p.check().unwrap();
+                assert!(p.shape().unwrap().check_kernel().is_err());
+                assert_eq!(unpack(&p).unwrap(), q, "{bits} {quant_type:?}");
+                assert!(pack(&q, 10, CodeLayout::Int8, ScaleFormat::F32).is_err());
+                let as_int8 = PackedTensor {
+                    codes: PackedCodes::Int8(vec![0; 30]),
+                    ..p.clone()
+                };
+                assert!(as_int8.check().is_err() && unpack(&as_int8).is_err());
+            }
+        }
+    }
+
+    #[test]
     fn asymmetric_int8_is_offset() {
         let x: Vec<f32> = (0..10).map(|i| i as f32).collect();
         let q = quantize("x", &x, &QuantSpec::new(8, QuantType::Asymmetric, 1)).unwrap();
@@ -387,6 +423,8 @@ mod tests {
         )
         .unwrap();
         assert!(pack(&wide, 2, CodeLayout::Int8, ScaleFormat::F32).is_err());
+        let too_wide = quantize("x", &[1.0f32], &QuantSpec::new(17, QuantType::Symmetric, 1));
+        assert!(too_wide.is_err(), "the quantizer itself stops at 16 bits");
         assert!(pack(&q, 3, CodeLayout::Int8, ScaleFormat::F32).is_err());
         let mut too_big = q.clone();
         too_big.codes[0] = 2;

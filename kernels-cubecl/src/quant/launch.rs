@@ -259,6 +259,7 @@ pub(crate) fn quantize_words<R: Runtime, F: Float + CubeElement>(
     spec: &QuantSpec,
 ) -> Result<DeviceCodes> {
     let shape = PackedShape::of_flat(len, row_len, spec.bits, spec.quant_type, spec.groups)
+        .and_then(|shape| shape.check_kernel().map(|()| shape))
         .map_err(|e| KernelError::Layout {
             reason: format!("tensor `{name}`: {e}"),
         })?;

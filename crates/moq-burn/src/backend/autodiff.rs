@@ -31,6 +31,10 @@ impl<B: Backend> Backward<B, 1> for StraightThrough {
 }
 
 impl<B: MoqBackend, C: CheckpointStrategy> MoqBackend for Autodiff<B, C> {
+    fn burn_quantized_bits() -> &'static [u32] {
+        B::burn_quantized_bits()
+    }
+
     fn fake_quantize(
         tensor: FloatTensor<Self>,
         name: &str,

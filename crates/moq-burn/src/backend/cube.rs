@@ -23,6 +23,10 @@ where
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
 {
+    fn burn_quantized_bits() -> &'static [u32] {
+        &[8, 4]
+    }
+
     fn fake_quantize(
         tensor: FloatTensor<Self>,
         name: &str,

@@ -18,6 +18,10 @@ use crate::error::Result;
 /// fusion stream is drained up to the tensor, `B`'s kernel runs on its primitive (so errors are
 /// returned at once), and the result enters the stream as a custom operation that registers it.
 impl<B: FusionBackend + MoqBackend> MoqBackend for Fusion<B> {
+    fn burn_quantized_bits() -> &'static [u32] {
+        B::burn_quantized_bits()
+    }
+
     fn fake_quantize(
         tensor: FloatTensor<Self>,
         name: &str,

@@ -71,6 +71,14 @@ pub trait MoqBackend: Backend {
     fn quantized_matmul(x: FloatTensor<Self>, w: PackedWeight<Self>) -> Result<FloatTensor<Self>> {
         quantized_matmul_tensor_ops::<Self>(x, w)
     }
+
+    /// The widths of burn's own quantized tensors (`Q8S`, `Q4S`) that this backend loads with
+    /// `Tensor::from_data` and multiplies: burn 0.21's NdArray holds 8 bits (its `from_data`
+    /// of a `Q4S` tensor is `unimplemented!`), the cubecl backends 8 and 4. The default is none,
+    /// so [`crate::load_burn_quantized`] dequantizes on a backend it does not know.
+    fn burn_quantized_bits() -> &'static [u32] {
+        &[]
+    }
 }
 
 /// [`MoqBackend::fake_quantize`] on a `Tensor`.

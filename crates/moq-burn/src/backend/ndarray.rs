@@ -27,6 +27,10 @@ where
     NdArrayTensor: From<SharedArray<E>>,
     NdArrayTensor: From<SharedArray<I>>,
 {
+    fn burn_quantized_bits() -> &'static [u32] {
+        &[8]
+    }
+
     fn fake_quantize(
         tensor: FloatTensor<Self>,
         name: &str,

@@ -60,6 +60,7 @@ impl<B: Backend> PackedWeight<B> {
         };
         let groups = self.scales.shape().num_elements();
         let shape = PackedShape::new([k, self.n], self.bits, quant_type, groups)?;
+        shape.check_kernel()?;
         shape.check_parts(k * words_per_row, groups, shape.zero_points())?;
         let zero_points = self.zero_points.shape().num_elements();
         if zero_points != groups {

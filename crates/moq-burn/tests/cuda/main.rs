@@ -15,3 +15,5 @@ pub const NAME: &str = "burn-cuda";
 
 #[path = "../gpu/cases.rs"]
 mod cases;
+#[path = "../shared/serve.rs"]
+mod serve;

@@ -433,3 +433,15 @@ fn burn_quantized_tensors_hold_the_codes() {
         }
     }
 }
+
+/// Serving in the model's own type on the GPU backend: `MoqLinear` layers of 8, 3 (asymmetric)
+/// and 4 bits through the kernels and a 12-bit head dequantized, and the unchanged model with
+/// burn's `Q8S`/`Q4S` tensors, both equal to the fake-quantized model (`tests/shared/serve.rs`).
+#[test]
+#[ignore = "needs a GPU (or lavapipe)"]
+fn the_users_model_serves_the_export_on_both_paths() {
+    crate::serve::check_codes::<Gpu>();
+    crate::serve::check_codes::<Cube>();
+    crate::serve::check_burn::<Gpu>();
+    crate::serve::check_burn::<Cube>();
+}

@@ -1,8 +1,8 @@
 //! The MoQ optimizer wrapper on NdArray, one topic per file: a step ([`step`]), the schedule it
 //! follows ([`schedule`]), save and resume ([`record`]), setup errors ([`setup`]), replicas and
 //! the `Learner` ([`parallel`], [`metrics`]), the tensor-ops path ([`tensor_ops`]), Hessian
-//! eigenvalues ([`eigen`]), second-order bit allocation ([`auto_bits`]) and export and
-//! inference ([`export`]). One test binary, so the
+//! eigenvalues ([`eigen`]), second-order bit allocation ([`auto_bits`]), export and
+//! inference ([`export`]) and serving in the model's own type ([`serve`]). One test binary, so the
 //! workspace links few.
 
 mod auto_bits;
@@ -14,6 +14,7 @@ mod metrics;
 mod parallel;
 mod record;
 mod schedule;
+mod serve;
 mod setup;
 mod step;
 mod tensor_ops;

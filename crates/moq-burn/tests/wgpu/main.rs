@@ -13,3 +13,5 @@ pub const NAME: &str = "burn-wgpu";
 
 #[path = "../gpu/cases.rs"]
 mod cases;
+#[path = "../shared/serve.rs"]
+mod serve;

@@ -138,6 +138,7 @@ impl<'a, W: Word> PackedMatrix<'a, W> {
             QuantType::Asymmetric => zero_points,
             QuantType::Symmetric => &[],
         };
+        shape.check_kernel()?;
         shape.check_parts(words.len(), scales.len(), zero_points.len())?;
         Ok(Self {
             shape,

@@ -1,0 +1,313 @@
+//! Loading an export into the user's own model: [`load_codes`] (path 2, packed codes in
+//! [`super::MoqLinear`] layers), [`load_burn_quantized`] (path 1, burn's own quantized
+//! tensors in any model) and [`crate::load_dequantized`] (every tensor as float), all one
+//! mapper over the model's parameters by module path.
+
+use std::collections::{HashMap, HashSet};
+
+use burn::module::{Module, Param, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use moq_core::KERNEL_BITS;
+use moq_core::export::{Exported, MoqFile};
+use moq_hessian::path::{NamedMapper, map_named};
+
+use super::pending;
+use super::report::{Held, LoadReport, LoadedTensor};
+use crate::backend::MoqBackend;
+use crate::burn_quant::to_burn_data;
+use crate::error::{MoqBurnError, Result};
+use crate::linear::QuantizedLinear;
+
+/// What a load does with a quantized tensor it cannot serve as asked (a width or grouping
+/// without a kernel or burn scheme, or a weight whose module is not a `MoqLinear`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unservable {
+    /// Load it dequantized into its float parameter (the report says so, and why).
+    Dequantize,
+    /// Return an error naming it and why.
+    Refuse,
+}
+
+/// `model` (of the type it was trained as) with the export `file` in it: every weight of a
+/// [`super::MoqLinear`] held as packed codes and multiplied by the low-bit matmul, every other
+/// parameter as float. A quantized tensor that cannot be served so (wider than 8 bits, not 2-d,
+/// or its module is not a `MoqLinear`) is dequantized or refused as `unservable` says; the
+/// report says per tensor what happened. A tensor the model lacks, a parameter the file lacks,
+/// or a shape that differs is an error naming the tensor.
+pub fn load_codes<B: Backend, M: Module<B>>(
+    model: M,
+    file: &MoqFile,
+    unservable: Unservable,
+) -> Result<(M, LoadReport)> {
+    load(model, file, Mode::Codes, unservable)
+}
+
+/// `model` with the export `file` in it, each quantized weight that burn can hold put in as
+/// burn's own quantized tensor ([`to_burn_data`]: symmetric, 8 or 4 bits as the backend
+/// loads them ([`MoqBackend::burn_quantized_bits`]), groups that are burn blocks), every other
+/// parameter as float: the model then runs through burn's quantized matmul with no change to
+/// its code. Other quantized tensors are dequantized or refused as `unservable` says; the
+/// report says per tensor what happened. Errors as [`load_codes`].
+pub fn load_burn_quantized<B: MoqBackend, M: Module<B>>(
+    model: M,
+    file: &MoqFile,
+    unservable: Unservable,
+) -> Result<(M, LoadReport)> {
+    load(
+        model,
+        file,
+        Mode::Burn(B::burn_quantized_bits()),
+        unservable,
+    )
+}
+
+/// Every tensor of `file` as float (quantized tensors dequantized).
+pub(crate) fn load_all_dequantized<B: Backend, M: Module<B>>(
+    model: M,
+    file: &MoqFile,
+) -> Result<(M, LoadReport)> {
+    load(model, file, Mode::Dequantized, Unservable::Dequantize)
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Codes,
+    Burn(&'static [u32]),
+    Dequantized,
+}
+
+fn load<B: Backend, M: Module<B>>(
+    model: M,
+    file: &MoqFile,
+    mode: Mode,
+    unservable: Unservable,
+) -> Result<(M, LoadReport)> {
+    let scope = pending::Scope;
+    let mut loader = Loader::new(file, mode, unservable);
+    let model = map_named(model, &mut loader);
+    if let Some(err) = loader.error {
+        return Err(err);
+    }
+    if let Some(name) = loader.unused().into_iter().min() {
+        return Err(MoqBurnError::Export {
+            reason: format!("the file has a tensor `{name}` that the model does not"),
+        });
+    }
+    // Codes that no `MoqWeight` took: their module is another type.
+    let left: HashSet<ParamId> = scope.left().into_iter().collect();
+    drop(scope);
+    let untaken: HashSet<String> = loader
+        .waiting
+        .iter()
+        .filter(|(id, _)| left.contains(id))
+        .map(|(_, name)| name.clone())
+        .collect();
+    let mut report = loader.report;
+    let model = if untaken.is_empty() {
+        model
+    } else {
+        let reason = "its module is not a MoqLinear";
+        if unservable == Unservable::Refuse {
+            let name = untaken.iter().min().cloned().unwrap_or_default();
+            return Err(MoqBurnError::Export {
+                reason: format!("`{name}`: {reason}, so its codes cannot be served"),
+            });
+        }
+        let mut again = Loader::new(file, Mode::Dequantized, unservable);
+        again.only = Some(untaken);
+        let model = map_named(model, &mut again);
+        if let Some(err) = again.error {
+            return Err(err);
+        }
+        for t in again.report {
+            if let Some(r) = report.iter_mut().find(|r| r.name == t.name) {
+                *r = LoadedTensor {
+                    held: Held::Dequantized {
+                        reason: reason.into(),
+                    },
+                    ..t
+                };
+            }
+        }
+        model
+    };
+    let order: HashMap<&str, usize> = file
+        .quantized
+        .iter()
+        .map(|e| e.name.as_str())
+        .chain(file.float.iter().map(|(n, _, _)| n.as_str()))
+        .enumerate()
+        .map(|(i, n)| (n, i))
+        .collect();
+    report.sort_by_key(|t| order.get(t.name.as_str()).copied());
+    Ok((model, LoadReport { tensors: report }))
+}
+
+/// A tensor of the file.
+enum Source<'a> {
+    Quantized(&'a Exported),
+    Float(&'a [usize], &'a [f32]),
+}
+
+struct Loader<'a> {
+    sources: HashMap<&'a str, Source<'a>>,
+    /// Only these paths (the second pass); all when `None`.
+    only: Option<HashSet<String>>,
+    seen: HashSet<String>,
+    mode: Mode,
+    unservable: Unservable,
+    /// Codes left in the hand-over: parameter id and tensor name.
+    waiting: Vec<(ParamId, String)>,
+    report: Vec<LoadedTensor>,
+    error: Option<MoqBurnError>,
+}
+
+impl<'a> Loader<'a> {
+    fn new(file: &'a MoqFile, mode: Mode, unservable: Unservable) -> Self {
+        let mut sources: HashMap<&str, Source<'_>> = HashMap::new();
+        for e in &file.quantized {
+            sources.insert(&e.name, Source::Quantized(e));
+        }
+        for (name, shape, values) in &file.float {
+            sources.insert(name, Source::Float(shape, values));
+        }
+        Self {
+            sources,
+            only: None,
+            seen: HashSet::new(),
+            mode,
+            unservable,
+            waiting: Vec::new(),
+            report: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn unused(&self) -> Vec<&str> {
+        self.sources
+            .keys()
+            .filter(|n| !self.seen.contains(**n))
+            .copied()
+            .collect()
+    }
+
+    /// The float value of `path` and how it is held, or the value to serve some other way.
+    fn value<B: Backend, const D: usize>(
+        &mut self,
+        path: &str,
+        param: &Param<Tensor<B, D>>,
+        device: &B::Device,
+    ) -> Result<Option<(Tensor<B, D>, LoadedTensor)>> {
+        let expected = param.lazy_shape().dims::<D>().to_vec();
+        let Some(source) = self.sources.get(path) else {
+            return Err(MoqBurnError::Export {
+                reason: format!("the file has no tensor `{path}`"),
+            });
+        };
+        let shape = match source {
+            Source::Quantized(e) => &e.shape[..],
+            Source::Float(shape, _) => shape,
+        };
+        if shape != expected.as_slice() {
+            return Err(MoqBurnError::Export {
+                reason: format!("`{path}`: the file has shape {shape:?}, the model {expected:?}"),
+            });
+        }
+        let float_bytes = size_of::<B::FloatElem>();
+        let loaded = |held: Held, bits: Option<u32>, device_bytes: usize| LoadedTensor {
+            name: path.to_string(),
+            shape: expected.clone(),
+            bits,
+            held,
+            device_bytes,
+        };
+        let e = match source {
+            Source::Float(shape, values) => {
+                let data = TensorData::new(values.to_vec(), shape.to_vec());
+                let held = loaded(Held::Float, None, values.len() * float_bytes);
+                return Ok(Some((Tensor::from_data(data, device), held)));
+            }
+            Source::Quantized(e) => *e,
+        };
+        let bits = e.packed.bits;
+        let policy = self.unservable;
+        let unservable = |reason: String| -> Result<Held> {
+            match policy {
+                Unservable::Dequantize => Ok(Held::Dequantized { reason }),
+                Unservable::Refuse => Err(MoqBurnError::Export {
+                    reason: format!("`{path}`: {reason}, so it cannot be served as asked"),
+                }),
+            }
+        };
+        let held = match self.mode {
+            Mode::Dequantized => Held::Dequantized {
+                reason: "loaded as float".into(),
+            },
+            Mode::Codes if !KERNEL_BITS.contains(&bits) => unservable(format!(
+                "{bits}-bit codes: the low-bit matmuls multiply 1 to 8 bits"
+            ))?,
+            Mode::Codes if D != 2 => {
+                unservable(format!("a {D}-d tensor: codes serve 2-d linear weights"))?
+            }
+            Mode::Codes => {
+                let layer = QuantizedLinear::<B>::from_export(e, None, device)?;
+                let [k, words] = layer.words.lazy_shape().dims();
+                let groups = e.packed.groups;
+                let bytes = k * words * 4 + groups * (float_bytes + 4);
+                pending::put(param.id, layer);
+                self.waiting.push((param.id, path.to_string()));
+                self.report.push(loaded(Held::Codes, Some(bits), bytes));
+                return Ok(None);
+            }
+            Mode::Burn(widths) => match to_burn_data(&e.packed, &e.shape) {
+                Ok(_) if !widths.contains(&bits) => unservable(format!(
+                    "{bits}-bit codes: this backend loads burn's quantized tensors at {widths:?} \
+                     bits"
+                ))?,
+                Ok(data) => {
+                    let bytes = data.bytes.len();
+                    let held = loaded(Held::BurnQuantized, Some(bits), bytes);
+                    return Ok(Some((Tensor::from_data(data, device), held)));
+                }
+                Err(err) => unservable(err.to_string())?,
+            },
+        };
+        let q = moq_core::unpack(&e.packed)?;
+        let mut v = vec![0.0f32; e.packed.len];
+        moq_core::dequantize(&q, &mut v)?;
+        let data = TensorData::new(v, e.shape.clone());
+        let held = loaded(held, Some(bits), e.packed.len * float_bytes);
+        Ok(Some((Tensor::from_data(data, device), held)))
+    }
+}
+
+impl<B: Backend> NamedMapper<B> for Loader<'_> {
+    fn map_named<const D: usize>(
+        &mut self,
+        path: &str,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>> {
+        if self.error.is_some() || self.only.as_ref().is_some_and(|o| !o.contains(path)) {
+            self.seen.insert(path.to_string());
+            return param;
+        }
+        self.seen.insert(path.to_string());
+        let device = param.lazy_device();
+        match self.value(path, &param, &device) {
+            Err(err) => {
+                self.error = Some(err);
+                param
+            }
+            // Codes left for the `MoqWeight`, which replaces the parameter.
+            Ok(None) => param,
+            Ok(Some((value, loaded))) => {
+                let float = matches!(loaded.held, Held::Float | Held::Dequantized { .. });
+                self.report.push(loaded);
+                let (id, tensor, mapper) = param.consume();
+                let value = value.set_require_grad(float && tensor.is_require_grad());
+                Param::from_mapped_value(id, value, mapper)
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! [`MoqWeight`]: the weight of a [`super::MoqLinear`], a float parameter while training and
+//! packed codes once an export is served.
+//!
+//! Its `Module` impl is written by hand because loading must change what the weight *is*,
+//! which burn's derived `map` cannot: a `ModuleMapper` only replaces parameter tensors. So the
+//! loader ([`super::load_codes`]) maps the float weight as usual and leaves the packed layer for
+//! its parameter id in [`super::pending`]; the weight's `map` takes it from there. Everything
+//! else is what a `Param<Tensor<B, 2>>` does: the record *is* a `Param<Tensor<B, 2>>` (so a
+//! burn `Linear` checkpoint loads, with any recorder), and visitors and mappers see the one
+//! float parameter while training.
+//!
+//! A packed weight shows visitors and mappers its parts (`weight.words`, `weight.scales`,
+//! `weight.zero_points`: the codes in `i32` words, the scales, the zero points), and its record
+//! is the dequantized float weight, so saving a served model with burn's recorders writes the
+//! model a `Linear` would load. Loading a record always gives a float weight.
+
+use burn::module::{
+    AutodiffModule, Content, Devices, HasAutodiffModule, Module, ModuleDisplay,
+    ModuleDisplayDefault, ModuleMapper, ModuleVisitor, Param, ParamId,
+};
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+use crate::linear::QuantizedLinear;
+
+/// The weight `[d_input, d_output]` of a [`super::MoqLinear`].
+#[derive(Clone, Debug)]
+pub enum MoqWeight<B: Backend> {
+    /// A float parameter: training, or a width served dequantized.
+    Float(Param<Tensor<B, 2>>),
+    /// Packed codes with per-group scales (bias held by the `MoqLinear`), multiplied by
+    /// [`crate::MoqBackend::quantized_matmul`].
+    Packed {
+        /// The id of the float parameter it replaced, kept for the record.
+        id: ParamId,
+        /// Codes, scales and zero points.
+        layer: QuantizedLinear<B>,
+    },
+}
+
+impl<B: Backend> MoqWeight<B> {
+    /// The packed layer, if the weight holds codes.
+    pub fn packed(&self) -> Option<&QuantizedLinear<B>> {
+        match self {
+            Self::Float(_) => None,
+            Self::Packed { layer, .. } => Some(layer),
+        }
+    }
+
+    /// The weight's values: the parameter, or the codes dequantized (tensor ops).
+    ///
+    /// # Panics
+    /// If the public parts of a packed layer were changed into ones that do not fit together
+    /// (a layer built by the loader always fits).
+    pub fn val(&self) -> Tensor<B, 2> {
+        match self {
+            Self::Float(p) => p.val(),
+            Self::Packed { layer, .. } => layer
+                .weight()
+                .unwrap_or_else(|e| panic!("MoqWeight: packed parts do not fit: {e}")),
+        }
+    }
+
+    /// The parameter id (of the float weight the codes replaced, when packed).
+    pub fn id(&self) -> ParamId {
+        match self {
+            Self::Float(p) => p.id,
+            Self::Packed { id, .. } => *id,
+        }
+    }
+}
+
+impl<B: Backend> Module<B> for MoqWeight<B> {
+    type Record = Param<Tensor<B, 2>>;
+
+    fn visit<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
+        match self {
+            Self::Float(p) => p.visit(visitor),
+            Self::Packed { layer, .. } => layer.visit(visitor),
+        }
+    }
+
+    fn map<M: ModuleMapper<B>>(self, mapper: &mut M) -> Self {
+        match self {
+            Self::Float(p) => {
+                let p = Module::map(p, mapper);
+                match super::pending::take::<B>(p.id) {
+                    Some(layer) => Self::Packed { id: p.id, layer },
+                    None => Self::Float(p),
+                }
+            }
+            Self::Packed { id, layer } => Self::Packed {
+                id,
+                layer: layer.map(mapper),
+            },
+        }
+    }
+
+    fn load_record(self, record: Self::Record) -> Self {
+        match self {
+            Self::Float(p) => Self::Float(p.load_record(record)),
+            Self::Packed { .. } => {
+                let (id, tensor, _) = record.consume();
+                Self::Float(Param::initialized(id, tensor))
+            }
+        }
+    }
+
+    fn into_record(self) -> Self::Record {
+        match self {
+            Self::Float(p) => p.into_record(),
+            packed @ Self::Packed { .. } => {
+                let value = packed.val();
+                Param::initialized(packed.id(), value)
+            }
+        }
+    }
+
+    fn to_device(self, device: &B::Device) -> Self {
+        match self {
+            Self::Float(p) => Self::Float(Module::to_device(p, device)),
+            Self::Packed { id, layer } => Self::Packed {
+                id,
+                layer: layer.to_device(device),
+            },
+        }
+    }
+
+    fn fork(self, device: &B::Device) -> Self {
+        match self {
+            Self::Float(p) => Self::Float(Module::fork(p, device)),
+            Self::Packed { id, layer } => Self::Packed {
+                id,
+                layer: layer.fork(device),
+            },
+        }
+    }
+
+    fn collect_devices(&self, devices: Devices<B>) -> Devices<B> {
+        match self {
+            Self::Float(p) => p.collect_devices(devices),
+            Self::Packed { layer, .. } => layer.collect_devices(devices),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> AutodiffModule<B> for MoqWeight<B> {
+    type InnerModule = MoqWeight<B::InnerBackend>;
+
+    fn valid(&self) -> Self::InnerModule {
+        match self {
+            Self::Float(p) => MoqWeight::Float(p.valid()),
+            Self::Packed { id, layer } => MoqWeight::Packed {
+                id: *id,
+                layer: layer.valid(),
+            },
+        }
+    }
+
+    fn from_inner(module: Self::InnerModule) -> Self {
+        match module {
+            MoqWeight::Float(p) => Self::Float(Param::from_inner(p)),
+            MoqWeight::Packed { id, layer } => Self::Packed {
+                id,
+                layer: QuantizedLinear::from_inner(layer),
+            },
+        }
+    }
+}
+
+impl<B: AutodiffBackend> HasAutodiffModule<B> for MoqWeight<B::InnerBackend> {
+    type TrainModule = MoqWeight<B>;
+}
+
+impl<B: Backend> ModuleDisplayDefault for MoqWeight<B> {
+    fn content(&self, content: Content) -> Option<Content> {
+        match self {
+            Self::Float(p) => p.content(content),
+            Self::Packed { layer, .. } => content
+                .add_formatted(&format!(
+                    "Packed {{bits: {}, d_output: {}, asymmetric: {}}}",
+                    layer.bits, layer.d_output, layer.asymmetric
+                ))
+                .optional(),
+        }
+    }
+}
+
+impl<B: Backend> ModuleDisplay for MoqWeight<B> {}
