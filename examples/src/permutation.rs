@@ -4,19 +4,15 @@
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
-use burn::nn::{
-    Embedding, EmbeddingConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Gelu, LayerNorm, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
-use moq_burn::moq_core::export::{Exported, MoqFile};
+use moq_burn::moq_core::export::MoqFile;
 use moq_burn::moq_hessian::HessianLoss;
-use moq_burn::{MoqBackend, QuantizedLinear, load_dequantized};
+use moq_burn::{MoqBackend, MoqLinear, Unservable, load_codes};
 
 use crate::Rng;
 
@@ -97,13 +93,117 @@ impl Task {
     }
 }
 
-/// Token and position embeddings, a transformer encoder, mean pooling and a linear head.
+/// Token and position embeddings, a transformer encoder, mean pooling and a linear head. Every
+/// linear layer is a [`MoqLinear`]: it trains as burn's `Linear` and, once [`load_codes`] has
+/// put an export in, multiplies with the packed codes. The encoder is burn's post-norm
+/// `TransformerEncoder`, initialised by burn and computed step for step as burn computes it
+/// (test `the_encoder_computes_what_burns_computes`), with the same module paths
+/// (`encoder.layers.0.mha.query.weight`).
 #[derive(Module, Debug)]
 pub struct Classifier<B: Backend> {
     token: Embedding<B>,
     position: Embedding<B>,
-    encoder: TransformerEncoder<B>,
-    head: Linear<B>,
+    encoder: Encoder<B>,
+    head: MoqLinear<B>,
+}
+
+/// burn's `TransformerEncoder` (post-norm, no dropout, no masks) with `MoqLinear` layers.
+#[derive(Module, Debug)]
+pub struct Encoder<B: Backend> {
+    layers: Vec<EncoderLayer<B>>,
+}
+
+/// One encoder layer: self-attention and the feed-forward block, each added and normalised.
+#[derive(Module, Debug)]
+pub struct EncoderLayer<B: Backend> {
+    mha: Attention<B>,
+    pwff: FeedForward<B>,
+    norm_1: LayerNorm<B>,
+    norm_2: LayerNorm<B>,
+    gelu: Gelu,
+}
+
+/// Multi-head self-attention's projections.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    query: MoqLinear<B>,
+    key: MoqLinear<B>,
+    value: MoqLinear<B>,
+    output: MoqLinear<B>,
+}
+
+/// The position-wise feed-forward block.
+#[derive(Module, Debug)]
+pub struct FeedForward<B: Backend> {
+    linear_inner: MoqLinear<B>,
+    linear_outer: MoqLinear<B>,
+}
+
+impl<B: Backend> Encoder<B> {
+    /// burn's encoder, its layers moved into ours (the same parameters, initialised by burn).
+    fn from_burn(encoder: TransformerEncoder<B>) -> Self {
+        let layers = encoder
+            .layers
+            .into_iter()
+            .map(|l| EncoderLayer {
+                mha: Attention {
+                    query: l.mha.query.into(),
+                    key: l.mha.key.into(),
+                    value: l.mha.value.into(),
+                    output: l.mha.output.into(),
+                },
+                pwff: FeedForward {
+                    linear_inner: l.pwff.linear_inner.into(),
+                    linear_outer: l.pwff.linear_outer.into(),
+                },
+                norm_1: l.norm_1,
+                norm_2: l.norm_2,
+                gelu: Gelu::new(),
+            })
+            .collect();
+        Self { layers }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.layers.iter().fold(x, |x, layer| layer.forward(x))
+    }
+}
+
+impl<B: Backend> EncoderLayer<B> {
+    /// burn's `TransformerEncoderLayer::forward` (post-norm, no dropout, no masks).
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, len, d_model] = x.dims();
+        let d_k = d_model / HEADS;
+        let heads = |linear: &MoqLinear<B>, x: Tensor<B, 3>| {
+            linear
+                .forward(x)
+                .reshape([batch, len, HEADS, d_k])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (
+            heads(&self.mha.query, x.clone()),
+            heads(&self.mha.key, x.clone()),
+            heads(&self.mha.value, x.clone()),
+        );
+        let scores = q.matmul(k.transpose()).div_scalar((d_k as f32).sqrt());
+        let weights = softmax(scores, 3);
+        let context = weights
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, len, d_model]);
+        let x = self.norm_1.forward(x + self.mha.output.forward(context));
+        let ffn = self
+            .pwff
+            .linear_outer
+            .forward(self.gelu.forward(self.pwff.linear_inner.forward(x.clone())));
+        self.norm_2.forward(x + ffn)
+    }
+}
+
+fn burn_encoder<B: Backend>(device: &B::Device) -> TransformerEncoder<B> {
+    TransformerEncoderConfig::new(D_MODEL, 2 * D_MODEL, HEADS, LAYERS)
+        .with_dropout(0.0)
+        .init(device)
 }
 
 impl<B: Backend> Classifier<B> {
@@ -112,10 +212,8 @@ impl<B: Backend> Classifier<B> {
         Self {
             token: EmbeddingConfig::new(VOCAB, D_MODEL).init(device),
             position: EmbeddingConfig::new(LEN, D_MODEL).init(device),
-            encoder: TransformerEncoderConfig::new(D_MODEL, 2 * D_MODEL, HEADS, LAYERS)
-                .with_dropout(0.0)
-                .init(device),
-            head: LinearConfig::new(D_MODEL, 2).init(device),
+            encoder: Encoder::from_burn(burn_encoder(device)),
+            head: MoqLinear::new(&LinearConfig::new(D_MODEL, 2), device),
         }
     }
 
@@ -127,136 +225,17 @@ impl<B: Backend> Classifier<B> {
             .unsqueeze::<2>()
             .repeat_dim(0, batch);
         let x = self.token.forward(tokens) + self.position.forward(positions);
-        let x = self.encoder.forward(TransformerEncoderInput::new(x));
+        let x = self.encoder.forward(x);
         self.head.forward(x.mean_dim(1).squeeze_dim::<2>(1))
     }
 }
 
-/// The classifier for inference from a MoQ export: the same computation as [`Classifier`] (burn's
-/// post-norm encoder layer, step for step), with every linear layer a [`QuantizedLinear`]
-/// holding its packed codes. Embeddings and layer norms hold the export's values (embeddings are
-/// looked up, not multiplied, so they are dequantized once at load).
-#[derive(Module, Debug)]
-pub struct QuantizedClassifier<B: Backend> {
-    token: Embedding<B>,
-    position: Embedding<B>,
-    layers: Vec<QuantizedEncoderLayer<B>>,
-    head: QuantizedLinear<B>,
-}
-
-/// One encoder layer of [`QuantizedClassifier`].
-#[derive(Module, Debug)]
-struct QuantizedEncoderLayer<B: Backend> {
-    query: QuantizedLinear<B>,
-    key: QuantizedLinear<B>,
-    value: QuantizedLinear<B>,
-    output: QuantizedLinear<B>,
-    inner: QuantizedLinear<B>,
-    outer: QuantizedLinear<B>,
-    norm_1: LayerNorm<B>,
-    norm_2: LayerNorm<B>,
-    gelu: Gelu,
-}
-
-/// The tensors of `file` under `prefix.`, with the prefix removed.
-fn subtree(file: &MoqFile, prefix: &str) -> MoqFile {
-    let strip = |name: &str| name.strip_prefix(&format!("{prefix}.")).map(str::to_string);
-    MoqFile {
-        quantized: file
-            .quantized
-            .iter()
-            .filter_map(|e| strip(&e.name).map(|name| Exported { name, ..e.clone() }))
-            .collect(),
-        float: file
-            .float
-            .iter()
-            .filter_map(|(n, shape, v)| strip(n).map(|name| (name, shape.clone(), v.clone())))
-            .collect(),
-    }
-}
-
-impl<B: MoqBackend> QuantizedClassifier<B> {
-    /// The classifier of an export of a trained [`Classifier`].
+impl<B: MoqBackend> Classifier<B> {
+    /// The classifier of an export of a trained classifier, every linear layer holding its
+    /// packed codes (a width without a kernel is an error), the rest read from the file.
     pub fn load(file: &MoqFile, device: &B::Device) -> moq_burn::Result<Self> {
-        let embedding = |name: &str, rows: usize| {
-            load_dequantized(
-                EmbeddingConfig::new(rows, D_MODEL).init(device),
-                &subtree(file, name),
-            )
-        };
-        let norm = |name: &str| {
-            load_dequantized(
-                LayerNormConfig::new(D_MODEL).init(device),
-                &subtree(file, name),
-            )
-        };
-        let linear = |name: &str| QuantizedLinear::load(file, name, device);
-        let layers = (0..LAYERS)
-            .map(|i| {
-                let at = |part: &str| format!("encoder.layers.{i}.{part}");
-                Ok(QuantizedEncoderLayer {
-                    query: linear(&at("mha.query"))?,
-                    key: linear(&at("mha.key"))?,
-                    value: linear(&at("mha.value"))?,
-                    output: linear(&at("mha.output"))?,
-                    inner: linear(&at("pwff.linear_inner"))?,
-                    outer: linear(&at("pwff.linear_outer"))?,
-                    norm_1: norm(&at("norm_1"))?,
-                    norm_2: norm(&at("norm_2"))?,
-                    gelu: Gelu::new(),
-                })
-            })
-            .collect::<moq_burn::Result<Vec<_>>>()?;
-        Ok(Self {
-            token: embedding("token", VOCAB)?,
-            position: embedding("position", LEN)?,
-            layers,
-            head: linear("head")?,
-        })
-    }
-
-    /// Logits `[batch, 2]` for token sequences `[batch, LEN]`.
-    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        let [batch, len] = tokens.dims();
-        let device = tokens.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..len as i64, &device)
-            .unsqueeze::<2>()
-            .repeat_dim(0, batch);
-        let mut x = self.token.forward(tokens) + self.position.forward(positions);
-        for layer in &self.layers {
-            x = layer.forward(x);
-        }
-        self.head.forward(x.mean_dim(1).squeeze_dim::<2>(1))
-    }
-}
-
-impl<B: MoqBackend> QuantizedEncoderLayer<B> {
-    /// burn's `TransformerEncoderLayer::forward` (post-norm, no dropout, no masks).
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, len, d_model] = x.dims();
-        let d_k = d_model / HEADS;
-        let heads = |linear: &QuantizedLinear<B>, x: Tensor<B, 3>| {
-            linear
-                .forward(x)
-                .reshape([batch, len, HEADS, d_k])
-                .swap_dims(1, 2)
-        };
-        let (q, k, v) = (
-            heads(&self.query, x.clone()),
-            heads(&self.key, x.clone()),
-            heads(&self.value, x.clone()),
-        );
-        let scores = q.matmul(k.transpose()).div_scalar((d_k as f32).sqrt());
-        let weights = softmax(scores, 3);
-        let context = weights
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, len, d_model]);
-        let x = self.norm_1.forward(x + self.output.forward(context));
-        let ffn = self
-            .outer
-            .forward(self.gelu.forward(self.inner.forward(x.clone())));
-        self.norm_2.forward(x + ffn)
+        let (model, _) = load_codes(Self::new(device), file, Unservable::Refuse)?;
+        Ok(model)
     }
 }
 
@@ -309,5 +288,30 @@ impl HessianLoss for Probe {
         CrossEntropyLossConfig::new()
             .init(&device)
             .forward(model.forward(tokens), labels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::NdArray;
+    use burn::nn::transformer::TransformerEncoderInput;
+
+    use super::*;
+
+    #[test]
+    fn the_encoder_computes_what_burns_computes() {
+        let device = Default::default();
+        let burn = burn_encoder::<NdArray>(&device);
+        let x: Vec<f32> = (0..3 * LEN * D_MODEL)
+            .map(|i| (i as f32 * 0.31).sin())
+            .collect();
+        let x = Tensor::<NdArray, 3>::from_data(TensorData::new(x, [3, LEN, D_MODEL]), &device);
+        // burn initialises parameters lazily: run it first, so the clone holds the same values.
+        let expected = burn.forward(TransformerEncoderInput::new(x.clone()));
+        let ours = Encoder::from_burn(burn.clone());
+        assert_eq!(
+            ours.forward(x).into_data().to_vec::<f32>().unwrap(),
+            expected.into_data().to_vec::<f32>().unwrap()
+        );
     }
 }

@@ -146,7 +146,7 @@ impl<B: Backend> QuantizedLinear<B> {
         Self::from_export(weight, bias, device)
     }
 
-    fn packed(&self) -> PackedWeight<B> {
+    pub(crate) fn packed(&self) -> PackedWeight<B> {
         PackedWeight {
             words: self.words.val().into_primitive(),
             scales: self.scales.val().into_primitive().tensor(),

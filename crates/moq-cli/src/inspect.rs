@@ -1,5 +1,6 @@
 //! `moq inspect FILE`: per tensor of a MoQ export, its bits, grid, groups, stored size and
-//! compression against f32, then the totals. The export is checked as `MoqFile::load` checks it
+//! compression against f32, then the totals, and what the model served from it holds on its
+//! device (`moq_burn::load_codes` into `MoqLinear` layers) against f16 and f32 weights. The export is checked as `MoqFile::load` checks it
 //! (sizes with checked arithmetic, codes against the metadata, scales finite and not negative)
 //! but only its header, scales and zero points are read (`MoqFile::summarize`), and names are
 //! printed with control characters escaped.
@@ -31,10 +32,15 @@ fn report(tensors: &[Summary]) -> String {
         "tensor", "shape", "bits", "grid", "groups", "bytes", "f32 bytes", "ratio"
     );
     let (mut stored, mut full, mut quantized) = (0usize, 0usize, 0usize);
+    let (mut served, mut wide) = (0usize, Vec::new());
     for t in tensors {
         let f32_bytes = t.len() * 4;
         stored += t.bytes;
         full += f32_bytes;
+        served += t.served_bytes();
+        if t.grid.is_some() && t.served_bytes() == f32_bytes {
+            wide.push(escape_controls(&t.name));
+        }
         let (bits, grid, groups) = match t.grid {
             Some((bits, quant_type, groups)) => {
                 quantized += 1;
@@ -61,6 +67,21 @@ fn report(tensors: &[Summary]) -> String {
         tensors.len() - quantized,
         full as f64 / stored.max(1) as f64
     );
+    let _ = writeln!(
+        out,
+        "served in MoqLinear layers (moq_burn::load_codes): {served} bytes on the device, {:.3} of \
+         f16 ({}) and {:.3} of f32 ({full})",
+        served as f64 / (full / 2).max(1) as f64,
+        full / 2,
+        served as f64 / full.max(1) as f64
+    );
+    if !wide.is_empty() {
+        let _ = writeln!(
+            out,
+            "served dequantized (wider than 8 bits, or not 2-d): {}",
+            wide.join(", ")
+        );
+    }
     out
 }
 

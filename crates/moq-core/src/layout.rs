@@ -154,6 +154,13 @@ impl PackedShape {
         }
     }
 
+    /// Bytes a served layer of this shape holds on its device: the words, and per group one
+    /// scale of `scale_bytes` and one `i32` zero point (held as zeros for symmetric grids too:
+    /// the kernels read one per group).
+    pub fn device_bytes(&self, scale_bytes: usize) -> usize {
+        self.words() * 4 + self.groups * (scale_bytes + 4)
+    }
+
     /// Bytes of the scales stored as `format`.
     pub fn scale_bytes(&self, format: ScaleFormat) -> usize {
         self.groups * format.bytes()

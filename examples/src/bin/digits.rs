@@ -17,7 +17,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
 use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::{Linear, LinearConfig, Relu};
+use burn::nn::{LinearConfig, Relu};
 use burn::optim::AdamConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
@@ -28,7 +28,9 @@ use burn::train::{
 use clap::Parser;
 use moq_burn::moq_core::export::MoqFile;
 use moq_burn::moq_hessian::HessianLoss;
-use moq_burn::{BitsMetric, MixingMetric, Moq, MoqBackend, QuantizedLinear, load_dequantized};
+use moq_burn::{
+    BitsMetric, MixingMetric, Moq, MoqBackend, MoqLinear, Unservable, load_codes, load_dequantized,
+};
 use moq_examples::{
     EpochLines, Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider,
     eigen_summary, export_sizes, layer_widths, results_path, run_on, schedule_note, train,
@@ -159,47 +161,20 @@ impl Digits {
 
 #[derive(Module, Debug)]
 struct Mlp<B: Backend> {
-    fc1: Linear<B>,
-    fc2: Linear<B>,
-    out: Linear<B>,
+    fc1: MoqLinear<B>,
+    fc2: MoqLinear<B>,
+    out: MoqLinear<B>,
     relu: Relu,
 }
 
 impl<B: Backend> Mlp<B> {
     fn new(device: &B::Device) -> Self {
         Self {
-            fc1: LinearConfig::new(FEATURES, 128).init(device),
-            fc2: LinearConfig::new(128, 128).init(device),
-            out: LinearConfig::new(128, CLASSES).init(device),
+            fc1: MoqLinear::new(&LinearConfig::new(FEATURES, 128), device),
+            fc2: MoqLinear::new(&LinearConfig::new(128, 128), device),
+            out: MoqLinear::new(&LinearConfig::new(128, CLASSES), device),
             relu: Relu::new(),
         }
-    }
-
-    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = self.relu.forward(self.fc1.forward(x));
-        let x = self.relu.forward(self.fc2.forward(x));
-        self.out.forward(x)
-    }
-}
-
-/// The MLP for inference from an export: each `Linear` becomes a `QuantizedLinear` holding the
-/// packed codes at the bits its layer reached.
-#[derive(Module, Debug)]
-struct QuantizedMlp<B: Backend> {
-    fc1: QuantizedLinear<B>,
-    fc2: QuantizedLinear<B>,
-    out: QuantizedLinear<B>,
-    relu: Relu,
-}
-
-impl<B: MoqBackend> QuantizedMlp<B> {
-    fn load(file: &MoqFile, device: &B::Device) -> Result<Self> {
-        Ok(Self {
-            fc1: QuantizedLinear::load(file, "fc1", device)?,
-            fc2: QuantizedLinear::load(file, "fc2", device)?,
-            out: QuantizedLinear::load(file, "out", device)?,
-            relu: Relu::new(),
-        })
     }
 
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -486,10 +461,14 @@ where
                 let acc = accuracy(|x| valid.forward(x), &test_set, &device);
                 results.add(variant, column, acc);
                 if let Some(path) = &export {
-                    // The codes, as QuantizedLinear layers (and dequantized into a fresh model),
-                    // must score exactly the same.
+                    // The codes, served by the model's own MoqLinear layers (and dequantized
+                    // into a fresh model), must score exactly the same.
                     let file = MoqFile::load(path)?;
-                    let quantized = QuantizedMlp::<B::InnerBackend>::load(&file, &device)?;
+                    let (quantized, _) = load_codes(
+                        Mlp::<B::InnerBackend>::new(&device),
+                        &file,
+                        Unservable::Refuse,
+                    )?;
                     let from_codes = accuracy(|x| quantized.forward(x), &test_set, &device);
                     let reloaded = load_dequantized(Mlp::<B::InnerBackend>::new(&device), &file)?;
                     let dequantized = accuracy(|x| reloaded.forward(x), &test_set, &device);
@@ -497,7 +476,7 @@ where
                         (s + e.packed.size_bytes(), f + 4 * e.packed.len)
                     });
                     println!(
-                        "      exported to {} ({:.1}x smaller weights): accuracy of the QuantizedLinear model {:.2}%, fake-quantized {:.2}%",
+                        "      exported to {} ({:.1}x smaller weights): accuracy served from the codes {:.2}%, fake-quantized {:.2}%",
                         path.display(),
                         full as f64 / stored as f64,
                         100.0 * from_codes,
@@ -505,7 +484,7 @@ where
                     );
                     if from_codes != acc || dequantized != acc {
                         bail!(
-                            "the exported codes score {from_codes} as QuantizedLinear layers and \
+                            "the exported codes score {from_codes} served by MoqLinear layers and \
                              {dequantized} dequantized, the trained model {acc}"
                         );
                     }

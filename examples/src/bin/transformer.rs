@@ -18,8 +18,8 @@ use clap::Parser;
 use moq_burn::MoqBackend;
 use moq_burn::moq_core::export::MoqFile;
 use moq_examples::permutation::{
-    BATCH, Classifier, D_MODEL, LAYERS, LEN, LR, Probe, QuantizedClassifier, TEST, TRAIN, Task,
-    VOCAB, accuracy, accuracy_of,
+    BATCH, Classifier, D_MODEL, LAYERS, LEN, LR, Probe, TEST, TRAIN, Task, VOCAB, accuracy,
+    accuracy_of,
 };
 use moq_examples::{
     Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
@@ -147,13 +147,13 @@ where
                 let acc = accuracy(&trained.model.valid(), &test_set, &device);
                 results.add(variant, column, acc);
                 if let Some(path) = &export {
-                    // Every linear layer as a QuantizedLinear holding the exported codes: the
+                    // The same model type, every linear layer holding the exported codes: the
                     // same predictions as the fake-quantized model.
                     let file = MoqFile::load(path)?;
-                    let quantized = QuantizedClassifier::<B::InnerBackend>::load(&file, &device)?;
+                    let quantized = Classifier::<B::InnerBackend>::load(&file, &device)?;
                     let from_codes = accuracy_of(|x| quantized.forward(x), &test_set, &device);
                     println!(
-                        "      exported to {}: accuracy of the QuantizedLinear model {:.2}%, \
+                        "      exported to {}: accuracy served from the codes {:.2}%, \
                          fake-quantized {:.2}%",
                         path.display(),
                         100.0 * from_codes,

@@ -14,6 +14,7 @@ use moq_hessian::path::{NamedMapper, map_named};
 
 use super::pending;
 use super::report::{Held, LoadReport, LoadedTensor};
+use super::weight::Matmul;
 use crate::backend::MoqBackend;
 use crate::burn_quant::to_burn_data;
 use crate::error::{MoqBurnError, Result};
@@ -35,12 +36,12 @@ pub enum Unservable {
 /// or its module is not a `MoqLinear`) is dequantized or refused as `unservable` says; the
 /// report says per tensor what happened. A tensor the model lacks, a parameter the file lacks,
 /// or a shape that differs is an error naming the tensor.
-pub fn load_codes<B: Backend, M: Module<B>>(
+pub fn load_codes<B: MoqBackend, M: Module<B>>(
     model: M,
     file: &MoqFile,
     unservable: Unservable,
 ) -> Result<(M, LoadReport)> {
-    load(model, file, Mode::Codes, unservable)
+    load(model, file, Mode::Codes(B::quantized_matmul), unservable)
 }
 
 /// `model` with the export `file` in it, each quantized weight that burn can hold put in as
@@ -70,17 +71,26 @@ pub(crate) fn load_all_dequantized<B: Backend, M: Module<B>>(
     load(model, file, Mode::Dequantized, Unservable::Dequantize)
 }
 
-#[derive(Clone, Copy)]
-enum Mode {
-    Codes,
+enum Mode<B: Backend> {
+    /// Packed codes in `MoqLinear`s, multiplied by this matmul.
+    Codes(Matmul<B>),
+    /// burn's quantized tensors at these widths.
     Burn(&'static [u32]),
     Dequantized,
 }
 
+impl<B: Backend> Clone for Mode<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for Mode<B> {}
+
 fn load<B: Backend, M: Module<B>>(
     model: M,
     file: &MoqFile,
-    mode: Mode,
+    mode: Mode<B>,
     unservable: Unservable,
 ) -> Result<(M, LoadReport)> {
     let scope = pending::Scope;
@@ -150,12 +160,12 @@ enum Source<'a> {
     Float(&'a [usize], &'a [f32]),
 }
 
-struct Loader<'a> {
+struct Loader<'a, B: Backend> {
     sources: HashMap<&'a str, Source<'a>>,
     /// Only these paths (the second pass); all when `None`.
     only: Option<HashSet<String>>,
     seen: HashSet<String>,
-    mode: Mode,
+    mode: Mode<B>,
     unservable: Unservable,
     /// Codes left in the hand-over: parameter id and tensor name.
     waiting: Vec<(ParamId, String)>,
@@ -163,8 +173,8 @@ struct Loader<'a> {
     error: Option<MoqBurnError>,
 }
 
-impl<'a> Loader<'a> {
-    fn new(file: &'a MoqFile, mode: Mode, unservable: Unservable) -> Self {
+impl<'a, B: Backend> Loader<'a, B> {
+    fn new(file: &'a MoqFile, mode: Mode<B>, unservable: Unservable) -> Self {
         let mut sources: HashMap<&str, Source<'_>> = HashMap::new();
         for e in &file.quantized {
             sources.insert(&e.name, Source::Quantized(e));
@@ -193,7 +203,7 @@ impl<'a> Loader<'a> {
     }
 
     /// The float value of `path` and how it is held, or the value to serve some other way.
-    fn value<B: Backend, const D: usize>(
+    fn value<const D: usize>(
         &mut self,
         path: &str,
         param: &Param<Tensor<B, D>>,
@@ -244,18 +254,16 @@ impl<'a> Loader<'a> {
             Mode::Dequantized => Held::Dequantized {
                 reason: "loaded as float".into(),
             },
-            Mode::Codes if !KERNEL_BITS.contains(&bits) => unservable(format!(
+            Mode::Codes(_) if !KERNEL_BITS.contains(&bits) => unservable(format!(
                 "{bits}-bit codes: the low-bit matmuls multiply 1 to 8 bits"
             ))?,
-            Mode::Codes if D != 2 => {
+            Mode::Codes(_) if D != 2 => {
                 unservable(format!("a {D}-d tensor: codes serve 2-d linear weights"))?
             }
-            Mode::Codes => {
+            Mode::Codes(matmul) => {
                 let layer = QuantizedLinear::<B>::from_export(e, None, device)?;
-                let [k, words] = layer.words.lazy_shape().dims();
-                let groups = e.packed.groups;
-                let bytes = k * words * 4 + groups * (float_bytes + 4);
-                pending::put(param.id, layer);
+                let bytes = e.packed.shape()?.device_bytes(float_bytes);
+                pending::put(param.id, layer, matmul);
                 self.waiting.push((param.id, path.to_string()));
                 self.report.push(loaded(Held::Codes, Some(bits), bytes));
                 return Ok(None);
@@ -282,7 +290,7 @@ impl<'a> Loader<'a> {
     }
 }
 
-impl<B: Backend> NamedMapper<B> for Loader<'_> {
+impl<B: Backend> NamedMapper<B> for Loader<'_, B> {
     fn map_named<const D: usize>(
         &mut self,
         path: &str,

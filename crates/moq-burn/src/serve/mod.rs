@@ -24,4 +24,4 @@ pub(crate) use load::load_all_dequantized;
 pub use load::{Unservable, load_burn_quantized, load_codes};
 pub use moq_linear::MoqLinear;
 pub use report::{DeviceBytes, Held, LoadReport, LoadedTensor};
-pub use weight::MoqWeight;
+pub use weight::{Matmul, MoqWeight};

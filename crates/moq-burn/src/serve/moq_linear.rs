@@ -2,20 +2,20 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
+use burn::tensor::{Tensor, TensorPrimitive};
 
 use super::MoqWeight;
-use crate::backend::MoqBackend;
 use crate::error::Result;
 
 /// A linear layer `y = x · W + b` that trains exactly like burn's [`Linear`] (same
 /// initialisation, parameters, paths and record: a `Linear` checkpoint loads into it, and
 /// [`crate::Moq`] trains it unchanged) and, once [`super::load_codes`] has loaded an export into
 /// the model, holds its weight as packed codes and multiplies through
-/// [`MoqBackend::quantized_matmul`]: `moq-kernels` on burn-wgpu and burn-cuda, the CPU
-/// low-bit matmul on NdArray.
+/// [`crate::MoqBackend::quantized_matmul`]: `moq-kernels` on burn-wgpu and burn-cuda, the CPU
+/// low-bit matmul on NdArray. Its forward needs only `B: Backend` (the matmul is chosen when
+/// the codes are loaded), so the model's generic code keeps its bounds.
 ///
 /// Swap the type of a field from `Linear<B>` to `MoqLinear<B>` and build it from the
 /// `LinearConfig` as before:
@@ -61,15 +61,16 @@ impl<B: Backend> MoqLinear<B> {
     }
 }
 
-impl<B: MoqBackend> MoqLinear<B> {
+impl<B: Backend> MoqLinear<B> {
     /// `x · W + b` for `x` of shape `[..., d_input]`; an error names a mismatched input width
     /// of a packed layer.
     pub fn try_forward<const D: usize>(&self, x: Tensor<B, D>) -> Result<Tensor<B, D>> {
         let bias = self.bias.as_ref().map(|b| b.val());
         match &self.weight {
             MoqWeight::Float(w) => Ok(linear(x, w.val(), bias)),
-            MoqWeight::Packed { layer, .. } => {
-                let y = layer.try_forward(x)?;
+            MoqWeight::Packed { layer, matmul, .. } => {
+                let y = matmul(x.into_primitive().tensor(), layer.packed())?;
+                let y = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(y));
                 Ok(match bias {
                     Some(b) => y + b.unsqueeze(),
                     None => y,

@@ -11,26 +11,31 @@ use std::collections::HashMap;
 use burn::module::ParamId;
 use burn::tensor::backend::Backend;
 
+use super::weight::Matmul;
 use crate::linear::QuantizedLinear;
 
 thread_local! {
     static PENDING: RefCell<HashMap<ParamId, Box<dyn Any>>> = RefCell::new(HashMap::new());
 }
 
+/// A packed layer and the matmul it multiplies with.
+type Packed<B> = (QuantizedLinear<B>, Matmul<B>);
+
 /// Leaves `layer` for the weight of parameter `id`.
-pub(super) fn put<B: Backend>(id: ParamId, layer: QuantizedLinear<B>) {
-    PENDING.with(|p| p.borrow_mut().insert(id, Box::new(layer)));
+pub(super) fn put<B: Backend>(id: ParamId, layer: QuantizedLinear<B>, matmul: Matmul<B>) {
+    let packed: Packed<B> = (layer, matmul);
+    PENDING.with(|p| p.borrow_mut().insert(id, Box::new(packed)));
 }
 
 /// The packed layer left for parameter `id`, if any (of backend `B`).
-pub(super) fn take<B: Backend>(id: ParamId) -> Option<QuantizedLinear<B>> {
+pub(super) fn take<B: Backend>(id: ParamId) -> Option<Packed<B>> {
     PENDING.with(|p| {
         let mut pending = p.borrow_mut();
         if pending.is_empty() {
             return None;
         }
         let layer = pending.remove(&id)?;
-        layer.downcast::<QuantizedLinear<B>>().ok().map(|b| *b)
+        layer.downcast::<Packed<B>>().ok().map(|b| *b)
     })
 }
 

@@ -9,6 +9,13 @@
 //! burn `Linear` checkpoint loads, with any recorder), and visitors and mappers see the one
 //! float parameter while training.
 //!
+//! A packed weight multiplies with the low-bit matmul of the backend it was loaded on:
+//! [`super::load_codes`] (which needs [`crate::MoqBackend`]) stores `B::quantized_matmul` in it,
+//! so `MoqLinear::forward` needs only `B: Backend`, the bound the user's own generic model code
+//! has. Moved to another backend type ([`AutodiffModule::valid`], `from_inner`) it multiplies
+//! with [`quantized_matmul_tensor_ops`] (dequantize with tensor ops, then multiply): serve on
+//! the backend you load on.
+//!
 //! A packed weight shows visitors and mappers its parts (`weight.words`, `weight.scales`,
 //! `weight.zero_points`: the codes in `i32` words, the scales, the zero points), and its record
 //! is the dequantized float weight, so saving a served model with burn's recorders writes the
@@ -20,8 +27,15 @@ use burn::module::{
 };
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::FloatTensor;
 
+use crate::backend::{PackedWeight, quantized_matmul_tensor_ops};
+use crate::error::Result;
 use crate::linear::QuantizedLinear;
+
+/// A low-bit matmul `x · dequant(W)`: [`crate::MoqBackend::quantized_matmul`] of the backend
+/// the codes were loaded on.
+pub type Matmul<B> = fn(FloatTensor<B>, PackedWeight<B>) -> Result<FloatTensor<B>>;
 
 /// The weight `[d_input, d_output]` of a [`super::MoqLinear`].
 #[derive(Clone, Debug)]
@@ -34,7 +48,9 @@ pub enum MoqWeight<B: Backend> {
         /// The id of the float parameter it replaced, kept for the record.
         id: ParamId,
         /// Codes, scales and zero points.
-        layer: QuantizedLinear<B>,
+        layer: Box<QuantizedLinear<B>>,
+        /// The matmul that multiplies with them.
+        matmul: Matmul<B>,
     },
 }
 
@@ -58,6 +74,14 @@ impl<B: Backend> MoqWeight<B> {
             Self::Packed { layer, .. } => layer
                 .weight()
                 .unwrap_or_else(|e| panic!("MoqWeight: packed parts do not fit: {e}")),
+        }
+    }
+
+    /// The device the weight is on.
+    pub fn device(&self) -> B::Device {
+        match self {
+            Self::Float(p) => p.lazy_device(),
+            Self::Packed { layer, .. } => layer.words.lazy_device(),
         }
     }
 
@@ -85,13 +109,18 @@ impl<B: Backend> Module<B> for MoqWeight<B> {
             Self::Float(p) => {
                 let p = Module::map(p, mapper);
                 match super::pending::take::<B>(p.id) {
-                    Some(layer) => Self::Packed { id: p.id, layer },
+                    Some((layer, matmul)) => Self::Packed {
+                        id: p.id,
+                        layer: Box::new(layer),
+                        matmul,
+                    },
                     None => Self::Float(p),
                 }
             }
-            Self::Packed { id, layer } => Self::Packed {
+            Self::Packed { id, layer, matmul } => Self::Packed {
                 id,
-                layer: layer.map(mapper),
+                layer: Box::new(layer.map(mapper)),
+                matmul,
             },
         }
     }
@@ -119,9 +148,10 @@ impl<B: Backend> Module<B> for MoqWeight<B> {
     fn to_device(self, device: &B::Device) -> Self {
         match self {
             Self::Float(p) => Self::Float(Module::to_device(p, device)),
-            Self::Packed { id, layer } => Self::Packed {
+            Self::Packed { id, layer, matmul } => Self::Packed {
                 id,
-                layer: layer.to_device(device),
+                layer: Box::new(layer.to_device(device)),
+                matmul,
             },
         }
     }
@@ -129,9 +159,10 @@ impl<B: Backend> Module<B> for MoqWeight<B> {
     fn fork(self, device: &B::Device) -> Self {
         match self {
             Self::Float(p) => Self::Float(Module::fork(p, device)),
-            Self::Packed { id, layer } => Self::Packed {
+            Self::Packed { id, layer, matmul } => Self::Packed {
                 id,
-                layer: layer.fork(device),
+                layer: Box::new(layer.fork(device)),
+                matmul,
             },
         }
     }
@@ -150,9 +181,10 @@ impl<B: AutodiffBackend> AutodiffModule<B> for MoqWeight<B> {
     fn valid(&self) -> Self::InnerModule {
         match self {
             Self::Float(p) => MoqWeight::Float(p.valid()),
-            Self::Packed { id, layer } => MoqWeight::Packed {
+            Self::Packed { id, layer, .. } => MoqWeight::Packed {
                 id: *id,
-                layer: layer.valid(),
+                layer: Box::new(layer.valid()),
+                matmul: quantized_matmul_tensor_ops::<B::InnerBackend>,
             },
         }
     }
@@ -160,9 +192,10 @@ impl<B: AutodiffBackend> AutodiffModule<B> for MoqWeight<B> {
     fn from_inner(module: Self::InnerModule) -> Self {
         match module {
             MoqWeight::Float(p) => Self::Float(Param::from_inner(p)),
-            MoqWeight::Packed { id, layer } => Self::Packed {
+            MoqWeight::Packed { id, layer, .. } => Self::Packed {
                 id,
-                layer: QuantizedLinear::from_inner(layer),
+                layer: Box::new(QuantizedLinear::from_inner(*layer)),
+                matmul: quantized_matmul_tensor_ops::<B>,
             },
         }
     }

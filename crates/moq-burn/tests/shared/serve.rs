@@ -72,7 +72,7 @@ impl<B: Backend> Plain<B> {
     }
 }
 
-impl<B: MoqBackend> Served<B> {
+impl<B: Backend> Served<B> {
     pub fn new(device: &B::Device) -> Self {
         let plain = Plain::<B>::new(device);
         Self {

@@ -28,7 +28,7 @@ struct MoqNet<B: Backend> {
     head: MoqLinear<B>,
 }
 
-impl<B: moq_burn::MoqBackend> MoqNet<B> {
+impl<B: Backend> MoqNet<B> {
     fn new(device: &B::Device) -> Self {
         let net = Net::<B>::new(device);
         Self {

@@ -632,6 +632,41 @@ fn inspect_prints_bits_groups_sizes_and_ratios() {
         text.contains("1 quantized and 1 f32 tensors: 256 bytes, 1088 in f32 (4.25x smaller)"),
         "{text}"
     );
+    // Served: the codes, 8 f32 scales and 8 i32 zero points, and the bias in f32.
+    assert!(
+        text.contains(
+            "served in MoqLinear layers (moq_burn::load_codes): 256 bytes on the device, 0.471 of \
+             f16 (544) and 0.235 of f32 (1088)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("served dequantized"), "{text}");
+
+    // A 12-bit layer (a schedule that stopped early) is exported, inspected and served as f32.
+    let wide = quantize(
+        "fc.weight",
+        &w,
+        &QuantSpec::new(12, QuantType::Symmetric, 2),
+    )
+    .unwrap();
+    let file = MoqFile {
+        quantized: vec![Exported {
+            name: "fc.weight".into(),
+            shape: vec![16, 16],
+            packed: pack(&wide, 16, CodeLayout::Packed32, ScaleFormat::F32).unwrap(),
+        }],
+        float: vec![],
+    };
+    file.save(&path).unwrap();
+    let text = stdout(&moq(&["inspect", path.to_str().unwrap()]));
+    // Two 12-bit codes a word: 16 rows of 8 words and 2 scales.
+    let row = text.lines().find(|l| l.starts_with("fc.weight")).unwrap();
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(fields[2..6], ["12", "symmetric", "2", "520"], "{row}");
+    assert!(
+        text.contains("served dequantized (wider than 8 bits, or not 2-d): fc.weight"),
+        "{text}"
+    );
 
     // A safetensors file that is not a MoQ export, and a file that is not safetensors.
     let fx = fixture(None);

@@ -263,6 +263,24 @@ impl Summary {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Bytes it takes on the device once served by `moq_burn::load_codes` in a `MoqLinear`
+    /// (f32 scales): codes, scales and zero points for a 2-d tensor of 1 to 8 bits
+    /// ([`crate::PackedShape::device_bytes`]), f32 values for a wider or other tensor (served
+    /// dequantized) and for a float tensor.
+    pub fn served_bytes(&self) -> usize {
+        let floats = self.len() * 4;
+        let Some((bits, quant_type, groups)) = self.grid else {
+            return floats;
+        };
+        match self.shape[..] {
+            [rows, row_len] if crate::KERNEL_BITS.contains(&bits) => {
+                crate::PackedShape::new([rows, row_len], bits, quant_type, groups)
+                    .map_or(floats, |s| s.device_bytes(4))
+            }
+            _ => floats,
+        }
+    }
 }
 
 /// The largest zero point magnitude the quantizer writes (its `ZERO_LIMIT`).
