@@ -36,7 +36,8 @@ pub const WIDTHS: [(&str, u32, QuantType, usize); 4] = [
 
 const DIMS: [(usize, usize); 4] = [(16, 32), (32, 32), (32, 16), (16, 8)];
 
-fn linear<B: Backend>(d_in: usize, d_out: usize, salt: usize, device: &B::Device) -> Linear<B> {
+/// A `Linear` with deterministic weights and bias (no draw from the backend's generator).
+pub fn linear<B: Backend>(d_in: usize, d_out: usize, salt: usize, device: &B::Device) -> Linear<B> {
     let w: Vec<f32> = (0..d_in * d_out)
         .map(|i| ((i * 7 + salt) as f32 * 0.61).sin() / (d_in as f32).sqrt())
         .collect();

@@ -1,7 +1,7 @@
 //! The small model, batches and helpers every test of this binary uses.
 
 pub(crate) use burn::backend::{Autodiff, NdArray};
-pub(crate) use burn::module::{AutodiffModule, Module, Param};
+pub(crate) use burn::module::{AutodiffModule, Module};
 pub(crate) use burn::nn::{Linear, LinearConfig};
 pub(crate) use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 pub(crate) use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
@@ -27,22 +27,7 @@ impl<B: Backend> Net<B> {
     pub(crate) fn new(device: &B::Device) -> Self {
         // Deterministic weights without the backend's RNG (burn initializes parameters lazily,
         // so clones of a freshly built model would otherwise draw different ones).
-        let linear = |d_in: usize, d_out: usize, salt: usize| {
-            let w: Vec<f32> = (0..d_in * d_out)
-                .map(|i| ((i * 7 + salt) as f32 * 0.61).sin() / (d_in as f32).sqrt())
-                .collect();
-            let b: Vec<f32> = (0..d_out)
-                .map(|i| ((i + salt) as f32 * 1.3).cos() * 0.1)
-                .collect();
-            let mut l = LinearConfig::new(d_in, d_out).init(device);
-            l.weight =
-                Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device));
-            l.bias = Some(Param::from_tensor(Tensor::from_data(
-                TensorData::new(b, [d_out]),
-                device,
-            )));
-            l
-        };
+        let linear = |d_in, d_out, salt| crate::serve::cases::linear(d_in, d_out, salt, device);
         Self {
             layers: vec![linear(8, 16, 1), linear(16, 16, 2)],
             head: linear(16, 4, 3),

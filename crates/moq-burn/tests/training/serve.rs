@@ -8,7 +8,7 @@ use moq_burn::{Held, LoadReport, MoqLinear, Unservable, load_codes};
 
 use crate::common::*;
 #[path = "../shared/serve.rs"]
-mod cases;
+pub(crate) mod cases;
 use cases::{Plain, Served};
 
 #[test]
