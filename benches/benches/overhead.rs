@@ -113,7 +113,7 @@ where
     );
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let batches = (y.len() / MAILS) as u64;
-    let loss = |model: &MailClassifier<B, burn::nn::Linear<B>>, step: u64| {
+    let loss = |model: &MailClassifier<B>, step: u64| {
         let mut order: Vec<usize> = (0..y.len()).collect();
         Rng::new(step / batches).shuffle(&mut order);
         let b = (step % batches) as usize * MAILS;

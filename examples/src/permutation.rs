@@ -12,7 +12,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
 use moq_burn::moq_core::export::MoqFile;
 use moq_burn::moq_hessian::HessianLoss;
-use moq_burn::{MoqBackend, MoqLinear, Unservable, load_codes};
+use moq_burn::{Held, MoqBackend, MoqLinear, Unservable, load_codes};
 
 use crate::Rng;
 
@@ -232,9 +232,20 @@ impl<B: Backend> Classifier<B> {
 
 impl<B: MoqBackend> Classifier<B> {
     /// The classifier of an export of a trained classifier, every linear layer holding its
-    /// packed codes (a width without a kernel is an error), the rest read from the file.
+    /// packed codes, the rest read from the file: the embeddings are looked up, not multiplied,
+    /// so theirs are dequantized once here. A linear layer that cannot hold its codes (a width
+    /// without a kernel) is an error.
     pub fn load(file: &MoqFile, device: &B::Device) -> moq_burn::Result<Self> {
-        let (model, _) = load_codes(Self::new(device), file, Unservable::Refuse)?;
+        let (model, report) = load_codes(Self::new(device), file, Unservable::Dequantize)?;
+        for t in &report.tensors {
+            if let Held::Dequantized { reason } = &t.held
+                && !matches!(t.name.as_str(), "token.weight" | "position.weight")
+            {
+                return Err(moq_burn::MoqBurnError::Export {
+                    reason: format!("`{}` is not served from its codes: {reason}", t.name),
+                });
+            }
+        }
         Ok(model)
     }
 }

@@ -1,6 +1,6 @@
 //! all-MiniLM-L6-v2 on the real checkpoint (`scripts/fetch-minilm model` first; `scripts/test
 //! minilm` fetches it and runs these): the port against an independent numpy forward pass, and
-//! the MoQ export served through `QuantizedLinear`.
+//! the MoQ export served by its `MoqLinear` layers (`moq_burn::load_codes`).
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! MiniLM on the CPU, part of the `cpu_matmul` run: sentences per second for all-MiniLM-L6-v2's
 //! f32 encoder (burn NdArray's `Linear`) and the same encoder with every dense weight quantized
-//! to W8 and W4 (symmetric, groups of 128, round to nearest) and served through
-//! `QuantizedLinear`, as a user serves a MoQ export. The sentences are SpamAssassin mails
+//! to W8 and W4 (symmetric, groups of 128, round to nearest) and served by the same model's
+//! `MoqLinear` layers (`moq_burn::load_codes`), as a user serves a MoQ export. The sentences are SpamAssassin mails
 //! (subject and body), cut at 16 tokens (a sentence) and at 128 (a paragraph); `scripts/fetch-minilm` fetches model and corpus, and
 //! without them this part is skipped with a line saying so.
 //!
@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use burn::backend::NdArray;
-use burn::nn::Linear;
+use burn::module::Param;
 use burn::tensor::Tensor;
-use moq_burn::QuantizedLinear;
-use moq_core::export::Exported;
+use moq_burn::path::{NamedVisitor, visit_named};
+use moq_burn::{Unservable, load_codes};
+use moq_core::export::{Exported, MoqFile};
 use moq_core::{CodeLayout, QuantSpec, QuantType, ScaleFormat, pack, quantize};
 use moq_examples::minilm::spam::Corpus;
 use moq_examples::minilm::{Bert, ModelDir};
@@ -24,38 +25,47 @@ use super::timed;
 
 type B = NdArray;
 
-/// `bert` with every dense weight quantized to `bits` (groups of `group` weights) and served
-/// through `QuantizedLinear`; also the bytes of codes and scales, and of the f32 weights.
-fn quantized(
-    bert: Bert<B, Linear<B>>,
-    bits: u32,
-    group: usize,
-) -> Result<(Bert<B, QuantizedLinear<B>>, usize, usize)> {
+/// `bert` with every dense weight of the encoder quantized to `bits` (groups of `group`
+/// weights) and served by its `MoqLinear` layers (`load_codes`); also the bytes of codes and
+/// scales, and of the f32 weights.
+fn quantized(bert: Bert<B>, bits: u32, group: usize) -> Result<(Bert<B>, usize, usize)> {
+    struct Params(Vec<(String, Vec<usize>, Vec<f32>)>);
+    impl NamedVisitor<B> for Params {
+        fn visit_named<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
+            let shape = param.dims().to_vec();
+            let values = param.val().into_data().to_vec::<f32>().unwrap_or_default();
+            self.0.push((path.to_owned(), shape, values));
+        }
+    }
+    let mut params = Params(Vec::new());
+    visit_named(&bert, &mut params);
     let (mut code_bytes, mut f32_bytes) = (0, 0);
-    let device = Default::default();
-    let bert = bert.map_dense(|path, l: Linear<B>| -> Result<_> {
-        let [k, n] = l.weight.dims();
-        let w = l.weight.val().into_data().to_vec::<f32>()?;
+    let mut file = MoqFile::default();
+    for (path, shape, w) in params.0 {
+        let &[k, n] = shape.as_slice() else {
+            file.float.push((path, shape, w));
+            continue;
+        };
+        if !path.starts_with("encoder.") {
+            file.float.push((path, shape, w));
+            continue;
+        }
         let spec = QuantSpec::new(bits, QuantType::Symmetric, k * n / group);
         let packed = pack(
-            &quantize(path, &w, &spec)?,
+            &quantize(&path, &w, &spec)?,
             n,
             CodeLayout::Packed32,
             ScaleFormat::F32,
         )?;
         code_bytes += packed.size_bytes();
         f32_bytes += 4 * k * n;
-        let bias = match &l.bias {
-            Some(b) => Some(b.val().into_data().to_vec::<f32>()?),
-            None => None,
-        };
-        let e = Exported {
-            name: path.to_owned(),
-            shape: vec![k, n],
+        file.quantized.push(Exported {
+            name: path,
+            shape,
             packed,
-        };
-        Ok(QuantizedLinear::from_export(&e, bias.as_deref(), &device)?)
-    })?;
+        });
+    }
+    let (bert, _) = load_codes(bert, &file, Unservable::Refuse)?;
     Ok((bert, code_bytes, f32_bytes))
 }
 

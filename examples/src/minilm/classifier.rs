@@ -1,7 +1,6 @@
 //! The spam classifier: the pretrained encoder, mean pooling, dropout and a linear head (kept
 //! in f32: 2 × 384 weights), and its probe batch for the Hessian.
 
-use anyhow::Result;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
@@ -9,66 +8,51 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use moq_burn::moq_core::export::MoqFile;
 use moq_burn::moq_hessian::HessianLoss;
-use moq_burn::{MoqBackend, QuantizedLinear, load_dequantized};
+use moq_burn::{MoqBackend, Unservable, load_codes};
 
-use super::{Batch, Bert, BertConfig, Dense, Encoded, mean_pool};
+use super::{Batch, Bert, BertConfig, Encoded, mean_pool};
 
 /// Classes: ham (0) and spam (1).
 pub const CLASSES: usize = 2;
 
 /// Encoder, pooling, head.
 #[derive(Module, Debug)]
-pub struct MailClassifier<B: Backend, L: Module<B>> {
+pub struct MailClassifier<B: Backend> {
     /// The encoder (module paths `bert.encoder.layer.{i}.…`).
-    pub bert: Bert<B, L>,
+    pub bert: Bert<B>,
     head: Linear<B>,
     dropout: Dropout,
 }
 
-impl<B: Backend> MailClassifier<B, Linear<B>> {
+impl<B: Backend> MailClassifier<B> {
     /// `bert` with a new head (initialised from the backend's seed).
-    pub fn new(bert: Bert<B, Linear<B>>, config: &BertConfig, device: &B::Device) -> Self {
+    pub fn new(bert: Bert<B>, config: &BertConfig, device: &B::Device) -> Self {
         Self {
             bert,
             head: LinearConfig::new(config.hidden_size, CLASSES).init(device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
         }
     }
-}
 
-impl<B: Backend, L: Module<B> + Dense<B>> MailClassifier<B, L> {
     /// Logits `[batch, 2]`.
     pub fn forward(&self, batch: &Batch<B>) -> Tensor<B, 2> {
         let pooled = mean_pool(self.bert.forward(batch), batch.mask.clone());
         self.head.forward(self.dropout.forward(pooled))
     }
-
-    /// The same classifier with every dense layer of the encoder replaced by
-    /// `f(module path, layer)` (paths from the classifier's root: `bert.encoder.…`).
-    pub fn map_dense<L2: Module<B> + Dense<B>, E>(
-        self,
-        mut f: impl FnMut(&str, L) -> Result<L2, E>,
-    ) -> Result<MailClassifier<B, L2>, E> {
-        Ok(MailClassifier {
-            bert: self
-                .bert
-                .map_dense(|path, l| f(&format!("bert.{path}"), l))?,
-            head: self.head,
-            dropout: self.dropout,
-        })
-    }
 }
 
-/// The classifier of a MoQ export, for inference: every dense layer of the encoder a
-/// `QuantizedLinear` holding the exported codes, every other parameter read from the file.
+/// The classifier of a MoQ export, for inference: the same type, every dense layer of the
+/// encoder holding the exported codes (`moq_burn::load_codes`), every other parameter read from
+/// the file. The head and embeddings are f32 in the file; a dense layer that cannot hold its
+/// codes is an error.
 pub fn serve<B: MoqBackend>(
     file: &MoqFile,
     config: &BertConfig,
     device: &B::Device,
-) -> moq_burn::Result<MailClassifier<B, QuantizedLinear<B>>> {
+) -> moq_burn::Result<MailClassifier<B>> {
     let structure = MailClassifier::new(Bert::new(config, device), config, device);
-    load_dequantized(structure, file)?
-        .map_dense(|path, _| QuantizedLinear::load(file, path, device))
+    let (model, _) = load_codes(structure, file, Unservable::Refuse)?;
+    Ok(model)
 }
 
 /// The share of `rows` of `encoded` that `forward` classifies as `labels` says, in batches of
@@ -120,7 +104,7 @@ impl Probe {
 }
 
 impl HessianLoss for Probe {
-    type Model<B: Backend> = MailClassifier<B, Linear<B>>;
+    type Model<B: Backend> = MailClassifier<B>;
 
     fn model<B: Backend>(&self, device: &B::Device) -> Self::Model<B> {
         MailClassifier::new(Bert::new(&self.config, device), &self.config, device)

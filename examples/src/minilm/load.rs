@@ -12,6 +12,10 @@
 //! | `….attention.self.{query,key,value}.…` | `….attention.{query,key,value}.…` |
 //! | `….intermediate.dense.…` | `….intermediate.…` |
 //!
+//! burn-store's adapter recognises a linear layer by its module type, `Struct:Linear`; the
+//! encoder's are `MoqLinear`s, so [`AsLinear`] shows them to it as `Linear`s (without it, the
+//! square attention weights would load untransposed, and the others fail on their shape).
+//!
 //! `embeddings.position_ids` (a buffer, not a parameter) and BERT's pooler (`pooler.dense`,
 //! which sentence-transformers does not use) are left unused; anything else unused, any
 //! parameter missing and any shape that differs is an error.
@@ -19,9 +23,10 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
-use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn_store::{
+    ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore, TensorSnapshot,
+};
 
 use super::Bert;
 
@@ -33,15 +38,12 @@ const NOT_USED: [&str; 3] = [
 ];
 
 /// `model` with every parameter read from the Hugging Face checkpoint `path`.
-pub fn load_pretrained<B: Backend>(
-    mut model: Bert<B, Linear<B>>,
-    path: &Path,
-) -> Result<Bert<B, Linear<B>>> {
+pub fn load_pretrained<B: Backend>(mut model: Bert<B>, path: &Path) -> Result<Bert<B>> {
     if !path.is_file() {
         bail!("no checkpoint at `{}`", path.display());
     }
     let mut store = SafetensorsStore::from_file(path)
-        .with_from_adapter(PyTorchToBurnAdapter)
+        .with_from_adapter(AsLinear)
         .with_key_remapping(r"\.LayerNorm\.weight$", ".layer_norm.gamma")
         .with_key_remapping(r"\.LayerNorm\.bias$", ".layer_norm.beta")
         .with_key_remapping(r"\.attention\.self\.", ".attention.")
@@ -65,4 +67,38 @@ pub fn load_pretrained<B: Backend>(
         );
     }
     Ok(model)
+}
+
+/// burn-store's [`PyTorchToBurnAdapter`], with each `MoqLinear` shown to it as the `Linear` it
+/// is.
+#[derive(Clone)]
+struct AsLinear;
+
+impl AsLinear {
+    fn as_linear(container: &str) -> &str {
+        match container {
+            "Struct:MoqLinear" => "Struct:Linear",
+            other => other,
+        }
+    }
+}
+
+impl ModuleAdapter for AsLinear {
+    fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
+        let mut snapshot = snapshot.clone();
+        if let Some(stack) = snapshot.container_stack.as_mut() {
+            for container in stack.iter_mut() {
+                *container = Self::as_linear(container).to_string();
+            }
+        }
+        PyTorchToBurnAdapter.adapt(&snapshot)
+    }
+
+    fn get_alternative_param_name(&self, param_name: &str, container_type: &str) -> Option<String> {
+        PyTorchToBurnAdapter.get_alternative_param_name(param_name, Self::as_linear(container_type))
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
 }

@@ -16,13 +16,12 @@ mod tokenize;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 
 pub use classifier::{CLASSES, MailClassifier, Probe, accuracy, labels, serve};
 pub use config::BertConfig;
 pub use load::load_pretrained;
-pub use model::{Batch, Bert, Dense, mean_pool};
+pub use model::{Batch, Bert, mean_pool};
 pub use tokenize::{Encoded, TextEncoder};
 
 /// sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2.
@@ -54,7 +53,7 @@ impl ModelDir {
     }
 
     /// The pretrained encoder.
-    pub fn encoder<B: Backend>(&self, device: &B::Device) -> Result<Bert<B, Linear<B>>> {
+    pub fn encoder<B: Backend>(&self, device: &B::Device) -> Result<Bert<B>> {
         let config = self.config()?;
         load_pretrained(
             Bert::new(&config, device),

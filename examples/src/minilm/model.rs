@@ -1,6 +1,6 @@
 //! The BERT encoder (Hugging Face's `BertModel`, post-norm, absolute positions) and
-//! sentence-transformers' pooling, generic over the type of its linear layers: `Linear` to load
-//! and fine-tune, `QuantizedLinear` to serve the exported codes.
+//! sentence-transformers' pooling. Its dense layers are `MoqLinear`: burn's `Linear` to load and
+//! fine-tune, the exported codes once `moq_burn::load_codes` has served an export into it.
 //!
 //! Field names follow the Hugging Face checkpoint, so module paths read like its tensor names
 //! (`encoder.layer.3.attention.query.weight` for `encoder.layer.3.attention.self.query.weight`;
@@ -8,33 +8,14 @@
 
 use burn::module::Module;
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
-    LinearConfig,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, LinearConfig,
 };
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use moq_burn::{MoqBackend, QuantizedLinear};
+use moq_burn::MoqLinear;
 
 use super::BertConfig;
-
-/// A linear layer on `[batch, len, d]` activations: what the encoder asks of its dense layers.
-pub trait Dense<B: Backend> {
-    /// `x · W + b` over the last dimension.
-    fn apply(&self, x: Tensor<B, 3>) -> Tensor<B, 3>;
-}
-
-impl<B: Backend> Dense<B> for Linear<B> {
-    fn apply(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.forward(x)
-    }
-}
-
-impl<B: MoqBackend> Dense<B> for QuantizedLinear<B> {
-    fn apply(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.forward(x)
-    }
-}
 
 /// A tokenized batch: token ids and the attention mask (1 for a token, 0 for padding), both
 /// `[batch, len]`.
@@ -58,44 +39,44 @@ pub struct Embeddings<B: Backend> {
 
 /// A dense layer, dropout, then the residual sum normalised: BERT's `*Output` blocks.
 #[derive(Module, Debug)]
-pub struct DenseNorm<B: Backend, L: Module<B>> {
-    dense: L,
+pub struct DenseNorm<B: Backend> {
+    dense: MoqLinear<B>,
     layer_norm: LayerNorm<B>,
     dropout: Dropout,
 }
 
 /// Multi-head self-attention and its output block.
 #[derive(Module, Debug)]
-pub struct Attention<B: Backend, L: Module<B>> {
-    query: L,
-    key: L,
-    value: L,
-    output: DenseNorm<B, L>,
+pub struct Attention<B: Backend> {
+    query: MoqLinear<B>,
+    key: MoqLinear<B>,
+    value: MoqLinear<B>,
+    output: DenseNorm<B>,
     heads: usize,
 }
 
 /// One encoder layer: attention, then the feed-forward block (`intermediate`, GELU, `output`).
 #[derive(Module, Debug)]
-pub struct Layer<B: Backend, L: Module<B>> {
-    attention: Attention<B, L>,
-    intermediate: L,
-    output: DenseNorm<B, L>,
+pub struct Layer<B: Backend> {
+    attention: Attention<B>,
+    intermediate: MoqLinear<B>,
+    output: DenseNorm<B>,
 }
 
 /// The encoder stack.
 #[derive(Module, Debug)]
-pub struct Encoder<B: Backend, L: Module<B>> {
-    layer: Vec<Layer<B, L>>,
+pub struct Encoder<B: Backend> {
+    layer: Vec<Layer<B>>,
 }
 
 /// The BERT encoder.
 #[derive(Module, Debug)]
-pub struct Bert<B: Backend, L: Module<B>> {
+pub struct Bert<B: Backend> {
     embeddings: Embeddings<B>,
-    encoder: Encoder<B, L>,
+    encoder: Encoder<B>,
 }
 
-impl<B: Backend> Bert<B, Linear<B>> {
+impl<B: Backend> Bert<B> {
     /// A randomly initialised encoder of `config`'s shape (load the pretrained weights with
     /// [`super::load_pretrained`]).
     pub fn new(config: &BertConfig, device: &B::Device) -> Self {
@@ -106,7 +87,7 @@ impl<B: Backend> Bert<B, Linear<B>> {
                 .init(device)
         };
         let dropout = || DropoutConfig::new(config.hidden_dropout_prob).init();
-        let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
+        let linear = |i: usize, o: usize| MoqLinear::new(&LinearConfig::new(i, o), device);
         let dense_norm = |i: usize| DenseNorm {
             dense: linear(i, d),
             layer_norm: norm(),
@@ -139,46 +120,7 @@ impl<B: Backend> Bert<B, Linear<B>> {
     }
 }
 
-impl<B: Backend, L: Module<B> + Dense<B>> Bert<B, L> {
-    /// The same encoder with every dense layer replaced by `f(module path, layer)`, in module
-    /// order; the first error is returned.
-    pub fn map_dense<L2, E>(
-        self,
-        mut f: impl FnMut(&str, L) -> Result<L2, E>,
-    ) -> Result<Bert<B, L2>, E>
-    where
-        L2: Module<B> + Dense<B>,
-    {
-        let mut layer = Vec::with_capacity(self.encoder.layer.len());
-        for (i, l) in self.encoder.layer.into_iter().enumerate() {
-            let at = |part: &str| format!("encoder.layer.{i}.{part}");
-            let mut dense_norm = |block: DenseNorm<B, L>, path: &str| -> Result<_, E> {
-                Ok(DenseNorm {
-                    dense: f(&at(&format!("{path}.dense")), block.dense)?,
-                    layer_norm: block.layer_norm,
-                    dropout: block.dropout,
-                })
-            };
-            let output = dense_norm(l.attention.output, "attention.output")?;
-            let ffn_output = dense_norm(l.output, "output")?;
-            layer.push(Layer {
-                attention: Attention {
-                    query: f(&at("attention.query"), l.attention.query)?,
-                    key: f(&at("attention.key"), l.attention.key)?,
-                    value: f(&at("attention.value"), l.attention.value)?,
-                    output,
-                    heads: l.attention.heads,
-                },
-                intermediate: f(&at("intermediate"), l.intermediate)?,
-                output: ffn_output,
-            });
-        }
-        Ok(Bert {
-            embeddings: self.embeddings,
-            encoder: Encoder { layer },
-        })
-    }
-
+impl<B: Backend> Bert<B> {
     /// Hidden states of the last layer, `[batch, len, d]`.
     pub fn forward(&self, batch: &Batch<B>) -> Tensor<B, 3> {
         let [n, len] = batch.ids.dims();
@@ -225,29 +167,29 @@ pub fn mean_pool<B: Backend>(hidden: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor
     sum / count
 }
 
-impl<B: Backend, L: Module<B> + Dense<B>> Layer<B, L> {
+impl<B: Backend> Layer<B> {
     fn forward(&self, x: Tensor<B, 3>, bias: Tensor<B, 4>) -> Tensor<B, 3> {
         let x = self.attention.forward(x, bias);
-        let inner = gelu(self.intermediate.apply(x.clone()));
+        let inner = gelu(self.intermediate.forward(x.clone()));
         self.output.forward(inner, x)
     }
 }
 
-impl<B: Backend, L: Module<B> + Dense<B>> DenseNorm<B, L> {
+impl<B: Backend> DenseNorm<B> {
     fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
-        let y = self.dropout.forward(self.dense.apply(x));
+        let y = self.dropout.forward(self.dense.forward(x));
         self.layer_norm.forward(y + residual)
     }
 }
 
-impl<B: Backend, L: Module<B> + Dense<B>> Attention<B, L> {
+impl<B: Backend> Attention<B> {
     fn forward(&self, x: Tensor<B, 3>, bias: Tensor<B, 4>) -> Tensor<B, 3> {
         let [n, len, d] = x.dims();
         let d_head = d / self.heads;
         let split = |t: Tensor<B, 3>| t.reshape([n, len, self.heads, d_head]).swap_dims(1, 2);
-        let q = split(self.query.apply(x.clone()));
-        let k = split(self.key.apply(x.clone()));
-        let v = split(self.value.apply(x.clone()));
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x.clone()));
         let scores = q
             .matmul(k.swap_dims(2, 3))
             .div_scalar((d_head as f64).sqrt())

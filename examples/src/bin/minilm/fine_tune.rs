@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::module::{AutodiffModule, Module};
-use burn::nn::Linear;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -217,7 +216,7 @@ where
                 cfg.eigenvalue.gas_boundary_resolution = (r.steps / EIGEN_RUNS).max(1);
             }
             let loss_fn = CrossEntropyLossConfig::new().init(device);
-            let loss = |model: &MailClassifier<B, Linear<B>>, step: u64| {
+            let loss = |model: &MailClassifier<B>, step: u64| {
                 let order = epoch_order(train_y.len(), seed, step / batches);
                 let b = (step % batches) as usize * args.batch;
                 let rows = &order[b..b + args.batch];
@@ -352,13 +351,13 @@ where
 }
 
 /// A fine-tuned classifier, its test accuracy and its export's size.
-type Tuned<B> = (MailClassifier<B, Linear<B>>, f64, Option<Size>);
+type Tuned<B> = (MailClassifier<B>, f64, Option<Size>);
 
 fn column_of(targets: &[u32], target: u32) -> usize {
     targets.iter().position(|&t| t == target).unwrap_or(0)
 }
 
-/// The export `file` (read from `path`) served through `QuantizedLinear` must score
+/// The export `file` (read from `path`) served by its `MoqLinear` layers must score
 /// `expected`, the accuracy of the fake-quantized model it came from.
 fn check_served<B>(
     file: &MoqFile,
@@ -376,14 +375,14 @@ where
     let served = serve::<B::InnerBackend>(file, config, device)?;
     let acc = accuracy(|b| served.forward(b), test_x, test_y, device);
     println!(
-        "      served from {} through QuantizedLinear: {:.2}% (fake-quantized {:.2}%)",
+        "      served from {} by its MoqLinear layers: {:.2}% (fake-quantized {:.2}%)",
         path.display(),
         100.0 * acc,
         100.0 * expected
     );
     if acc != expected {
         bail!(
-            "the export `{}` scores {acc} through QuantizedLinear, the fake-quantized model {expected}",
+            "the export `{}` scores {acc} served from its codes, the fake-quantized model {expected}",
             path.display()
         );
     }
@@ -418,7 +417,7 @@ fn linear_weights(c: &BertConfig) -> u64 {
 
 /// Bytes of the classifier's parameters in f32.
 fn f32_size<B: Backend>(config: &BertConfig, device: &B::Device) -> u64 {
-    let bert = moq_examples::minilm::Bert::<B, Linear<B>>::new(config, device);
+    let bert = moq_examples::minilm::Bert::<B>::new(config, device);
     4 * MailClassifier::new(bert, config, device).num_params() as u64
 }
 
@@ -448,7 +447,7 @@ fn publish(
          pretrained weights for every variant; {} held-out mails. Every linear weight of the encoder is quantized \
          (quantize_groups {}), one schedule per encoder layer (`{LAYERS}`); the embeddings, layer norms, biases and \
          the head stay f32. PTQ rounds the full-precision fine-tune once, with no training at low bits. Every \
-         quantized model is scored again from its export through `QuantizedLinear`, and the run stops if the two \
+         quantized model is scored again from its export, served by its `MoqLinear` layers (`load_codes`), and the run stops if the two \
          differ. Schedules: {}. Test accuracy in %, mean ± std over {} seeds:\n\n{table}\nExport sizes (bytes; \
          the encoder's linear weights are codes plus one f32 scale per group, everything else f32):\n\n\
          | model | file | ratio to f32 | encoder linear weights | ratio to f32 |\n|---|---|---|---|---|\n{}\n",

@@ -12,7 +12,7 @@
 //! `fine-tune` fine-tunes the encoder with a classification head on the SpamAssassin corpus
 //! (spam or ham) five ways at each target width: full precision, PTQ (the full-precision
 //! model rounded once), basic QAT, MoQ and MoQ with eigenvalues; every quantized model is
-//! exported, served through `QuantizedLinear` and must score what its fake-quantized self
+//! exported, served by its `MoqLinear` layers (`moq_burn::load_codes`) and must score what its fake-quantized self
 //! scored. `--quick` is one seed at 4 bits with fewer steps.
 
 mod fine_tune;
