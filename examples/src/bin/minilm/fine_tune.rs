@@ -27,8 +27,11 @@ const ENCODER: &str = "bert.encoder";
 const LAYERS: &str = "bert.encoder.layer.{i}";
 /// Power iterations per layer and eigenvalue computation.
 const EIGEN_ITERS: u32 = 10;
-/// Eigenvalue computations per run, about (their spacing, `gas_boundary_resolution`).
+/// Eigenvalue computations per run, about (their spacing, `gas_boundary_resolution`); a minute
+/// each here.
 const EIGEN_RUNS: u64 = 5;
+/// The same for `--quick`, which must finish within 20 minutes on 2 cores.
+const EIGEN_RUNS_QUICK: u64 = 2;
 /// The variants fine-tuned at each target, after the full-precision run and PTQ.
 const TRAINED: [Variant; 4] = [
     Variant::Qat,
@@ -213,7 +216,12 @@ where
                 // At most about EIGEN_RUNS computations a run: with a deadline, the drops of six
                 // layers fall on different steps, and each would ask for one (nearly every
                 // step of a short run, a minute each here).
-                cfg.eigenvalue.gas_boundary_resolution = (r.steps / EIGEN_RUNS).max(1);
+                let runs = if args.quick {
+                    EIGEN_RUNS_QUICK
+                } else {
+                    EIGEN_RUNS
+                };
+                cfg.eigenvalue.gas_boundary_resolution = (r.steps / runs).max(1);
             }
             let loss_fn = CrossEntropyLossConfig::new().init(device);
             let loss = |model: &MailClassifier<B>, step: u64| {
