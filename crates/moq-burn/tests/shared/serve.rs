@@ -65,12 +65,19 @@ impl<B: Backend> Plain<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = self
-            .layers
-            .iter()
-            .fold(x, |x, l| burn::tensor::activation::tanh(l.forward(x)));
-        self.head.forward(x)
+        stack(x, self.layers.iter().map(|l| move |x| l.forward(x)), |x| {
+            self.head.forward(x)
+        })
     }
+}
+
+/// The layers with `tanh` after each, then the head: both models' forward pass.
+fn stack<B: Backend, L: Fn(Tensor<B, 2>) -> Tensor<B, 2>>(
+    x: Tensor<B, 2>,
+    layers: impl Iterator<Item = L>,
+    head: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    head(layers.fold(x, |x, l| burn::tensor::activation::tanh(l(x))))
 }
 
 impl<B: Backend> Served<B> {
@@ -83,11 +90,9 @@ impl<B: Backend> Served<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = self
-            .layers
-            .iter()
-            .fold(x, |x, l| burn::tensor::activation::tanh(l.forward(x)));
-        self.head.forward(x)
+        stack(x, self.layers.iter().map(|l| move |x| l.forward(x)), |x| {
+            self.head.forward(x)
+        })
     }
 }
 

@@ -31,7 +31,7 @@ const EIGEN_ITERS: u32 = 10;
 /// each here.
 const EIGEN_RUNS: u64 = 5;
 /// The same for `--quick`, which must finish within 20 minutes on 2 cores.
-const EIGEN_RUNS_QUICK: u64 = 2;
+const EIGEN_RUNS_QUICK: u64 = 4;
 /// The variants fine-tuned at each target, after the full-precision run and PTQ.
 const TRAINED: [Variant; 4] = [
     Variant::Qat,
