@@ -38,7 +38,7 @@ fn report(tensors: &[Summary]) -> String {
         stored += t.bytes;
         full += f32_bytes;
         served += t.served_bytes();
-        if t.grid.is_some() && t.served_bytes() == f32_bytes {
+        if t.served_dequantized() {
             wide.push(escape_controls(&t.name));
         }
         let (bits, grid, groups) = match t.grid {

@@ -16,7 +16,7 @@ use super::pending;
 use super::report::{Held, LoadReport, LoadedTensor};
 use super::weight::Matmul;
 use crate::backend::MoqBackend;
-use crate::burn_quant::to_burn_data;
+use crate::burn_quant::{burn_scheme, to_burn_data};
 use crate::error::{MoqBurnError, Result};
 use crate::linear::QuantizedLinear;
 
@@ -268,17 +268,19 @@ impl<'a, B: Backend> Loader<'a, B> {
                 self.report.push(loaded(Held::Codes, Some(bits), bytes));
                 return Ok(None);
             }
-            Mode::Burn(widths) => match to_burn_data(&e.packed, &e.shape) {
+            // The layouts are compared first (cheap); the codes are converted only to be held.
+            Mode::Burn(widths) => match burn_scheme(&e.packed, &e.shape) {
+                Err(err) => unservable(err.to_string())?,
                 Ok(_) if !widths.contains(&bits) => unservable(format!(
                     "{bits}-bit codes: this backend loads burn's quantized tensors at {widths:?} \
                      bits"
                 ))?,
-                Ok(data) => {
+                Ok(_) => {
+                    let data = to_burn_data(&e.packed, &e.shape)?;
                     let bytes = data.bytes.len();
                     let held = loaded(Held::BurnQuantized, Some(bits), bytes);
                     return Ok(Some((Tensor::from_data(data, device), held)));
                 }
-                Err(err) => unservable(err.to_string())?,
             },
         };
         let q = moq_core::unpack(&e.packed)?;

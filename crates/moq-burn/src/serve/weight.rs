@@ -85,6 +85,22 @@ impl<B: Backend> MoqWeight<B> {
         }
     }
 
+    /// The same weight with its float parameter or its packed layer mapped (same backend).
+    fn map_parts(
+        self,
+        float: impl FnOnce(Param<Tensor<B, 2>>) -> Param<Tensor<B, 2>>,
+        packed: impl FnOnce(QuantizedLinear<B>) -> QuantizedLinear<B>,
+    ) -> Self {
+        match self {
+            Self::Float(p) => Self::Float(float(p)),
+            Self::Packed { id, layer, matmul } => Self::Packed {
+                id,
+                layer: Box::new(packed(*layer)),
+                matmul,
+            },
+        }
+    }
+
     /// The parameter id (of the float weight the codes replaced, when packed).
     pub fn id(&self) -> ParamId {
         match self {
@@ -146,25 +162,11 @@ impl<B: Backend> Module<B> for MoqWeight<B> {
     }
 
     fn to_device(self, device: &B::Device) -> Self {
-        match self {
-            Self::Float(p) => Self::Float(Module::to_device(p, device)),
-            Self::Packed { id, layer, matmul } => Self::Packed {
-                id,
-                layer: Box::new(layer.to_device(device)),
-                matmul,
-            },
-        }
+        self.map_parts(|p| Module::to_device(p, device), |l| l.to_device(device))
     }
 
     fn fork(self, device: &B::Device) -> Self {
-        match self {
-            Self::Float(p) => Self::Float(Module::fork(p, device)),
-            Self::Packed { id, layer, matmul } => Self::Packed {
-                id,
-                layer: Box::new(layer.fork(device)),
-                matmul,
-            },
-        }
+        self.map_parts(|p| Module::fork(p, device), |l| l.fork(device))
     }
 
     fn collect_devices(&self, devices: Devices<B>) -> Devices<B> {

@@ -98,9 +98,20 @@ impl<B: Backend> Served<B> {
 
 /// The export of `Plain::new` with each weight at its width in `widths`.
 pub fn file(widths: &[(&str, u32, QuantType, usize)]) -> MoqFile {
-    let model = Plain::<burn::backend::NdArray>::new(&Default::default());
+    file_of(
+        &Plain::<burn::backend::NdArray>::new(&Default::default()),
+        widths,
+    )
+}
+
+/// The export of `model`: the tensors named in `widths` quantized at their widths (rounding to
+/// nearest), every other parameter in f32.
+pub fn file_of<M: Module<burn::backend::NdArray>>(
+    model: &M,
+    widths: &[(&str, u32, QuantType, usize)],
+) -> MoqFile {
     let mut file = MoqFile::default();
-    let params = moq_burn::path::float_params(&model);
+    let params = moq_burn::path::float_params(model);
     let host = |p: &moq_burn::path::NamedParam| -> Vec<f32> {
         let mut out = Vec::new();
         model.visit(&mut Values(p.id, &mut out));

@@ -114,16 +114,11 @@ fn a_linear_checkpoint_loads_into_moq_linear_and_back() {
     );
 }
 
-/// `model`'s weights at 4 bits (rows of groups), biases as they are.
+/// `model`'s weights at 4 bits (4 groups each), biases as they are.
 fn cases_file_of(model: &MoqNet<Inner>) -> moq_core::export::MoqFile {
-    let optim = Moq::new(config(5, 4, 1, 0))
-        .init(
-            AdamConfig::new().init(),
-            &MoqNet::<B>::new(&Default::default()),
-        )
-        .unwrap();
-    let autodiff = <MoqNet<B> as AutodiffModule<B>>::from_inner(model.clone());
-    optim.export_at_target(&autodiff).unwrap()
+    let at_4 = |name| (name, 4, QuantType::Symmetric, 4);
+    let widths = ["layers.0.weight", "layers.1.weight", "head.weight"].map(at_4);
+    cases::file_of(model, &widths)
 }
 
 fn assert_close(got: &[f32], expected: &[f32]) {

@@ -360,18 +360,9 @@ fn fifos_are_refused_without_waiting() {
 /// A MoQ export of one 16×16 weight at 4 bits (8 groups), with its metadata JSON and scales
 /// passed through `tamper` before it is written.
 fn tampered_export(dir: &Path, name: &str, tamper: impl Fn(&mut String, &mut Vec<f32>)) -> PathBuf {
-    use moq_core::export::{Exported, MoqFile};
-    use moq_core::{CodeLayout, QuantSpec, QuantType, ScaleFormat, pack, quantize};
+    use moq_core::{QuantSpec, QuantType};
     let w: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
-    let q = quantize("w", &w, &QuantSpec::new(4, QuantType::Symmetric, 8)).unwrap();
-    let file = MoqFile {
-        quantized: vec![Exported {
-            name: "w".into(),
-            shape: vec![16, 16],
-            packed: pack(&q, 16, CodeLayout::Packed32, ScaleFormat::F32).unwrap(),
-        }],
-        float: vec![],
-    };
+    let file = crate::export_of("w", &w, 16, &QuantSpec::new(4, QuantType::Symmetric, 8));
     let path = dir.join(name);
     file.save(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();

@@ -590,26 +590,37 @@ fn documented_commands_run_as_documented() {
     assert!(ran >= 2, "only {ran} documented commands found");
 }
 
+/// A MoQ export holding `w` as the one quantized tensor `name`, in rows of `row_len`.
+pub(crate) fn export_of(
+    name: &str,
+    w: &[f32],
+    row_len: usize,
+    spec: &QuantSpec,
+) -> moq_core::export::MoqFile {
+    use moq_core::{CodeLayout, ScaleFormat, pack, quantize};
+    let q = quantize(name, w, spec).unwrap();
+    moq_core::export::MoqFile {
+        quantized: vec![moq_core::export::Exported {
+            name: name.into(),
+            shape: vec![w.len() / row_len, row_len],
+            packed: pack(&q, row_len, CodeLayout::Packed32, ScaleFormat::F32).unwrap(),
+        }],
+        float: vec![],
+    }
+}
+
 #[test]
 fn inspect_prints_bits_groups_sizes_and_ratios() {
-    use moq_core::export::{Exported, MoqFile};
-    use moq_core::{CodeLayout, ScaleFormat, pack, quantize};
     let dir = tempfile::tempdir().unwrap();
     let w: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
-    let q = quantize(
+    let mut file = export_of(
         "fc.weight",
         &w,
+        16,
         &QuantSpec::new(4, QuantType::Asymmetric, 8),
-    )
-    .unwrap();
-    let file = MoqFile {
-        quantized: vec![Exported {
-            name: "fc.weight".into(),
-            shape: vec![16, 16],
-            packed: pack(&q, 16, CodeLayout::Packed32, ScaleFormat::F32).unwrap(),
-        }],
-        float: vec![("fc.bias".into(), vec![16], vec![0.25; 16])],
-    };
+    );
+    file.float
+        .push(("fc.bias".into(), vec![16], vec![0.25; 16]));
     let path = dir.path().join("model.safetensors");
     file.save(&path).unwrap();
     let out = moq(&["inspect", path.to_str().unwrap()]);
@@ -643,21 +654,13 @@ fn inspect_prints_bits_groups_sizes_and_ratios() {
     assert!(!text.contains("served dequantized"), "{text}");
 
     // A 12-bit layer (a schedule that stopped early) is exported, inspected and served as f32.
-    let wide = quantize(
+    let wide = export_of(
         "fc.weight",
         &w,
+        16,
         &QuantSpec::new(12, QuantType::Symmetric, 2),
-    )
-    .unwrap();
-    let file = MoqFile {
-        quantized: vec![Exported {
-            name: "fc.weight".into(),
-            shape: vec![16, 16],
-            packed: pack(&wide, 16, CodeLayout::Packed32, ScaleFormat::F32).unwrap(),
-        }],
-        float: vec![],
-    };
-    file.save(&path).unwrap();
+    );
+    wide.save(&path).unwrap();
     let text = stdout(&moq(&["inspect", path.to_str().unwrap()]));
     // Two 12-bit codes a word: 16 rows of 8 words and 2 scales.
     let row = text.lines().find(|l| l.starts_with("fc.weight")).unwrap();

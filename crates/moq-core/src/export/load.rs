@@ -264,22 +264,31 @@ impl Summary {
         self.len() == 0
     }
 
-    /// Bytes it takes on the device once served by `moq_burn::load_codes` in a `MoqLinear`
-    /// (f32 scales): codes, scales and zero points for a 2-d tensor of 1 to 8 bits
-    /// ([`crate::PackedShape::device_bytes`]), f32 values for a wider or other tensor (served
-    /// dequantized) and for a float tensor.
-    pub fn served_bytes(&self) -> usize {
-        let floats = self.len() * 4;
-        let Some((bits, quant_type, groups)) = self.grid else {
-            return floats;
-        };
+    /// The packed shape of a quantized tensor that `moq_burn::load_codes` serves as codes in a
+    /// `MoqLinear`: 2-d, 1 to 8 bits. `None` for a float tensor and for one it serves
+    /// dequantized.
+    fn served_shape(&self) -> Option<crate::PackedShape> {
+        let (bits, quant_type, groups) = self.grid?;
         match self.shape[..] {
             [rows, row_len] if crate::KERNEL_BITS.contains(&bits) => {
-                crate::PackedShape::new([rows, row_len], bits, quant_type, groups)
-                    .map_or(floats, |s| s.device_bytes(4))
+                crate::PackedShape::new([rows, row_len], bits, quant_type, groups).ok()
             }
-            _ => floats,
+            _ => None,
         }
+    }
+
+    /// Whether it is quantized but `moq_burn::load_codes` serves it dequantized (wider than 8
+    /// bits, or not 2-d).
+    pub fn served_dequantized(&self) -> bool {
+        self.grid.is_some() && self.served_shape().is_none()
+    }
+
+    /// Bytes it takes on the device once served by `moq_burn::load_codes` (f32 scales): codes,
+    /// scales and zero points when served as codes ([`crate::PackedShape::device_bytes`]), f32
+    /// values otherwise.
+    pub fn served_bytes(&self) -> usize {
+        self.served_shape()
+            .map_or(self.len() * 4, |s| s.device_bytes(4))
     }
 }
 
