@@ -79,6 +79,17 @@ pub enum MoqBurnError {
         /// What is wrong.
         reason: String,
     },
+
+    /// A collective operation between data-parallel peers failed (feature `collective`).
+    #[error("collective {operation} on `{what}` failed: {reason}")]
+    Collective {
+        /// The operation (`all-reduce`).
+        operation: &'static str,
+        /// What was being shared: a parameter path, or `eigenvalues`.
+        what: String,
+        /// burn-collective's error, or what the root peer reported.
+        reason: String,
+    },
 }
 
 /// Result alias for `moq-burn`.

@@ -34,12 +34,15 @@
 //! [`moq_kernels`]).
 //!
 //! Backends are chosen by features passed down to burn: `ndarray` (default), `wgpu`, `vulkan`,
-//! `cuda`; `train` adds the burn-train metrics.
+//! `cuda`; `train` adds the burn-train metrics; `collective` adds the module `collective` (data
+//! parallel across processes with burn-collective: `replicate` and `RootEigenvalues`).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod burn_quant;
+#[cfg(feature = "collective")]
+pub mod collective;
 pub mod eigen;
 pub mod error;
 pub mod export;

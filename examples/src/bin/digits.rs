@@ -8,29 +8,22 @@
 //! `--learner DIR` trains one MoQ run through burn-train's `Learner` instead, with MoQ's bits
 //! and mixing ratio among its metrics.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::data::dataloader::DataLoaderBuilder;
-use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataset::InMemDataset;
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::{LinearConfig, Relu};
 use burn::optim::AdamConfig;
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{AccuracyMetric, LossMetric};
-use burn::train::{
-    ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep,
-};
+use burn::train::{Learner, SupervisedTraining};
 use clap::Parser;
 use moq_burn::moq_core::export::MoqFile;
-use moq_burn::moq_hessian::HessianLoss;
 use moq_burn::{
-    BitsMetric, MixingMetric, Moq, MoqBackend, MoqLinear, Unservable, load_codes, load_dequantized,
+    BitsMetric, MixingMetric, Moq, MoqBackend, Unservable, load_codes, load_dequantized,
 };
+use moq_examples::digits::{BATCH, Digits, Mlp, Probe, Stack, TRAIN, accuracy};
 use moq_examples::{
     EpochLines, Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider,
     eigen_summary, export_sizes, layer_widths, results_path, run_on, schedule_note, train,
@@ -70,214 +63,6 @@ struct Args {
     /// Where each target's MoQ export goes (default: `target/moq-exports/` of the workspace).
     #[arg(long)]
     exports: Option<PathBuf>,
-}
-
-const FEATURES: usize = 64;
-const CLASSES: usize = 10;
-const TRAIN: usize = 1437;
-const BATCH: usize = 32;
-
-struct Digits {
-    x: Vec<f32>,
-    y: Vec<i64>,
-}
-
-impl Digits {
-    fn len(&self) -> usize {
-        self.y.len()
-    }
-
-    fn load(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("cannot open `{}`", path.display()))?;
-        let reader = BufReader::new(flate2::read::GzDecoder::new(file));
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        for (row, line) in reader.lines().enumerate() {
-            let line = line
-                .with_context(|| format!("`{}`: cannot read line {}", path.display(), row + 1))?;
-            let values: Vec<&str> = line.split(',').collect();
-            if values.len() != FEATURES + 1 {
-                bail!(
-                    "`{}` line {}: {} fields, expected {}",
-                    path.display(),
-                    row + 1,
-                    values.len(),
-                    FEATURES + 1
-                );
-            }
-            for v in &values[..FEATURES] {
-                let pixel: f32 = v
-                    .trim()
-                    .parse()
-                    .with_context(|| format!("`{}` line {}", path.display(), row + 1))?;
-                x.push(pixel / 16.0);
-            }
-            let label: i64 = values[FEATURES]
-                .trim()
-                .parse()
-                .with_context(|| format!("`{}` line {}", path.display(), row + 1))?;
-            if !(0..CLASSES as i64).contains(&label) {
-                bail!(
-                    "`{}` line {}: label {label} outside 0..10",
-                    path.display(),
-                    row + 1
-                );
-            }
-            y.push(label);
-        }
-        Ok(Self { x, y })
-    }
-
-    /// The fixed split: a permutation seeded with 0, first 1437 rows train, the other 360 test.
-    fn split(self) -> (Digits, Digits) {
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        Rng::new(0).shuffle(&mut order);
-        let pick = |rows: &[usize]| Digits {
-            x: rows
-                .iter()
-                .flat_map(|&r| self.x[r * FEATURES..(r + 1) * FEATURES].iter().copied())
-                .collect(),
-            y: rows.iter().map(|&r| self.y[r]).collect(),
-        };
-        (pick(&order[..TRAIN]), pick(&order[TRAIN..]))
-    }
-
-    fn tensors<B: Backend>(
-        &self,
-        rows: &[usize],
-        device: &B::Device,
-    ) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
-        let x: Vec<f32> = rows
-            .iter()
-            .flat_map(|&r| self.x[r * FEATURES..(r + 1) * FEATURES].iter().copied())
-            .collect();
-        let y: Vec<i64> = rows.iter().map(|&r| self.y[r]).collect();
-        (
-            Tensor::from_data(TensorData::new(x, [rows.len(), FEATURES]), device),
-            Tensor::from_data(TensorData::new(y, [rows.len()]), device),
-        )
-    }
-}
-
-#[derive(Module, Debug)]
-struct Mlp<B: Backend> {
-    fc1: MoqLinear<B>,
-    fc2: MoqLinear<B>,
-    out: MoqLinear<B>,
-    relu: Relu,
-}
-
-impl<B: Backend> Mlp<B> {
-    fn new(device: &B::Device) -> Self {
-        Self {
-            fc1: MoqLinear::new(&LinearConfig::new(FEATURES, 128), device),
-            fc2: MoqLinear::new(&LinearConfig::new(128, 128), device),
-            out: MoqLinear::new(&LinearConfig::new(128, CLASSES), device),
-            relu: Relu::new(),
-        }
-    }
-
-    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = self.relu.forward(self.fc1.forward(x));
-        let x = self.relu.forward(self.fc2.forward(x));
-        self.out.forward(x)
-    }
-}
-
-/// The training loss on a fixed probe batch: what the Hessian eigenvalues are taken of.
-struct Probe {
-    x: TensorData,
-    y: TensorData,
-}
-
-impl HessianLoss for Probe {
-    type Model<B: Backend> = Mlp<B>;
-
-    fn model<B: Backend>(&self, device: &B::Device) -> Mlp<B> {
-        Mlp::new(device)
-    }
-
-    fn loss<B: Backend>(&self, model: &Mlp<B>) -> Tensor<B, 1> {
-        let device = model.out.weight.device();
-        let x = Tensor::<B, 2>::from_data(self.x.clone(), &device);
-        let y = Tensor::<B, 1, Int>::from_data(self.y.clone(), &device);
-        CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(model.forward(x), y)
-    }
-}
-
-fn accuracy<B: Backend>(
-    forward: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>,
-    data: &Digits,
-    device: &B::Device,
-) -> f64 {
-    let rows: Vec<usize> = (0..data.len()).collect();
-    let (x, y) = data.tensors::<B>(&rows, device);
-    let predicted = forward(x).argmax(1).squeeze_dim::<1>(1);
-    let correct: i64 = predicted.equal(y).int().sum().into_scalar().elem();
-    correct as f64 / data.len() as f64
-}
-
-/// A batch for burn-train.
-#[derive(Clone, Debug)]
-struct Batch<B: Backend> {
-    x: Tensor<B, 2>,
-    y: Tensor<B, 1, Int>,
-}
-
-#[derive(Clone)]
-struct Stack;
-
-impl<B: Backend> Batcher<B, (Vec<f32>, i64), Batch<B>> for Stack {
-    fn batch(&self, items: Vec<(Vec<f32>, i64)>, device: &B::Device) -> Batch<B> {
-        let n = items.len();
-        let x: Vec<f32> = items.iter().flat_map(|(x, _)| x.iter().copied()).collect();
-        let y: Vec<i64> = items.iter().map(|(_, y)| *y).collect();
-        Batch {
-            x: Tensor::from_data(TensorData::new(x, [n, FEATURES]), device),
-            y: Tensor::from_data(TensorData::new(y, [n]), device),
-        }
-    }
-}
-
-fn classify<B: Backend>(model: &Mlp<B>, batch: Batch<B>) -> ClassificationOutput<B> {
-    let output = model.forward(batch.x);
-    let loss = CrossEntropyLossConfig::new()
-        .init(&output.device())
-        .forward(output.clone(), batch.y.clone());
-    ClassificationOutput {
-        loss,
-        output,
-        targets: batch.y,
-    }
-}
-
-impl<B: AutodiffBackend> TrainStep for Mlp<B> {
-    type Input = Batch<B>;
-    type Output = ClassificationOutput<B>;
-    fn step(&self, batch: Batch<B>) -> TrainOutput<ClassificationOutput<B>> {
-        let item = classify(self, batch);
-        TrainOutput::new(self, item.loss.backward(), item)
-    }
-}
-
-impl<B: Backend> InferenceStep for Mlp<B> {
-    type Input = Batch<B>;
-    type Output = ClassificationOutput<B>;
-    fn step(&self, batch: Batch<B>) -> ClassificationOutput<B> {
-        classify(self, batch)
-    }
-}
-
-impl Digits {
-    fn items(&self) -> InMemDataset<(Vec<f32>, i64)> {
-        InMemDataset::new(
-            (0..self.len())
-                .map(|r| (self.x[r * FEATURES..(r + 1) * FEATURES].to_vec(), self.y[r]))
-                .collect(),
-        )
-    }
 }
 
 /// One MoQ run through burn-train's `Learner`, with MoQ's metrics on its dashboard.
@@ -343,7 +128,7 @@ where
     let path = args
         .data
         .clone()
-        .unwrap_or_else(|| manifest.join("data/digits.csv.gz"));
+        .unwrap_or_else(Digits::default_path);
     let (train_set, test_set) = Digits::load(&path)?.split();
     let exports = args
         .exports

@@ -1,0 +1,393 @@
+//! MoQ trained by several processes with burn-collective (docs/distributed.md): each process
+//! (a node) holds a replica of the digits MLP and its own `MoqOptimizer`, computes the
+//! gradient of its share of every global batch, and burn all-reduces the gradients.
+//!
+//! ```text
+//! cargo build --release -p moq-examples --features ddp --bin ddp
+//! target/release/ddp orchestrator --port 3000 &
+//! target/release/ddp node --nodes 2 --rank 0 --port 3001 --out target/ddp &
+//! target/release/ddp node --nodes 2 --rank 1 --port 3002 --out target/ddp
+//! ```
+//!
+//! Each node writes `rank<R>.json` to `--out`: its layers' bits, schedule, masters and
+//! quantized weights (as f32 bit patterns), and how many eigenvalue computations it made. With
+//! `--nodes 1` it trains alone over the same global batches, without burn-collective.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use burn::collective::{CollectiveConfig, PeerId, ReduceOperation, finish_collective, register};
+use burn::module::{AutodiffModule, Module, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
+use clap::{Parser, Subcommand};
+use moq_burn::collective::{RootEigenvalues, replicate};
+use moq_burn::moq_core::Rounding;
+use moq_burn::moq_hessian::HessianEigenvalues;
+use moq_burn::moq_hessian::path::{NamedVisitor, visit_named};
+use moq_burn::{HessianProvider, Moq, MoqBackend};
+use moq_examples::digits::{BATCH, Digits, Mlp, Probe, TRAIN};
+use moq_examples::{Experiment, QuantSetup, Rng, Variant, run_on, variant_config};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// burn-collective's global orchestrator: the nodes register with it and learn each
+    /// other's addresses; the tensors go between the nodes. Runs until stopped.
+    Orchestrator {
+        /// The port it listens on (WebSocket).
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
+    /// One node of the run (one process, one device).
+    Node(NodeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    /// Nodes in the run; 1 trains alone, without burn-collective.
+    #[arg(long)]
+    nodes: u32,
+    /// This node's rank, 0..nodes; rank 0 is the root (eigenvalues, checkpoints).
+    #[arg(long, default_value_t = 0)]
+    rank: u32,
+    /// The orchestrator's address.
+    #[arg(long, default_value = "ws://localhost:3000")]
+    orchestrator: String,
+    /// This node's host name, as the other nodes reach it.
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    /// This node's port for the tensors the other nodes download.
+    #[arg(long, default_value_t = 3001)]
+    port: u16,
+    /// Optimizer steps, each over one global batch of 32 digits shared out between the nodes.
+    #[arg(long, default_value_t = 40)]
+    steps: u64,
+    /// Target bits.
+    #[arg(long, default_value_t = 4)]
+    target: u32,
+    /// Stretch each layer's schedule by its Hessian eigenvalue (computed on rank 0).
+    #[arg(long)]
+    eigen: bool,
+    /// Stochastic rounding instead of round-to-nearest.
+    #[arg(long)]
+    stochastic: bool,
+    /// Seed of the initialisation (rank 0's is used), the data order and the rounding noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Rank 0 saves a checkpoint (model, optimizer, step) to `<out>/checkpoint` after this step.
+    #[arg(long)]
+    save_at: Option<u64>,
+    /// Resume from a checkpoint directory written by `--save-at` (every rank reads the same).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Where `rank<R>.json` (and the checkpoint) go.
+    #[arg(long, default_value = "target/ddp")]
+    out: PathBuf,
+    /// Backend: ndarray (CPU), wgpu or cuda (need the feature of that name).
+    #[arg(long, default_value = "ndarray")]
+    backend: String,
+    /// The UCI digits file (default: the copy in the examples crate).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Orchestrator { port } => {
+            println!("orchestrator listening on ws://0.0.0.0:{port}");
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(burn_collective::start_global_orchestrator(port));
+            Ok(())
+        }
+        Command::Node(args) => {
+            ensure!(args.nodes >= 1, "--nodes must be at least 1");
+            ensure!(
+                args.rank < args.nodes,
+                "--rank {} outside 0..{} (--nodes)",
+                args.rank,
+                args.nodes
+            );
+            ensure!(
+                BATCH % args.nodes as usize == 0,
+                "--nodes {} does not divide the global batch of {BATCH}",
+                args.nodes
+            );
+            run_on(&args.backend.clone(), &args)
+        }
+    }
+}
+
+impl Experiment for NodeArgs {
+    fn run<B>(&self, device: B::Device) -> Result<()>
+    where
+        B: AutodiffBackend,
+        B::InnerBackend: MoqBackend,
+    {
+        node::<B>(self, &device)
+    }
+}
+
+/// The rows of global batch `step`: full batches of a seeded shuffle, epoch after epoch.
+fn global_batch(seed: u64, step: u64) -> Vec<usize> {
+    let per_epoch = (TRAIN / BATCH) as u64;
+    let mut order: Vec<usize> = (0..TRAIN).collect();
+    Rng::new(seed * 1_000_003 + step / per_epoch).shuffle(&mut order);
+    let b = (step % per_epoch) as usize * BATCH;
+    order[b..b + BATCH].to_vec()
+}
+
+fn node<B>(args: &NodeArgs, device: &B::Device) -> Result<()>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    let data = args.data.clone().unwrap_or_else(Digits::default_path);
+    let (train_set, _) = Digits::load(&data)?.split();
+    let peer = PeerId::from(0);
+    let root = args.rank == 0;
+    let distributed = args.nodes > 1;
+    let who = format!("rank {}/{}", args.rank, args.nodes);
+    if distributed {
+        let config = CollectiveConfig::default()
+            .with_num_devices(1)
+            .with_num_nodes(args.nodes)
+            .with_global_address(parse_address(&args.orchestrator)?)
+            .with_node_address(parse_address(&format!("ws://{}:{}", args.host, args.port))?)
+            .with_data_service_port(args.port);
+        register::<B::InnerBackend>(peer, device.clone(), config).map_err(|err| {
+            anyhow::anyhow!(
+                "{who}: registering with the orchestrator at {} failed: {err:?}",
+                args.orchestrator
+            )
+        })?;
+        println!("{who}: registered with {}", args.orchestrator);
+    }
+
+    // Every rank builds the model, then takes rank 0's parameters and path-derived ids.
+    B::seed(device, args.seed);
+    let mut model = Mlp::<B>::new(device);
+    // burn initialises a parameter when it is first read: read them all now, in module order,
+    // so the seeded draws do not depend on what reads them first.
+    weights(&model);
+    if distributed {
+        model = replicate(model, peer, root)?;
+    }
+    let setup = QuantSetup {
+        steps: args.steps,
+        groups: 16,
+        start_bits: 12,
+        reach_by: 0.6,
+    };
+    let variant = if args.eigen {
+        Variant::MoqEigen
+    } else {
+        Variant::Moq
+    };
+    let Some(mut config) = variant_config(variant, args.target, setup)? else {
+        bail!("{variant:?} has a MoQ config");
+    };
+    if args.stochastic {
+        config.rounding = Rounding::Stochastic;
+    }
+    config.eigenvalue.max_iter = 10;
+    config.eigenvalue.gas_boundary_resolution = (args.steps / 4).max(1);
+    let mut optim = Moq::new(config.clone())
+        .seed(args.seed)
+        .init(AdamConfig::new().init(), &model)?;
+    let mut history = None;
+    if config.eigenvalue.enabled {
+        // The probe is the first global batch: the same rows on every rank.
+        let rows = global_batch(args.seed, 0);
+        let (x, y) = train_set.tensors::<B>(&rows, device);
+        let probe = Probe {
+            x: x.into_data(),
+            y: y.into_data(),
+        };
+        let provider = HessianProvider::<B, Probe>::new(
+            HessianEigenvalues::new(probe, &config.eigenvalue).seed(args.seed),
+        );
+        history = Some(provider.history());
+        optim = if distributed {
+            optim.with_eigenvalues(RootEigenvalues::<B::InnerBackend, _>::new(
+                provider,
+                peer,
+                root,
+                device.clone(),
+            ))
+        } else {
+            optim.with_eigenvalues(provider)
+        };
+    }
+
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let mut start = 0;
+    if let Some(dir) = &args.resume {
+        let step: u64 = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("step.json"))
+                .with_context(|| format!("{who}: cannot read `{}`", dir.join("step.json").display()))?,
+        )?;
+        model = model
+            .load_file(dir.join("model"), &recorder, device)
+            .with_context(|| format!("{who}: cannot load the model from `{}`", dir.display()))?;
+        let record = recorder
+            .load(dir.join("optim"), device)
+            .with_context(|| format!("{who}: cannot load the optimizer from `{}`", dir.display()))?;
+        optim = optim.load_record(record);
+        if let Some(err) = optim.take_error() {
+            bail!("{who}: the checkpoint in `{}`: {err}", dir.display());
+        }
+        start = step;
+        println!("{who}: resumed at step {step} from {}", dir.display());
+    }
+
+    let share = BATCH / args.nodes as usize;
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let started = Instant::now();
+    for step in start..args.steps {
+        let rows = global_batch(args.seed, step);
+        let mine = &rows[args.rank as usize * share..(args.rank as usize + 1) * share];
+        let (x, y) = train_set.tensors::<B>(mine, device);
+        let loss = loss_fn.forward(model.forward(x), y);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if distributed {
+            // The mean of equal shares' mean losses is the global batch's mean loss.
+            grads = grads
+                .all_reduce::<B::InnerBackend>(peer, ReduceOperation::Mean)
+                .map_err(|err| anyhow::anyhow!("{who}: gradient all-reduce at step {step}: {err:?}"))?;
+        }
+        model = optim.step(2e-3, model, grads);
+        if let Some(err) = optim.take_error() {
+            bail!("{who}: step {step}: {err}");
+        }
+        if (step + 1) % 10 == 0 || step + 1 == args.steps {
+            let loss: f32 = loss.into_scalar().elem();
+            println!(
+                "{who}: step {}/{}: local loss {loss:.4}, bits {:?} ({:.1} s)",
+                step + 1,
+                args.steps,
+                optim.layer_bits(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if root && args.save_at == Some(step + 1) {
+            save_checkpoint(&args.out.join("checkpoint"), step + 1, &model, &optim, &recorder)?;
+            println!("{who}: saved a checkpoint after step {}", step + 1);
+        }
+    }
+
+    let dump = json!({
+        "rank": args.rank,
+        "nodes": args.nodes,
+        "steps": args.steps,
+        "bits": optim.layer_bits(),
+        "schedule": optim.schedule(),
+        "masters": masters(&optim),
+        "weights": weights(&model.valid()),
+        "eigen_computations": history.map_or(0, |h| h.records().len()),
+    });
+    std::fs::create_dir_all(&args.out)?;
+    let path = args.out.join(format!("rank{}.json", args.rank));
+    moq_examples::write_file(&path, serde_json::to_string(&dump)?.as_bytes())?;
+    println!("{who}: wrote {}", path.display());
+    if distributed {
+        finish_collective::<B::InnerBackend>(peer)
+            .map_err(|err| anyhow::anyhow!("{who}: leaving the collective: {err:?}"))?;
+    }
+    Ok(())
+}
+
+fn parse_address<T: std::str::FromStr<Err = String>>(address: &str) -> Result<T> {
+    address
+        .parse()
+        .map_err(|err| anyhow::anyhow!("address `{address}`: {err}"))
+}
+
+/// The checkpoint, whole or not at all: written beside `dir`, then renamed over it.
+fn save_checkpoint<B, O>(
+    dir: &Path,
+    step: u64,
+    model: &Mlp<B>,
+    optim: &O,
+    recorder: &NamedMpkFileRecorder<FullPrecisionSettings>,
+) -> Result<()>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Mlp<B>, B>,
+{
+    let partial = dir.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    std::fs::create_dir_all(&partial)?;
+    model.clone().save_file(partial.join("model"), recorder)?;
+    recorder.record(optim.to_record(), partial.join("optim"))?;
+    std::fs::write(partial.join("step.json"), step.to_string())?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::rename(&partial, dir)
+        .with_context(|| format!("cannot move the checkpoint to `{}`", dir.display()))?;
+    Ok(())
+}
+
+/// Float bit patterns: what "bit-identical" compares.
+fn bits_of(values: Vec<f32>) -> Vec<u32> {
+    values.into_iter().map(f32::to_bits).collect()
+}
+
+fn values<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("f32 after convert")
+}
+
+/// The optimizer's full-precision masters, by parameter path.
+fn masters<O, B>(optim: &moq_burn::MoqOptimizer<O, Mlp<B>, B>) -> serde_json::Value
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+    O: Optimizer<Mlp<B>, B>,
+{
+    let record = optim.to_record();
+    let map: serde_json::Map<String, serde_json::Value> = optim
+        .quantized_params()
+        .into_iter()
+        .zip(record.masters)
+        .map(|(path, master)| {
+            let bits = master.map(|m| bits_of(values(m)));
+            (path.to_string(), json!(bits))
+        })
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+/// Every float parameter of the model, by path.
+fn weights<B: burn::tensor::backend::Backend>(model: &Mlp<B>) -> serde_json::Value {
+    struct Collect(serde_json::Map<String, serde_json::Value>);
+    impl<B: burn::tensor::backend::Backend> NamedVisitor<B> for Collect {
+        fn visit_named<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
+            self.0
+                .insert(path.to_string(), json!(bits_of(values(param.val()))));
+        }
+    }
+    let mut collect = Collect(serde_json::Map::new());
+    visit_named(model, &mut collect);
+    serde_json::Value::Object(collect.0)
+}
+
+
+

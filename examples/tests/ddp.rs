@@ -1,0 +1,269 @@
+//! MoQ trained by 2 and 4 processes with burn-collective on loopback (the `ddp` example,
+//! docs/distributed.md): every rank holds bit-identical masters, quantized weights, bits and
+//! schedule; the run agrees with one process over the same global batches; a checkpoint saved
+//! by rank 0 resumes every rank bit for bit. Each process this starts is killed when its test
+//! ends, pass or fail, and every wait has a deadline.
+//!
+//! `cargo test -p moq-examples --features ddp --test ddp`
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long one run (all its processes) may take; a run here takes seconds.
+const DEADLINE: Duration = Duration::from_secs(300);
+
+const DDP: &str = env!("CARGO_BIN_EXE_ddp");
+
+/// Processes started by a test: killed and reaped on drop, whatever happened.
+struct Processes(Vec<(String, Child, PathBuf)>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Processes {
+    fn start(&mut self, name: &str, args: &[String], log: PathBuf) {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(DDP)
+            .args(args)
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        self.0.push((name.to_string(), child, log));
+    }
+
+    /// Waits for every process but the first `skip` (the orchestrator) to exit successfully.
+    fn wait(&mut self, skip: usize) {
+        let start = Instant::now();
+        for (name, child, log) in self.0.iter_mut().skip(skip) {
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if start.elapsed() > DEADLINE {
+                    panic!("{name} did not finish within {DEADLINE:?}:\n{}", tail(log));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert!(status.success(), "{name} failed ({status}):\n{}", tail(log));
+        }
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// `n` distinct free loopback ports (all held until every one is chosen).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// Runs the `ddp` example on `nodes` processes (one, without burn-collective, when `nodes` is
+/// 1) and returns each rank's dump.
+fn run(nodes: u32, out: &Path, extra: &[&str]) -> Vec<Value> {
+    std::fs::create_dir_all(out).unwrap();
+    let ports = free_ports(nodes as usize + 1);
+    let mut processes = Processes(Vec::new());
+    let mut skip = 0;
+    if nodes > 1 {
+        processes.start(
+            "the orchestrator",
+            &["orchestrator".into(), "--port".into(), ports[0].to_string()],
+            out.join("orchestrator.log"),
+        );
+        skip = 1;
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", ports[0])).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the orchestrator did not listen within 30 s:\n{}",
+                tail(&out.join("orchestrator.log"))
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    for rank in 0..nodes {
+        let mut args: Vec<String> = [
+            "node",
+            "--nodes",
+            &nodes.to_string(),
+            "--rank",
+            &rank.to_string(),
+            "--orchestrator",
+            &format!("ws://localhost:{}", ports[0]),
+            "--port",
+            &ports[rank as usize + 1].to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        processes.start(
+            &format!("rank {rank} of {nodes}"),
+            &args,
+            out.join(format!("rank{rank}.log")),
+        );
+    }
+    processes.wait(skip);
+    (0..nodes)
+        .map(|rank| {
+            let path = out.join(format!("rank{rank}.json"));
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// What "the same replica" compares: bits, schedule state, masters and quantized weights, as
+/// f32 bit patterns.
+const REPLICA: [&str; 4] = ["bits", "schedule", "masters", "weights"];
+
+fn assert_replicas(dumps: &[Value]) {
+    for dump in &dumps[1..] {
+        for key in REPLICA {
+            assert!(
+                dump[key] == dumps[0][key],
+                "rank {} holds other {key} than rank 0",
+                dump["rank"]
+            );
+        }
+    }
+}
+
+fn floats(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| f32::from_bits(v.as_u64().unwrap() as u32))
+        .collect()
+}
+
+/// A distributed run against one process over the same global batches. They differ only by
+/// summation order: a process sums 32 rows' gradients at once; the ranks sum their shares and
+/// burn-collective's ring all-reduce sums the ranks'. That moves a gradient by a few ulps, and
+/// Adam passes it on, so the masters may differ by a few ulps of their magnitude (measured:
+/// 2e-7 relative after 40 steps). A quantized weight follows its group's scale (one ulp apart)
+/// or, for a master within those ulps of a rounding boundary, moves one grid step: allowed,
+/// for one weight in a thousand. The schedule decisions (bits, periods) must be equal; the
+/// eigenvalues behind them are taken of those slightly different models.
+fn assert_agree(single: &Value, distributed: &Value) {
+    assert_eq!(single["bits"], distributed["bits"]);
+    assert_eq!(
+        single["schedule"]["layers"],
+        distributed["schedule"]["layers"]
+    );
+    assert_eq!(single["schedule"]["step"], distributed["schedule"]["step"]);
+    if let (Some(a), Some(b)) = (
+        single["schedule"]["eigenvalues"].as_array(),
+        distributed["schedule"]["eigenvalues"].as_array(),
+    ) {
+        for (a, b) in a.iter().zip(b) {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-4 * a.abs().max(1e-3), "eigenvalue {a} vs {b}");
+        }
+    }
+    for (path, master) in single["masters"].as_object().unwrap() {
+        let (a, b) = (floats(master), floats(&distributed["masters"][path]));
+        let scale = a.iter().fold(0.0_f32, |m, x| m.max(x.abs()));
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(
+            worst <= 1e-5 * scale,
+            "master `{path}`: {worst} apart (magnitude {scale})"
+        );
+    }
+    let bits = single["bits"][0].as_u64().unwrap() as i32;
+    for (path, weight) in single["weights"].as_object().unwrap() {
+        let (a, b) = (floats(weight), floats(&distributed["weights"][path]));
+        let scale = a.iter().fold(0.0_f32, |m, x| m.max(x.abs()));
+        // The coarsest grid step any group of this tensor can have.
+        let step = scale / ((1 << (bits - 1)) - 1) as f32;
+        let moved = a
+            .iter()
+            .zip(&b)
+            .filter(|(x, y)| (*x - *y).abs() > 1e-5 * scale)
+            .count();
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(
+            worst <= step * 1.01,
+            "weight `{path}`: {worst} apart, over one step ({step})"
+        );
+        assert!(
+            moved * 1000 <= a.len(),
+            "weight `{path}`: {moved} of {} weights moved a grid step",
+            a.len()
+        );
+    }
+}
+
+#[test]
+fn two_and_four_processes_hold_the_same_weights_and_agree_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for (nodes, extra) in [(2, &["--eigen"][..]), (4, &["--eigen", "--stochastic"][..])] {
+        let name = format!("{nodes}-{}", extra.join(""));
+        let single = run(1, &dir.path().join(format!("single{name}")), extra);
+        let ranks = run(nodes, &dir.path().join(format!("ddp{name}")), extra);
+        assert_eq!(ranks.len(), nodes as usize);
+        assert_replicas(&ranks);
+        // The target was reached, and the schedule was stretched by eigenvalues.
+        assert_eq!(ranks[0]["bits"], serde_json::json!([4, 4, 4]));
+        assert!(ranks[0]["schedule"]["eigenvalues"].is_array());
+        // Rank 0 computed them; the others received them.
+        assert!(ranks[0]["eigen_computations"].as_u64().unwrap() > 0);
+        for rank in &ranks[1..] {
+            assert_eq!(rank["eigen_computations"], 0, "rank {}", rank["rank"]);
+        }
+        assert_agree(&single[0], &ranks[0]);
+    }
+}
+
+#[test]
+fn a_checkpoint_saved_by_rank_0_resumes_every_rank_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    let uninterrupted = run(2, &whole, &["--eigen", "--save-at", "15"]);
+    let checkpoint = whole.join("checkpoint");
+    assert!(checkpoint.join("step.json").exists());
+    let resumed = run(
+        2,
+        &dir.path().join("resumed"),
+        &["--eigen", "--resume", checkpoint.to_str().unwrap()],
+    );
+    for (a, b) in uninterrupted.iter().zip(&resumed) {
+        for key in REPLICA {
+            assert!(a[key] == b[key], "rank {}: resumed {key} differ", a["rank"]);
+        }
+    }
+    // The resumed run asked for eigenvalues again after step 15, on rank 0 only: the schedule
+    // after it depends on the provider state restored from the checkpoint.
+    assert!(resumed[0]["eigen_computations"].as_u64().unwrap() > 0);
+    assert_eq!(resumed[1]["eigen_computations"], 0);
+}
+
+#[test]
+fn a_rank_outside_the_run_is_refused_with_its_numbers() {
+    let output = Command::new(DDP)
+        .args(["node", "--nodes", "2", "--rank", "2"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--rank 2 outside 0..2"), "{stderr}");
+}
