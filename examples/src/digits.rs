@@ -42,6 +42,11 @@ impl Digits {
         self.y.len()
     }
 
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+
     /// The copy in the examples crate, `data/digits.csv.gz`.
     pub fn default_path() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz")

@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use burn::module::Param;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use moq_burn::moq_hessian::path::{NamedVisitor, visit_named};
+use moq_examples::digits::Mlp;
 use serde_json::Value;
 
 /// How long one run (all its processes) may take; a run here takes seconds.
@@ -71,7 +76,9 @@ fn free_ports(n: usize) -> Vec<u16> {
     let held: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 /// Runs the `ddp` example on `nodes` processes (one, without burn-collective, when `nodes` is
@@ -177,13 +184,20 @@ fn assert_agree(single: &Value, distributed: &Value) {
     ) {
         for (a, b) in a.iter().zip(b) {
             let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
-            assert!((a - b).abs() <= 1e-4 * a.abs().max(1e-3), "eigenvalue {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
+                "eigenvalue {a} vs {b}"
+            );
         }
     }
     for (path, master) in single["masters"].as_object().unwrap() {
         let (a, b) = (floats(master), floats(&distributed["masters"][path]));
         let scale = a.iter().fold(0.0_f32, |m, x| m.max(x.abs()));
-        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
         assert!(
             worst <= 1e-5 * scale,
             "master `{path}`: {worst} apart (magnitude {scale})"
@@ -200,7 +214,11 @@ fn assert_agree(single: &Value, distributed: &Value) {
             .zip(&b)
             .filter(|(x, y)| (*x - *y).abs() > 1e-5 * scale)
             .count();
-        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
         assert!(
             worst <= step * 1.01,
             "weight `{path}`: {worst} apart, over one step ({step})"
@@ -266,4 +284,121 @@ fn a_rank_outside_the_run_is_refused_with_its_numbers() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--rank 2 outside 0..2"), "{stderr}");
+}
+
+/// `replicate` and `RootEigenvalues` between two peers of one process (burn-collective's local
+/// level, a thread a peer): every peer gets rank 0's parameters under path-derived ids, and
+/// rank 0's answer (values, "keep the previous ones", its failure), without calling its own
+/// provider.
+#[test]
+fn peers_take_rank_0s_parameters_and_eigenvalue_answers() {
+    use burn::backend::{Autodiff, NdArray};
+    use burn::collective::{CollectiveConfig, PeerId, finish_collective, register};
+    use burn::optim::AdamConfig;
+    use moq_burn::collective::{RootEigenvalues, replicate};
+    use moq_burn::moq_core::QuantizeConfig;
+    use moq_burn::moq_hessian::path::float_params;
+    use moq_burn::{EigenvalueProvider, Moq, MoqBurnError, MoqLayer};
+
+    type B = Autodiff<NdArray>;
+
+    /// Answers in turn: values, keep, fail. Only the root may be asked.
+    struct Scripted {
+        root: bool,
+        asked: usize,
+    }
+    impl<M> EigenvalueProvider<M> for Scripted {
+        fn eigenvalues(
+            &mut self,
+            _: &M,
+            layers: &[MoqLayer],
+        ) -> moq_burn::Result<Option<Vec<f32>>> {
+            assert!(self.root, "a peer other than the root computed eigenvalues");
+            self.asked += 1;
+            match self.asked {
+                1 => Ok(Some(
+                    (0..layers.len()).map(|i| 0.25 * i as f32 + 0.5).collect(),
+                )),
+                2 => Ok(None),
+                _ => Err(MoqBurnError::Export {
+                    reason: "scripted failure".into(),
+                }),
+            }
+        }
+    }
+
+    let peer = |id: u32| {
+        std::thread::spawn(move || {
+            let device = Default::default();
+            let config = CollectiveConfig::default().with_num_devices(2);
+            register::<NdArray>(PeerId::from(id), device, config).unwrap();
+            // Each peer draws its own parameters.
+            <B as Backend>::seed(&device, 100 + u64::from(id));
+            let model = Mlp::<B>::new(&device);
+            let own = values_of(&model);
+            let model = replicate(model, PeerId::from(id), id == 0).unwrap();
+            let ids: Vec<_> = float_params(&model).into_iter().map(|p| p.id).collect();
+            let optim = Moq::new(
+                QuantizeConfig::builder()
+                    .bits(8, 4)
+                    .period(2)
+                    .schedule_offset(0)
+                    .build()
+                    .unwrap(),
+            )
+            .init(AdamConfig::new().init(), &model)
+            .unwrap();
+            let layers = optim.layers().to_vec();
+            let mut shared = RootEigenvalues::<NdArray, _>::new(
+                Scripted {
+                    root: id == 0,
+                    asked: 0,
+                },
+                PeerId::from(id),
+                id == 0,
+                device,
+            );
+            let answers: Vec<_> = (0..3)
+                .map(|_| shared.eigenvalues(&model, &layers))
+                .collect();
+            finish_collective::<NdArray>(PeerId::from(id)).unwrap();
+            (own, values_of(&model), ids, layers.len(), answers)
+        })
+    };
+    let (a, b) = (peer(0), peer(1));
+    let (root_own, root_now, root_ids, layers, root_answers) = a.join().unwrap();
+    let (other_own, other_now, other_ids, _, other_answers) = b.join().unwrap();
+    assert_ne!(root_own, other_own, "the peers drew the same parameters");
+    assert_eq!(root_now, root_own, "the root's parameters changed");
+    assert_eq!(
+        other_now, root_own,
+        "the other peer did not take the root's parameters"
+    );
+    assert_eq!(root_ids, other_ids);
+    let expected: Vec<f32> = (0..layers).map(|i| 0.25 * i as f32 + 0.5).collect();
+    for answers in [&root_answers, &other_answers] {
+        assert_eq!(answers[0].as_ref().unwrap().as_deref(), Some(&expected[..]));
+        assert!(answers[1].as_ref().unwrap().is_none());
+    }
+    let root_error = root_answers[2].as_ref().unwrap_err().to_string();
+    assert!(root_error.contains("scripted failure"), "{root_error}");
+    let other_error = other_answers[2].as_ref().unwrap_err().to_string();
+    assert!(
+        other_error.contains("the root peer failed"),
+        "{other_error}"
+    );
+}
+
+/// Every float parameter's f32 bit patterns, in module order.
+fn values_of<B: Backend>(model: &Mlp<B>) -> Vec<Vec<u32>> {
+    struct Collect(Vec<Vec<u32>>);
+    impl<B: Backend> NamedVisitor<B> for Collect {
+        fn visit_named<const D: usize>(&mut self, _: &str, param: &Param<Tensor<B, D>>) {
+            let data = param.val().into_data().convert::<f32>();
+            self.0.push(data.iter::<f32>().map(f32::to_bits).collect());
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    visit_named(model, &mut collect);
+    collect.0
 }

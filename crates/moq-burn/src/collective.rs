@@ -162,7 +162,10 @@ impl<B: Backend, P> RootEigenvalues<B, P> {
                     failure = Some(MoqBurnError::Collective {
                         operation: "all-reduce",
                         what: what.to_string(),
-                        reason: format!("the provider gave {} values for {layers} layers", values.len()),
+                        reason: format!(
+                            "the provider gave {} values for {layers} layers",
+                            values.len()
+                        ),
                     });
                 }
                 Ok(None) => {}
@@ -195,7 +198,9 @@ impl<B: Backend, P> RootEigenvalues<B, P> {
 
 impl<M, B: Backend, P: EigenvalueProvider<M>> EigenvalueProvider<M> for RootEigenvalues<B, P> {
     fn eigenvalues(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>> {
-        self.shared(layers.len(), "eigenvalues", |p| p.eigenvalues(model, layers))
+        self.shared(layers.len(), "eigenvalues", |p| {
+            p.eigenvalues(model, layers)
+        })
     }
 
     fn sensitivities(&mut self, model: &M, layers: &[MoqLayer]) -> Result<Option<Vec<f32>>> {

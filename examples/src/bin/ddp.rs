@@ -121,7 +121,7 @@ fn main() -> Result<()> {
                 args.nodes
             );
             ensure!(
-                BATCH % args.nodes as usize == 0,
+                BATCH.is_multiple_of(args.nodes as usize),
                 "--nodes {} does not divide the global batch of {BATCH}",
                 args.nodes
             );
@@ -160,6 +160,7 @@ where
     let root = args.rank == 0;
     let distributed = args.nodes > 1;
     let who = format!("rank {}/{}", args.rank, args.nodes);
+    // ANCHOR: setup
     if distributed {
         let config = CollectiveConfig::default()
             .with_num_devices(1)
@@ -185,6 +186,7 @@ where
     if distributed {
         model = replicate(model, peer, root)?;
     }
+    // ANCHOR_END: setup
     let setup = QuantSetup {
         steps: args.steps,
         groups: 16,
@@ -207,6 +209,7 @@ where
     let mut optim = Moq::new(config.clone())
         .seed(args.seed)
         .init(AdamConfig::new().init(), &model)?;
+    // ANCHOR: eigen
     let mut history = None;
     if config.eigenvalue.enabled {
         // The probe is the first global batch: the same rows on every rank.
@@ -232,19 +235,21 @@ where
         };
     }
 
+    // ANCHOR_END: eigen
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
     let mut start = 0;
     if let Some(dir) = &args.resume {
         let step: u64 = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("step.json"))
-                .with_context(|| format!("{who}: cannot read `{}`", dir.join("step.json").display()))?,
+            &std::fs::read_to_string(dir.join("step.json")).with_context(|| {
+                format!("{who}: cannot read `{}`", dir.join("step.json").display())
+            })?,
         )?;
         model = model
             .load_file(dir.join("model"), &recorder, device)
             .with_context(|| format!("{who}: cannot load the model from `{}`", dir.display()))?;
-        let record = recorder
-            .load(dir.join("optim"), device)
-            .with_context(|| format!("{who}: cannot load the optimizer from `{}`", dir.display()))?;
+        let record = recorder.load(dir.join("optim"), device).with_context(|| {
+            format!("{who}: cannot load the optimizer from `{}`", dir.display())
+        })?;
         optim = optim.load_record(record);
         if let Some(err) = optim.take_error() {
             bail!("{who}: the checkpoint in `{}`: {err}", dir.display());
@@ -256,6 +261,7 @@ where
     let share = BATCH / args.nodes as usize;
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let started = Instant::now();
+    // ANCHOR: step
     for step in start..args.steps {
         let rows = global_batch(args.seed, step);
         let mine = &rows[args.rank as usize * share..(args.rank as usize + 1) * share];
@@ -266,12 +272,15 @@ where
             // The mean of equal shares' mean losses is the global batch's mean loss.
             grads = grads
                 .all_reduce::<B::InnerBackend>(peer, ReduceOperation::Mean)
-                .map_err(|err| anyhow::anyhow!("{who}: gradient all-reduce at step {step}: {err:?}"))?;
+                .map_err(|err| {
+                    anyhow::anyhow!("{who}: gradient all-reduce at step {step}: {err:?}")
+                })?;
         }
         model = optim.step(2e-3, model, grads);
         if let Some(err) = optim.take_error() {
             bail!("{who}: step {step}: {err}");
         }
+        // ANCHOR_END: step
         if (step + 1) % 10 == 0 || step + 1 == args.steps {
             let loss: f32 = loss.into_scalar().elem();
             println!(
@@ -283,7 +292,13 @@ where
             );
         }
         if root && args.save_at == Some(step + 1) {
-            save_checkpoint(&args.out.join("checkpoint"), step + 1, &model, &optim, &recorder)?;
+            save_checkpoint(
+                &args.out.join("checkpoint"),
+                step + 1,
+                &model,
+                &optim,
+                &recorder,
+            )?;
             println!("{who}: saved a checkpoint after step {}", step + 1);
         }
     }
@@ -388,6 +403,3 @@ fn weights<B: burn::tensor::backend::Backend>(model: &Mlp<B>) -> serde_json::Val
     visit_named(model, &mut collect);
     serde_json::Value::Object(collect.0)
 }
-
-
-

@@ -125,10 +125,7 @@ where
     B::InnerBackend: MoqBackend,
 {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let path = args
-        .data
-        .clone()
-        .unwrap_or_else(Digits::default_path);
+    let path = args.data.clone().unwrap_or_else(Digits::default_path);
     let (train_set, test_set) = Digits::load(&path)?.split();
     let exports = args
         .exports
