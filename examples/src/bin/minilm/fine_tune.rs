@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::cells::{Cell, Cells, Size};
 use anyhow::{Result, bail};
 use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamConfig;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use moq_burn::moq_core::export::MoqFile;
 use moq_burn::{Moq, MoqBackend};
@@ -90,6 +92,10 @@ pub struct Args {
     /// Write the published table instead: the MiniLM section of docs/results.md.
     #[arg(long, conflicts_with = "out")]
     docs: bool,
+    /// Run every fine-tune again, ignoring the results of earlier runs of this configuration
+    /// (kept in `target/results/minilm-cells/`, so an interrupted run resumes where it stopped).
+    #[arg(long)]
+    fresh: bool,
 }
 
 impl Args {
@@ -201,6 +207,29 @@ where
     let started = Instant::now();
     let exports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moq-exports");
     let batches = (train_y.len() / args.batch) as u64;
+    let runs = if args.quick {
+        EIGEN_RUNS_QUICK
+    } else {
+        EIGEN_RUNS
+    };
+    let cells = Cells::new(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/results/minilm-cells"),
+        &format!(
+            "minilm fine-tune v1: steps {} test {} batch {} max_len {} lr {} start_bits {} groups {} \
+             eigen_iters {EIGEN_ITERS} eigen_runs {runs} backend {}",
+            r.steps,
+            r.test,
+            args.batch,
+            args.max_len,
+            args.lr,
+            args.start_bits,
+            args.groups,
+            args.backend
+        ),
+        args.fresh,
+    )?;
+    // Seconds of the fine-tunes behind the table, this run's and earlier runs' cells.
+    let mut spent = 0.0;
     for seed in 0..r.seeds {
         // One fine-tune from the pretrained weights: the model, its test accuracy and, for a
         // quantized variant, the size of its export.
@@ -216,11 +245,6 @@ where
                 // At most about EIGEN_RUNS computations a run: with a deadline, the drops of six
                 // layers fall on different steps, and each would ask for one (nearly every
                 // step of a short run, a minute each here).
-                let runs = if args.quick {
-                    EIGEN_RUNS_QUICK
-                } else {
-                    EIGEN_RUNS
-                };
                 cfg.eigenvalue.gas_boundary_resolution = (r.steps / runs).max(1);
             }
             let loss_fn = CrossEntropyLossConfig::new().init(device);
@@ -296,43 +320,103 @@ where
                 }
                 None => None,
             };
-            Ok((trained.model, acc, size))
+            let cell = Cell {
+                accuracy: acc,
+                size,
+                seconds: trained.seconds,
+            };
+            Ok((trained.model, cell))
         };
-        let (full, acc, _) = fine_tune(Variant::FullPrecision, 32)?;
-        results.add(Variant::FullPrecision, 0, acc);
+        // Each fine-tune is a cell: done in an earlier run of this configuration, or run now.
+        let name = |variant: Variant, target: u32| match variant {
+            Variant::FullPrecision => format!("{variant:?}-seed{seed}"),
+            _ => format!("{variant:?}-{target}bit-seed{seed}"),
+        };
+        let cached = |variant: Variant, target: u32| -> Result<Option<Cell>> {
+            let cell = cells.get(&name(variant, target))?;
+            if let Some(cell) = &cell {
+                println!(
+                    "  {:<38} {:<6} seed {seed}: test accuracy {:6.2}%  (done before: {})",
+                    variant.label(),
+                    if variant == Variant::FullPrecision {
+                        "fp32".to_string()
+                    } else {
+                        format!("{target}-bit")
+                    },
+                    100.0 * cell.accuracy,
+                    cells.dir().display()
+                );
+            }
+            Ok(cell)
+        };
+        // PTQ rounds the full-precision model: kept beside the cells, trained again if gone.
+        let mut ptq_missing = false;
         for &target in &r.targets {
-            // PTQ: the full-precision fine-tune rounded once, scored from its codes.
-            let cfg = variant_config(Variant::Ptq, target, setup)?.expect("PTQ has a config");
-            let optim = Moq::new(cfg)
-                .include(ENCODER)
-                .layers(LAYERS)
-                .init(AdamConfig::new().init(), &full)?;
-            let file = optim.export_at_target(&full)?;
-            let path = exports.join(format!("minilm-{target}bit-Ptq-seed{seed}.safetensors"));
-            file.save(&path)?;
-            let served = serve::<B::InnerBackend>(&file, &config, device)?;
-            let acc = accuracy(|b| served.forward(b), &test_x, &test_y, device);
-            println!(
-                "  {:<38} {target}-bit  seed {seed}: test accuracy {:6.2}%  (served from {})",
-                Variant::Ptq.label(),
-                100.0 * acc,
-                path.display()
-            );
-            results.add(Variant::Ptq, column_of(&r.targets, target), acc);
-            sizes.push((
-                format!("{} at {target} bits", Variant::Ptq.label()),
-                Size::of(&file, &path)?,
-            ));
+            ptq_missing |= cells.get(&name(Variant::Ptq, target))?.is_none();
+        }
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let model_path = cells.model_path(seed);
+        let mut full = None;
+        let fp = match cached(Variant::FullPrecision, 32)? {
+            Some(cell) if !ptq_missing => cell,
+            Some(cell) if model_path.with_extension("mpk").exists() => {
+                let model = MailClassifier::new(dir.encoder::<B>(device)?, &config, device);
+                full = Some(model.load_file(&model_path, &recorder, device)?);
+                cell
+            }
+            _ => {
+                let (model, cell) = fine_tune(Variant::FullPrecision, 32)?;
+                model.clone().save_file(&model_path, &recorder)?;
+                cells.put(&name(Variant::FullPrecision, 32), &cell)?;
+                full = Some(model);
+                cell
+            }
+        };
+        results.add(Variant::FullPrecision, 0, fp.accuracy);
+        spent += fp.seconds;
+        for &target in &r.targets {
+            let column = column_of(&r.targets, target);
+            let ptq = match cached(Variant::Ptq, target)? {
+                Some(cell) => cell,
+                None => {
+                    let full = full
+                        .as_ref()
+                        .expect("trained or loaded when a PTQ cell is missing");
+                    let cell = ptq_cell::<B>(
+                        full, target, setup, seed, &exports, &config, &test_x, &test_y, device,
+                    )?;
+                    cells.put(&name(Variant::Ptq, target), &cell)?;
+                    cell
+                }
+            };
+            results.add(Variant::Ptq, column, ptq.accuracy);
+            spent += ptq.seconds;
+            if let Some(size) = ptq.size {
+                sizes.push((format!("{} at {target} bits", Variant::Ptq.label()), size));
+            }
             for variant in TRAINED {
-                let (_, acc, size) = fine_tune(variant, target)?;
-                results.add(variant, column_of(&r.targets, target), acc);
-                if let Some(bytes) = size {
-                    sizes.push((format!("{} at {target} bits", variant.label()), bytes));
+                let cell = match cached(variant, target)? {
+                    Some(cell) => cell,
+                    None => {
+                        let (_, cell) = fine_tune(variant, target)?;
+                        cells.put(&name(variant, target), &cell)?;
+                        cell
+                    }
+                };
+                results.add(variant, column, cell.accuracy);
+                spent += cell.seconds;
+                if let Some(size) = cell.size {
+                    sizes.push((format!("{} at {target} bits", variant.label()), size));
                 }
             }
         }
     }
-    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let minutes = spent / 60.0;
+    println!(
+        "this run: {:.0} min; the table's fine-tunes: {minutes:.0} min (cells in {})",
+        started.elapsed().as_secs_f64() / 60.0,
+        cells.dir().display()
+    );
     let f32_bytes = f32_size::<B>(&config, device);
     let table = results.markdown();
     println!(
@@ -358,8 +442,50 @@ where
     publish(r, &table, &size_lines, &notes, minutes)
 }
 
-/// A fine-tuned classifier, its test accuracy and its export's size.
-type Tuned<B> = (MailClassifier<B>, f64, Option<Size>);
+/// A fine-tuned classifier and its cell (test accuracy, export size, time).
+type Tuned<B> = (MailClassifier<B>, Cell);
+
+/// PTQ at `target` bits: the full-precision fine-tune rounded once, exported, and scored from
+/// its codes.
+#[allow(clippy::too_many_arguments)]
+fn ptq_cell<B>(
+    full: &MailClassifier<B>,
+    target: u32,
+    setup: QuantSetup,
+    seed: u64,
+    exports: &Path,
+    config: &BertConfig,
+    test_x: &Encoded,
+    test_y: &[i64],
+    device: &B::Device,
+) -> Result<Cell>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    let started = Instant::now();
+    let cfg = variant_config(Variant::Ptq, target, setup)?.expect("PTQ has a config");
+    let optim = Moq::new(cfg)
+        .include(ENCODER)
+        .layers(LAYERS)
+        .init(AdamConfig::new().init(), full)?;
+    let file = optim.export_at_target(full)?;
+    let path = exports.join(format!("minilm-{target}bit-Ptq-seed{seed}.safetensors"));
+    file.save(&path)?;
+    let served = serve::<B::InnerBackend>(&file, config, device)?;
+    let accuracy = accuracy(|b| served.forward(b), test_x, test_y, device);
+    println!(
+        "  {:<38} {target}-bit  seed {seed}: test accuracy {:6.2}%  (served from {})",
+        Variant::Ptq.label(),
+        100.0 * accuracy,
+        path.display()
+    );
+    Ok(Cell {
+        accuracy,
+        size: Some(Size::of(&file, &path)?),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
 
 fn column_of(targets: &[u32], target: u32) -> usize {
     targets.iter().position(|&t| t == target).unwrap_or(0)
@@ -395,13 +521,6 @@ where
         );
     }
     Ok(())
-}
-
-/// What an export takes: the whole file, and the packed codes and scales of the encoder's
-/// linear weights in it.
-struct Size {
-    file: u64,
-    codes: u64,
 }
 
 impl Size {
@@ -450,7 +569,7 @@ fn publish(
     }
     let body = format!(
         "## all-MiniLM-L6-v2 fine-tuned on SpamAssassin (spam or ham)\n\nProduced by `{command}` (backend {}, \
-         {minutes:.0} min). The pretrained sentence-transformers encoder (6 layers, d_model 384) with mean pooling and \
+         {minutes:.0} min of fine-tuning). The pretrained sentence-transformers encoder (6 layers, d_model 384) with mean pooling and \
          a linear head, fine-tuned with Adam (lr {}, batch {}, {} tokens per mail, {} steps) from the same \
          pretrained weights for every variant; {} held-out mails. Every linear weight of the encoder is quantized \
          (quantize_groups {}), one schedule per encoder layer (`{LAYERS}`); the embeddings, layer norms, biases and \

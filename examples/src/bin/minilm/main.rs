@@ -15,6 +15,7 @@
 //! exported, served by its `MoqLinear` layers (`moq_burn::load_codes`) and must score what its fake-quantized self
 //! scored. `--quick` is one seed at 4 bits with fewer steps.
 
+mod cells;
 mod fine_tune;
 
 use std::io::{BufRead, BufWriter, Write};
