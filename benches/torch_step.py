@@ -14,29 +14,21 @@ MODEL_DIR defaults to target/data/all-MiniLM-L6-v2 (scripts/fetch-minilm). Needs
 import argparse
 import json
 import statistics
-import struct
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+# The numpy reference's reader (float64 arrays), made f32 torch parameters below.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from minilm_reference import read_safetensors  # noqa: E402
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        array = np.frombuffer(data[start:end], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
-        tensors[name] = torch.nn.Parameter(torch.tensor(array.astype(np.float32)))
-    return tensors
+def parameters(path):
+    return {k: torch.nn.Parameter(torch.tensor(v.astype(np.float32))) for k, v in read_safetensors(path).items()}
 
 
 class MailClassifier(torch.nn.Module):
@@ -96,7 +88,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = json.load(open(f"{args.model}/config.json"))
-    model = MailClassifier(config, read_safetensors(f"{args.model}/model.safetensors"))
+    model = MailClassifier(config, parameters(f"{args.model}/model.safetensors"))
     optim = torch.optim.Adam(model.parameters(), lr=5e-5)
     g = torch.Generator().manual_seed(0)
     times = []

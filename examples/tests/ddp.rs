@@ -163,6 +163,19 @@ fn floats(value: &Value) -> Vec<f32> {
         .collect()
 }
 
+/// The largest magnitude in `a`.
+fn magnitude(a: &[f32]) -> f32 {
+    a.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// The largest difference between `a` and `b`, element by element.
+fn apart(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// A distributed run against one process over the same global batches. They differ only by
 /// summation order: a process sums 32 rows' gradients at once; the ranks sum their shares and
 /// burn-collective's ring all-reduce sums the ranks'. That moves a gradient by a few ulps, and
@@ -206,7 +219,7 @@ fn assert_agree(single: &Value, distributed: &Value) {
     let bits = single["bits"][0].as_u64().unwrap() as i32;
     for (path, weight) in single["weights"].as_object().unwrap() {
         let (a, b) = (floats(weight), floats(&distributed["weights"][path]));
-        let scale = a.iter().fold(0.0_f32, |m, x| m.max(x.abs()));
+        let scale = magnitude(&a);
         // The coarsest grid step any group of this tensor can have.
         let step = scale / ((1 << (bits - 1)) - 1) as f32;
         let moved = a
