@@ -205,12 +205,7 @@ fn assert_agree(single: &Value, distributed: &Value) {
     }
     for (path, master) in single["masters"].as_object().unwrap() {
         let (a, b) = (floats(master), floats(&distributed["masters"][path]));
-        let scale = a.iter().fold(0.0_f32, |m, x| m.max(x.abs()));
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let (scale, worst) = (magnitude(&a), apart(&a, &b));
         assert!(
             worst <= 1e-5 * scale,
             "master `{path}`: {worst} apart (magnitude {scale})"
@@ -227,11 +222,7 @@ fn assert_agree(single: &Value, distributed: &Value) {
             .zip(&b)
             .filter(|(x, y)| (*x - *y).abs() > 1e-5 * scale)
             .count();
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let worst = apart(&a, &b);
         assert!(
             worst <= step * 1.01,
             "weight `{path}`: {worst} apart, over one step ({step})"
