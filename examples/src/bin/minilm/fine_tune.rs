@@ -366,7 +366,14 @@ where
             }
             _ => {
                 let (model, cell) = fine_tune(Variant::FullPrecision, 32)?;
-                model.clone().save_file(&model_path, &recorder)?;
+                // Whole or not at all: written under another name, then renamed.
+                // (burn's recorder sets the extension, so the other name differs before it.)
+                let partial = cells.dir().join(format!("fp32-seed{seed}-partial"));
+                model.clone().save_file(&partial, &recorder)?;
+                std::fs::rename(
+                    partial.with_extension("mpk"),
+                    model_path.with_extension("mpk"),
+                )?;
                 cells.put(&name(Variant::FullPrecision, 32), &cell)?;
                 full = Some(model);
                 cell
