@@ -14,11 +14,15 @@ pub trait Experiment {
         B::InnerBackend: MoqBackend;
 }
 
-/// Runs `experiment` on the backend named `backend`: `ndarray`, or `wgpu` / `cuda` in builds
-/// with the feature of that name.
+/// Runs `experiment` on the backend named `backend`: `ndarray` (with glibc told to keep freed
+/// memory, [`crate::malloc::keep_freed_memory`]), or `wgpu` / `cuda` in builds with the
+/// feature of that name.
 pub fn run_on(backend: &str, experiment: &impl Experiment) -> Result<()> {
     match backend {
-        "ndarray" => experiment.run::<Autodiff<NdArray>>(Default::default()),
+        "ndarray" => {
+            crate::malloc::keep_freed_memory();
+            experiment.run::<Autodiff<NdArray>>(Default::default())
+        }
         #[cfg(feature = "wgpu")]
         "wgpu" => experiment.run::<Autodiff<burn::backend::Wgpu>>(Default::default()),
         #[cfg(not(feature = "wgpu"))]

@@ -13,7 +13,8 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
     }
-    let tmp = path.with_extension("tmp");
+    // One temporary name per process: two runs sharing a folder never write the same file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write `{}`", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
     Ok(())
