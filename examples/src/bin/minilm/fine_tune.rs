@@ -34,7 +34,8 @@ const EIGEN_ITERS: u32 = 10;
 const EIGEN_RUNS: u64 = 5;
 /// The same for `--quick`, which must finish within 20 minutes on 2 cores.
 const EIGEN_RUNS_QUICK: u64 = 4;
-/// The variants fine-tuned at each target, after the full-precision run and PTQ.
+/// The variants fine-tuned at each target, after the full-precision run and PTQ (the last
+/// with `--second-order` only).
 const TRAINED: [Variant; 4] = [
     Variant::Qat,
     Variant::Moq,
@@ -69,10 +70,11 @@ pub struct Args {
     /// Held-out mails (default 1000; 300 with --quick).
     #[arg(long)]
     test: Option<usize>,
-    /// Leave out MoQ + second-order bits: per target and seed, one fine-tune and its eigenvalue
-    /// computations fewer (the 3-seed table in docs/results.md was run without it, for time).
+    /// Also fine-tune MoQ + second-order bits (each layer's width chosen from its eigenvalue,
+    /// `Moq::auto_bits`): per target and seed one more fine-tune and its eigenvalue
+    /// computations, about 10 minutes on 2 cores, so off unless asked for.
     #[arg(long)]
-    no_second_order: bool,
+    second_order: bool,
     /// Mails per step.
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -124,7 +126,7 @@ impl Resolved {
     fn trained(&self) -> impl Iterator<Item = Variant> + '_ {
         TRAINED
             .into_iter()
-            .filter(|&v| !(self.args.no_second_order && v == Variant::MoqSecondOrder))
+            .filter(|&v| self.args.second_order || v != Variant::MoqSecondOrder)
     }
 }
 
@@ -588,8 +590,8 @@ fn publish(
         join(&r.targets),
         r.test
     );
-    if args.no_second_order {
-        command.push_str(" --no-second-order");
+    if args.second_order {
+        command.push_str(" --second-order");
     }
     if args.quick {
         command.push_str(" (= --quick)");
