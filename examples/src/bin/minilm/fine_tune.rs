@@ -55,7 +55,7 @@ pub struct Args {
     /// Backend: ndarray (CPU), wgpu or cuda (need the feature of that name).
     #[arg(long, default_value = "ndarray")]
     pub backend: String,
-    /// One seed, 4 bits only, fewer steps and test mails: about 20 minutes on 2 cores.
+    /// One seed, 4 bits only, fewer steps and test mails: about 11 minutes on 2 cores.
     #[arg(long)]
     quick: bool,
     /// Seeds per cell (default 3; 1 with --quick).
