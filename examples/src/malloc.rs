@@ -7,8 +7,8 @@
 //! heap's free top above its trim threshold back to the kernel, so each step faults those
 //! pages in again: measured on the MiniLM fine-tune (40 steps alone on the 2-core VM), 2.66 s
 //! per step with 33 s of the run's 116 s in the kernel, against 1.97 s per step and 1 s in the
-//! kernel with both thresholds raised. The
-//! results are bit for bit the same; only where freed memory goes changes.
+//! kernel with both thresholds raised. The results are bit for bit the same; only where freed
+//! memory goes changes.
 
 /// Raises glibc's mmap and trim thresholds so freed blocks stay in the heap for the next
 /// step. Call once, before the first tensor; a variable the user set
