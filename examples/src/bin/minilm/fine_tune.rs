@@ -61,6 +61,11 @@ pub struct Args {
     /// Seeds per cell (default 3; 1 with --quick).
     #[arg(long)]
     seeds: Option<u64>,
+    /// The first seed: the run fine-tunes seeds `first-seed .. first-seed + seeds`. Two
+    /// processes split a table's seeds this way (`--seeds 2` beside `--first-seed 2 --seeds 1`),
+    /// and a last run over all of them publishes it from their cells.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
     /// Optimizer steps per fine-tune (default 120; 60 with --quick).
     #[arg(long)]
     steps: Option<u64>,
@@ -248,7 +253,7 @@ where
     )?;
     // Seconds of the fine-tunes behind the table, this run's and earlier runs' cells.
     let mut spent = 0.0;
-    for seed in 0..r.seeds {
+    for seed in args.first_seed..args.first_seed + r.seeds {
         // One fine-tune from the pretrained weights: the model, its test accuracy and, for a
         // quantized variant, the size of its export.
         let fine_tune = |variant: Variant, target: u32| -> Result<Tuned<B>> {
@@ -514,6 +519,12 @@ where
     })
 }
 
+/// The results section of a table at `targets`: `minilm-8-4bit` for 8 and 4 bits.
+fn section_name(targets: &[u32]) -> String {
+    let widths: Vec<String> = targets.iter().map(u32::to_string).collect();
+    format!("minilm-{}bit", widths.join("-"))
+}
+
 fn column_of(targets: &[u32], target: u32) -> usize {
     targets.iter().position(|&t| t == target).unwrap_or(0)
 }
@@ -591,14 +602,24 @@ fn publish(
         join(&r.targets),
         r.test
     );
+    if args.first_seed != 0 {
+        command.push_str(&format!(" --first-seed {}", args.first_seed));
+    }
     if args.second_order {
         command.push_str(" --second-order");
     }
     if args.quick {
         command.push_str(" (= --quick)");
     }
+    let widths = match r.targets.as_slice() {
+        [.., last] if r.targets.len() > 1 => format!(
+            "{} and {last}",
+            join(&r.targets[..r.targets.len() - 1]).replace(',', ", ")
+        ),
+        _ => join(&r.targets),
+    };
     let body = format!(
-        "## all-MiniLM-L6-v2 fine-tuned on SpamAssassin (spam or ham)\n\nProduced by `{command}` (backend {}, \
+        "## all-MiniLM-L6-v2 fine-tuned on SpamAssassin (spam or ham) at {widths} bits\n\nProduced by `{command}` (backend {}, \
          {minutes:.0} min of fine-tuning). The pretrained sentence-transformers encoder (6 layers, d_model 384) with mean pooling and \
          a linear head, fine-tuned with Adam (lr {}, batch {}, {} tokens per mail, {} steps) from the same \
          pretrained weights for every variant; {} held-out mails. Every linear weight of the encoder is quantized \
@@ -619,8 +640,10 @@ fn publish(
         r.seeds,
         sizes.join("\n"),
     );
+    // One section per set of widths (`minilm-8-4bit`, `minilm-3bit`), so a column run later
+    // publishes beside the table it did not rerun.
     let out = results_path(&args.out, args.docs);
-    write_section(&out, "minilm", &body)?;
+    write_section(&out, &section_name(&r.targets), &body)?;
     println!("wrote the table to {}", out.display());
     Ok(())
 }
