@@ -34,6 +34,8 @@ const EIGEN_ITERS: u32 = 10;
 const EIGEN_RUNS: u64 = 5;
 /// The same for `--quick`, which must finish within 20 minutes on 2 cores (11 measured).
 const EIGEN_RUNS_QUICK: u64 = 4;
+/// Optimizer steps per fine-tune of the full run.
+const STEPS: u64 = 120;
 /// The variants fine-tuned at each target, after the full-precision run and PTQ (the last
 /// with `--second-order` only).
 const TRAINED: [Variant; 4] = [
@@ -116,7 +118,7 @@ impl Args {
         Resolved {
             args: self.clone(),
             seeds: self.seeds.unwrap_or(if quick { 1 } else { 3 }),
-            steps: self.steps.unwrap_or(if quick { 60 } else { 120 }),
+            steps: self.steps.unwrap_or(if quick { 60 } else { STEPS }),
             targets: self
                 .targets
                 .clone()
@@ -519,10 +521,15 @@ where
     })
 }
 
-/// The results section of a table at `targets`: `minilm-8-4bit` for 8 and 4 bits.
-fn section_name(targets: &[u32]) -> String {
+/// The results section of a table at `targets` after `steps`: `minilm-8-4bit` for 8 and 4
+/// bits, `minilm-3bit-360steps` for 3 bits after 360 steps (the default steps go unnamed).
+fn section_name(targets: &[u32], steps: u64) -> String {
     let widths: Vec<String> = targets.iter().map(u32::to_string).collect();
-    format!("minilm-{}bit", widths.join("-"))
+    let mut name = format!("minilm-{}bit", widths.join("-"));
+    if steps != STEPS {
+        name.push_str(&format!("-{steps}steps"));
+    }
+    name
 }
 
 fn column_of(targets: &[u32], target: u32) -> usize {
@@ -640,10 +647,10 @@ fn publish(
         r.seeds,
         sizes.join("\n"),
     );
-    // One section per set of widths (`minilm-8-4bit`, `minilm-3bit`), so a column run later
-    // publishes beside the table it did not rerun.
+    // One section per set of widths and steps (`minilm-8-4bit`, `minilm-3bit`), so a column
+    // run later publishes beside the table it did not rerun.
     let out = results_path(&args.out, args.docs);
-    write_section(&out, &section_name(&r.targets), &body)?;
+    write_section(&out, &section_name(&r.targets, r.steps), &body)?;
     println!("wrote the table to {}", out.display());
     Ok(())
 }
