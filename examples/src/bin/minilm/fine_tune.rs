@@ -524,12 +524,17 @@ where
 /// The results section of a table at `targets` after `steps`: `minilm-8-4bit` for 8 and 4
 /// bits, `minilm-3bit-360steps` for 3 bits after 360 steps (the default steps go unnamed).
 fn section_name(targets: &[u32], steps: u64) -> String {
-    let widths: Vec<String> = targets.iter().map(u32::to_string).collect();
-    let mut name = format!("minilm-{}bit", widths.join("-"));
+    let mut name = format!("minilm-{}bit", list(targets, "-"));
     if steps != STEPS {
         name.push_str(&format!("-{steps}steps"));
     }
     name
+}
+
+/// `values` as text, `sep` between them.
+fn list(values: &[u32], sep: &str) -> String {
+    let text: Vec<String> = values.iter().map(u32::to_string).collect();
+    text.join(sep)
 }
 
 fn column_of(targets: &[u32], target: u32) -> usize {
@@ -601,12 +606,11 @@ fn publish(
     minutes: f64,
 ) -> Result<()> {
     let args = &r.args;
-    let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let mut command = format!(
         "cargo run --release -p moq-examples --bin minilm -- fine-tune --seeds {} --steps {} --targets {} --test {}",
         r.seeds,
         r.steps,
-        join(&r.targets),
+        list(&r.targets, ","),
         r.test
     );
     if args.first_seed != 0 {
@@ -618,12 +622,9 @@ fn publish(
     if args.quick {
         command.push_str(" (= --quick)");
     }
-    let widths = match r.targets.as_slice() {
-        [.., last] if r.targets.len() > 1 => format!(
-            "{} and {last}",
-            join(&r.targets[..r.targets.len() - 1]).replace(',', ", ")
-        ),
-        _ => join(&r.targets),
+    let widths = match r.targets.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", list(rest, ", ")),
+        _ => list(&r.targets, ""),
     };
     let body = format!(
         "## all-MiniLM-L6-v2 fine-tuned on SpamAssassin (spam or ham) at {widths} bits\n\nProduced by `{command}` (backend {}, \
@@ -653,4 +654,17 @@ fn publish(
     write_section(&out, &section_name(&r.targets, r.steps), &body)?;
     println!("wrote the table to {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_set_of_widths_and_steps_has_its_own_section() {
+        assert_eq!(section_name(&[8, 4], STEPS), "minilm-8-4bit");
+        assert_eq!(section_name(&[3], STEPS), "minilm-3bit");
+        assert_eq!(section_name(&[3], 360), "minilm-3bit-360steps");
+        assert_eq!(list(&[8, 4, 3], ", "), "8, 4, 3");
+    }
 }
