@@ -12,18 +12,27 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn matmul(c: &mut Criterion) {
+    // Every backend the build has, each in its own group (`--features cuda,wgpu` times both).
+    #[cfg(feature = "cuda")]
+    on::<burn_cubecl::CubeBackend<moq_kernels::cubecl::cuda::CudaRuntime, half::f16, i32, u8>>(
+        c, "cuda",
+    );
+    #[cfg(feature = "wgpu")]
+    on::<burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, half::f16, i32, u32>>(
+        c, "wgpu",
+    );
+}
+
+/// The five forms on backend `B`, in one criterion group named after the backend.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn on<B: moq_burn::MoqBackend>(c: &mut Criterion, backend: &str) {
     use common::{input, timed, weights};
     use criterion::Throughput;
-    #[cfg(feature = "cuda")]
-    type B = burn_cubecl::CubeBackend<moq_kernels::cubecl::cuda::CudaRuntime, half::f16, i32, u8>;
-    #[cfg(not(feature = "cuda"))]
-    type B =
-        burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, half::f16, i32, u32>;
     let device = Default::default();
     let (k, n) = (4096, 4096);
     let w = weights::<B>(k, n, &device);
     let x = input::<B>(1, k, &device);
-    let mut group = c.benchmark_group(format!("matmul 1x{k}x{n}"));
+    let mut group = c.benchmark_group(format!("matmul {backend} 1x{k}x{n}"));
     group.sample_size(20);
     // Throughput: the bytes of weights each form reads (burn's Q8S/Q4S hold the same codes).
     group.throughput(Throughput::Bytes(w.bytes[0] as u64));

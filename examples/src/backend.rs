@@ -1,4 +1,4 @@
-//! Choosing the backend at run time (`--backend ndarray|wgpu|cuda`).
+//! Choosing the backend at run time (`--backend ndarray|tch|wgpu|cuda`).
 
 use anyhow::{Result, bail};
 use burn::backend::{Autodiff, NdArray};
@@ -15,7 +15,8 @@ pub trait Experiment {
 }
 
 /// Runs `experiment` on the backend named `backend`: `ndarray` (with glibc told to keep freed
-/// memory, [`crate::malloc::keep_freed_memory`]), or `wgpu` / `cuda` in builds with the
+/// memory, [`crate::malloc::keep_freed_memory`]; its matmul through OpenBLAS in builds with the
+/// `openblas` feature), or `tch` (LibTorch on the CPU) / `wgpu` / `cuda` in builds with the
 /// feature of that name.
 pub fn run_on(backend: &str, experiment: &impl Experiment) -> Result<()> {
     match backend {
@@ -31,6 +32,13 @@ pub fn run_on(backend: &str, experiment: &impl Experiment) -> Result<()> {
         "cuda" => experiment.run::<Autodiff<burn::backend::Cuda>>(Default::default()),
         #[cfg(not(feature = "cuda"))]
         "cuda" => bail!("this build has no cuda backend: rebuild with `--features cuda`"),
-        other => bail!("unknown backend `{other}` (ndarray, wgpu or cuda)"),
+        #[cfg(feature = "tch")]
+        "tch" => experiment.run::<Autodiff<burn::backend::LibTorch>>(Default::default()),
+        #[cfg(not(feature = "tch"))]
+        "tch" => bail!(
+            "this build has no LibTorch backend: run scripts/setup-tch once, then build through \
+             it with `--features tch` (README, \"Faster CPU training\")"
+        ),
+        other => bail!("unknown backend `{other}` (ndarray, tch, wgpu or cuda)"),
     }
 }

@@ -18,6 +18,8 @@ use moq_burn::moq_hessian::path::{NamedVisitor, visit_named};
 use moq_examples::digits::Mlp;
 use serde_json::Value;
 
+mod common;
+
 /// How long one run (all its processes) may take; a run here takes seconds.
 const DEADLINE: Duration = Duration::from_secs(300);
 
@@ -163,19 +165,6 @@ fn floats(value: &Value) -> Vec<f32> {
         .collect()
 }
 
-/// The largest magnitude in `a`.
-fn magnitude(a: &[f32]) -> f32 {
-    a.iter().fold(0.0, |m, x| m.max(x.abs()))
-}
-
-/// The largest difference between `a` and `b`, element by element.
-fn apart(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// A distributed run against one process over the same global batches. They differ only by
 /// summation order: a process sums 32 rows' gradients at once; the ranks sum their shares and
 /// burn-collective's ring all-reduce sums the ranks'. That moves a gradient by a few ulps, and
@@ -205,33 +194,12 @@ fn assert_agree(single: &Value, distributed: &Value) {
     }
     for (path, master) in single["masters"].as_object().unwrap() {
         let (a, b) = (floats(master), floats(&distributed["masters"][path]));
-        let (scale, worst) = (magnitude(&a), apart(&a, &b));
-        assert!(
-            worst <= 1e-5 * scale,
-            "master `{path}`: {worst} apart (magnitude {scale})"
-        );
+        common::assert_close(&format!("master {path}"), &a, &b, 1e-5);
     }
-    let bits = single["bits"][0].as_u64().unwrap() as i32;
+    let bits = single["bits"][0].as_u64().unwrap() as u32;
     for (path, weight) in single["weights"].as_object().unwrap() {
         let (a, b) = (floats(weight), floats(&distributed["weights"][path]));
-        let scale = magnitude(&a);
-        // The coarsest grid step any group of this tensor can have.
-        let step = scale / ((1 << (bits - 1)) - 1) as f32;
-        let moved = a
-            .iter()
-            .zip(&b)
-            .filter(|(x, y)| (*x - *y).abs() > 1e-5 * scale)
-            .count();
-        let worst = apart(&a, &b);
-        assert!(
-            worst <= step * 1.01,
-            "weight `{path}`: {worst} apart, over one step ({step})"
-        );
-        assert!(
-            moved * 1000 <= a.len(),
-            "weight `{path}`: {moved} of {} weights moved a grid step",
-            a.len()
-        );
+        common::assert_quantized_close(path, &a, &b, bits);
     }
 }
 

@@ -1,7 +1,7 @@
 //! The kernels against `moq-core`'s reference on cubecl's CUDA runtime: the same cases as the
 //! wgpu binary (`tests/gpu/`), compiled for `CudaRuntime`. Needs an NVIDIA GPU with its driver
 //! and NVRTC (kernels are compiled at run time):
-//! `cargo test -p moq-kernels --features cuda --test cuda -- --include-ignored`, or the
+//! `cargo test -p moq-kernels --features cuda --test kernels-cuda -- --include-ignored`, or the
 //! prebuilt binary of the GPU bundle (`scripts/gpu-bundle`).
 
 use cubecl::Runtime;

@@ -1,7 +1,7 @@
 //! The kernels against `moq-core`'s reference on cubecl's wgpu runtime: random inputs, odd
 //! shapes, every mode. The cases live in `tests/gpu/` and are compiled once per runtime (this
 //! file for wgpu, `tests/cuda/main.rs` for CUDA). Needs a wgpu adapter (lavapipe in CI):
-//! `cargo test -p moq-kernels --features wgpu --test wgpu -- --include-ignored` (WGSL), and
+//! `cargo test -p moq-kernels --features wgpu --test kernels-wgpu -- --include-ignored` (WGSL), and
 //! `--features vulkan` for the SPIR-V compiler.
 
 use cubecl::Runtime;

@@ -27,6 +27,7 @@
 //! - [`autodiff`] holds the straight-through backward;
 //! - `ndarray` (feature `ndarray`): NdArray's host paths, the quantized matmul through
 //!   [`moq_core::matmul`] on the tensors' buffers in place;
+//! - `libtorch` (feature `tch`): LibTorch's host path on the tensor's own memory;
 //! - `cube` and `fusion` (features `wgpu`/`cuda`) hold the kernels and the fusion stream.
 
 use burn::tensor::backend::Backend;
@@ -42,6 +43,8 @@ mod cube;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod fusion;
 pub mod host;
+#[cfg(feature = "tch")]
+mod libtorch;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 pub mod packed;

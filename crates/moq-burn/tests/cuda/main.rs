@@ -1,6 +1,6 @@
 //! moq-burn on burn-cuda: the cases of `tests/gpu/cases.rs` on `burn::backend::Cuda` and its
 //! bare `CubeBackend`. Needs an NVIDIA GPU with its driver and NVRTC:
-//! `cargo test -p moq-burn --features cuda --test cuda -- --include-ignored`, or the prebuilt
+//! `cargo test -p moq-burn --features cuda --test burn-cuda -- --include-ignored`, or the prebuilt
 //! binary of the GPU bundle (`scripts/gpu-bundle`).
 
 use burn_cubecl::CubeBackend;

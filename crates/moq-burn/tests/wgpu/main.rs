@@ -1,6 +1,6 @@
 //! moq-burn on burn-wgpu: the cases of `tests/gpu/cases.rs` on `burn::backend::Wgpu` and its
 //! bare `CubeBackend`. Needs a wgpu adapter (lavapipe in CI):
-//! `cargo test -p moq-burn --features wgpu --test wgpu -- --include-ignored`.
+//! `cargo test -p moq-burn --features wgpu --test burn-wgpu -- --include-ignored`.
 
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 
