@@ -27,7 +27,7 @@
 //! - [`autodiff`] holds the straight-through backward;
 //! - `ndarray` (feature `ndarray`): NdArray's host paths, the quantized matmul through
 //!   [`moq_core::matmul`] on the tensors' buffers in place;
-//! - `libtorch` (feature `tch`): LibTorch's host path on the tensor's own memory;
+//! - `libtorch` (feature `tch`): LibTorch through the generic host path;
 //! - `cube` and `fusion` (features `wgpu`/`cuda`) hold the kernels and the fusion stream.
 
 use burn::tensor::backend::Backend;
