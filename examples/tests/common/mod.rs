@@ -15,9 +15,8 @@ pub fn apart(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Full-precision values (masters, or an unquantized model's weights) `a` and `b` of `path`:
-/// within `relative` of their magnitude.
-pub fn assert_close(path: &str, a: &[f32], b: &[f32], relative: f32) {
+/// `a` and `b` of `path` hold as many values.
+fn same_len(path: &str, a: &[f32], b: &[f32]) {
     assert_eq!(
         a.len(),
         b.len(),
@@ -25,6 +24,12 @@ pub fn assert_close(path: &str, a: &[f32], b: &[f32], relative: f32) {
         a.len(),
         b.len()
     );
+}
+
+/// Full-precision values (masters, or an unquantized model's weights) `a` and `b` of `path`:
+/// within `relative` of their magnitude.
+pub fn assert_close(path: &str, a: &[f32], b: &[f32], relative: f32) {
+    same_len(path, a, b);
     let (scale, worst) = (magnitude(a), apart(a, b));
     assert!(
         worst <= relative * scale,
@@ -36,13 +41,7 @@ pub fn assert_close(path: &str, a: &[f32], b: &[f32], relative: f32) {
 /// apart) or, for a master within ulps of a rounding boundary, moves one grid step, which is
 /// allowed for one weight in a thousand.
 pub fn assert_quantized_close(path: &str, a: &[f32], b: &[f32], bits: u32) {
-    assert_eq!(
-        a.len(),
-        b.len(),
-        "`{path}`: {} against {} values",
-        a.len(),
-        b.len()
-    );
+    same_len(path, a, b);
     let scale = magnitude(a);
     // The coarsest grid step any group of this tensor can have.
     let step = scale / ((1 << (bits - 1)) - 1) as f32;
