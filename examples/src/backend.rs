@@ -1,4 +1,4 @@
-//! Choosing the backend at run time (`--backend ndarray|tch|wgpu|cuda`).
+//! Choosing the backend at run time (`--backend ndarray|flex|tch|wgpu|cuda`).
 
 use anyhow::{Result, bail};
 use burn::backend::{Autodiff, NdArray};
@@ -16,8 +16,8 @@ pub trait Experiment {
 
 /// Runs `experiment` on the backend named `backend`: `ndarray` (with glibc told to keep freed
 /// memory, [`crate::malloc::keep_freed_memory`]; its matmul through OpenBLAS in builds with the
-/// `openblas` feature), or `tch` (LibTorch on the CPU) / `wgpu` / `cuda` in builds with the
-/// feature of that name.
+/// `openblas` feature), or `flex` (burn's pure-Rust CPU backend) / `tch` (LibTorch on the
+/// CPU) / `wgpu` / `cuda` in builds with the feature of that name.
 pub fn run_on(backend: &str, experiment: &impl Experiment) -> Result<()> {
     match backend {
         "ndarray" => {
@@ -32,6 +32,10 @@ pub fn run_on(backend: &str, experiment: &impl Experiment) -> Result<()> {
         "cuda" => experiment.run::<Autodiff<burn::backend::Cuda>>(Default::default()),
         #[cfg(not(feature = "cuda"))]
         "cuda" => bail!("this build has no cuda backend: rebuild with `--features cuda`"),
+        #[cfg(feature = "flex")]
+        "flex" => experiment.run::<Autodiff<burn::backend::Flex>>(Default::default()),
+        #[cfg(not(feature = "flex"))]
+        "flex" => bail!("this build has no Flex backend: rebuild with `--features flex`"),
         #[cfg(feature = "tch")]
         "tch" => experiment.run::<Autodiff<burn::backend::LibTorch>>(Default::default()),
         #[cfg(not(feature = "tch"))]
@@ -39,6 +43,6 @@ pub fn run_on(backend: &str, experiment: &impl Experiment) -> Result<()> {
             "this build has no LibTorch backend: run scripts/setup-tch once, then build through \
              it with `--features tch` (README, \"Faster CPU training\")"
         ),
-        other => bail!("unknown backend `{other}` (ndarray, tch, wgpu or cuda)"),
+        other => bail!("unknown backend `{other}` (ndarray, flex, tch, wgpu or cuda)"),
     }
 }

@@ -1,15 +1,21 @@
-//! The same seeded MoQ training on burn's CPU backends: NdArray against LibTorch (burn-tch),
-//! from the same initial weights over the same batches, with the wrapper's bits dropping from 8
-//! to 4 during the run. The losses, the bits after every step, the masters and the quantized
-//! weights agree to float tolerance (the backends differ only in summation order).
+//! The same seeded MoQ training on burn's CPU backends: NdArray against Flex (burn's pure-Rust
+//! CPU backend, the `gemm` crate's matmul) and, in builds with `tch`, against LibTorch
+//! (burn-tch), from the same initial weights over the same batches, with the wrapper's bits
+//! dropping from 8 to 4 during the run. The losses, the bits after every step, the masters and
+//! the quantized weights agree to float tolerance (the backends differ only in summation
+//! order).
 //!
-//! The `tch` group of scripts/test runs it twice: in a `tch` build, and in a `tch,openblas`
-//! build, where NdArray multiplies through OpenBLAS; so NdArray, NdArray + OpenBLAS and
-//! LibTorch are compared.
+//! scripts/test runs it in three builds: `flex` (the cpu group: NdArray's own matmul against
+//! Flex's), `flex,openblas` (the openblas group: NdArray multiplying through the system
+//! OpenBLAS, against Flex; LibTorch is not linked, since `libtorch_cpu.so` exports `sgemm_` and
+//! could take NdArray's BLAS calls) and `flex,tch` (the tch group). So NdArray, NdArray +
+//! OpenBLAS and LibTorch are each compared with the same two references.
 //!
-//! `scripts/with-tch cargo test -p moq-examples --features tch --test backends`
+//! `cargo test -p moq-examples --features flex --test backends`
+//! `cargo test -p moq-examples --features flex,openblas --test backends`
+//! `scripts/with-tch cargo test -p moq-examples --features flex,tch --test backends`
 
-use burn::backend::{Autodiff, LibTorch, NdArray};
+use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::{AutodiffModule, Module, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
@@ -131,16 +137,19 @@ fn assert_agree(reference: &Run, other: &Run) {
     }
 }
 
-#[test]
-fn ndarray_and_libtorch_train_the_same_moq_model() {
-    let digits = Digits::load(&Digits::default_path()).unwrap();
-    // The initial weights, drawn once on NdArray and loaded on every backend.
+/// The initial weights, drawn once on NdArray, as the bytes every backend loads.
+fn initial_record() -> Vec<u8> {
     let initial = Mlp::<NdArray>::new(&Default::default()).into_record();
-    let record = BinBytesRecorder::<FullPrecisionSettings, Vec<u8>>::default()
+    BinBytesRecorder::<FullPrecisionSettings, Vec<u8>>::default()
         .record(initial, ())
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn ndarray_and_flex_train_the_same_moq_model() {
+    let digits = Digits::load(&Digits::default_path()).unwrap();
+    let record = initial_record();
     let ndarray = train::<Autodiff<NdArray>>(&record, &digits);
-    let libtorch = train::<Autodiff<LibTorch>>(&record, &digits);
     // Training moved the model: the losses are not all the first one.
     assert!(
         ndarray
@@ -148,5 +157,28 @@ fn ndarray_and_libtorch_train_the_same_moq_model() {
             .iter()
             .any(|l| (l - ndarray.losses[0]).abs() > 1e-3)
     );
+    assert_agree(&ndarray, &train::<Autodiff<Flex>>(&record, &digits));
+}
+
+#[cfg(feature = "tch")]
+#[test]
+fn ndarray_and_libtorch_train_the_same_moq_model() {
+    let digits = Digits::load(&Digits::default_path()).unwrap();
+    let record = initial_record();
+    let ndarray = train::<Autodiff<NdArray>>(&record, &digits);
+    let libtorch = train::<Autodiff<burn::backend::LibTorch>>(&record, &digits);
     assert_agree(&ndarray, &libtorch);
+}
+
+/// In the `openblas` build NdArray's matmul goes through the system OpenBLAS: the library is
+/// loaded in this process (a build that silently fell back to NdArray's own matmul would pass
+/// the agreement test without testing OpenBLAS).
+#[cfg(all(feature = "openblas", target_os = "linux"))]
+#[test]
+fn the_openblas_build_loads_the_system_openblas() {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(
+        maps.contains("libopenblas"),
+        "libopenblas is not mapped into the test process"
+    );
 }

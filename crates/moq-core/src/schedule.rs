@@ -395,7 +395,11 @@ impl Schedule {
     }
 
     /// Sets every layer's target width (second-order bit allocation), before the first
-    /// quantizing step only: each must be between 1 and the layer's start width.
+    /// quantizing step only. A layer with a schedule (start above target: MoQ) keeps its
+    /// start, and its new target must be between 1 and that start. A layer without one
+    /// (start = target: basic QAT) trains at its new width from its first quantizing step:
+    /// its start moves with its target, above or below (1 to 16 bits). Which of the two a
+    /// layer is, is read from its spec at the call.
     pub fn set_targets(&mut self, targets: &[u32]) -> Result<()> {
         if targets.len() != self.specs.len() {
             return Err(MoqError::Schedule {
@@ -418,14 +422,30 @@ impl Schedule {
             .specs
             .iter()
             .zip(targets)
-            .map(|(s, &target_bits)| LayerSpec { target_bits, ..*s })
+            .map(|(s, &target_bits)| LayerSpec {
+                start_bits: if s.start_bits == s.target_bits {
+                    target_bits
+                } else {
+                    s.start_bits
+                },
+                target_bits,
+                ..*s
+            })
             .collect();
         for (layer, spec) in specs.iter().enumerate() {
             spec.validate(layer)?;
         }
         let before = std::mem::replace(&mut self.specs, specs);
+        // No step has quantized yet, so every layer is still at its start.
+        let bits_before: Vec<u32> = self.layers.iter().map(|l| l.bits).collect();
+        for (state, spec) in self.layers.iter_mut().zip(&self.specs) {
+            state.bits = spec.start_bits;
+        }
         if let Err(e) = self.check_deadline() {
             self.specs = before;
+            for (state, bits) in self.layers.iter_mut().zip(bits_before) {
+                state.bits = bits;
+            }
             return Err(e);
         }
         self.replan();
@@ -618,6 +638,44 @@ mod tests {
         assert_eq!((s.bits(0), s.bits(1)), (Some(6), Some(2)));
         let e = s.set_targets(&[5, 5]).unwrap_err().to_string();
         assert!(e.contains("before the first quantizing step"), "{e}");
+    }
+
+    #[test]
+    fn a_layer_without_a_schedule_trains_at_its_new_target() {
+        // Basic QAT (start = target = 3): each layer's start moves with its target, above or
+        // below; a scheduled layer (MoQ, 8 → 3) keeps its start and may not go above it.
+        let config = QuantizeConfig::builder()
+            .bits(3, 3)
+            .period(2)
+            .schedule_offset(1)
+            .build()
+            .unwrap();
+        let mut s = Schedule::new(&config, 3).unwrap();
+        s.set_targets(&[4, 2, 3]).unwrap();
+        let widths: Vec<(u32, u32)> = s
+            .specs()
+            .iter()
+            .map(|l| (l.start_bits, l.target_bits))
+            .collect();
+        assert_eq!(widths, [(4, 4), (2, 2), (3, 3)]);
+        s.step();
+        assert_eq!(s.bits(0), None, "the warm-up step does not quantize");
+        s.step();
+        assert_eq!(
+            (s.bits(0), s.bits(1), s.bits(2)),
+            (Some(4), Some(2), Some(3))
+        );
+        for _ in 0..50 {
+            let report = s.step();
+            assert!(report.drops.is_empty(), "{report:?}");
+        }
+        let mut moq = Schedule::new(&cfg(8, 3, 2, 0), 2).unwrap();
+        let e = moq.set_targets(&[4, 9]).unwrap_err().to_string();
+        assert!(e.contains("layer 1"), "{e}");
+        moq.set_targets(&[4, 8]).unwrap();
+        assert_eq!(moq.specs()[0].start_bits, 8);
+        moq.step();
+        assert_eq!((moq.bits(0), moq.bits(1)), (Some(8), Some(8)));
     }
 
     #[test]

@@ -27,7 +27,8 @@
 //! - [`autodiff`] holds the straight-through backward;
 //! - `ndarray` (feature `ndarray`): NdArray's host paths, the quantized matmul through
 //!   [`moq_core::matmul`] on the tensors' buffers in place;
-//! - `libtorch` (feature `tch`): LibTorch through the generic host path;
+//! - `libtorch` (feature `tch`) and `flex` (feature `flex`): LibTorch and burn's pure-Rust
+//!   Flex through the generic host path;
 //! - `cube` and `fusion` (features `wgpu`/`cuda`) hold the kernels and the fusion stream.
 
 use burn::tensor::backend::Backend;
@@ -40,6 +41,8 @@ use crate::error::Result;
 pub mod autodiff;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube;
+#[cfg(feature = "flex")]
+mod flex;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod fusion;
 pub mod host;

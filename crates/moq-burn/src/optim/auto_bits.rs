@@ -3,7 +3,10 @@
 //! each layer's quantization error at every candidate width on its current weights, asks the
 //! eigenvalue provider for each layer's sensitivity `|λ|` (1 for every layer without one),
 //! solves `moq_core::allocate` under the budget, and makes each layer's chosen width its
-//! target. The schedule then takes every layer there from the start width as usual.
+//! target. With a schedule (MoQ: start above target) the schedule then takes every layer there
+//! from the start width as usual, a width above the start capped at it; without one (basic
+//! QAT: start = target) each layer trains at its chosen width from the first quantizing step,
+//! so the budget is spent whole.
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::Optimizer;
@@ -164,12 +167,20 @@ where
             }
         }
         let plan = allocate(&curves, &auto.budget)?;
-        // A layer starting below its allocated width stays at its start.
+        // A scheduled layer (MoQ) starting below its allocated width stays at its start; one
+        // without a schedule (QAT: start = target) trains at its allocated width from now on,
+        // above or below the uniform one (Schedule::set_targets).
         let targets: Vec<u32> = plan
             .bits
             .iter()
             .zip(self.schedule.specs())
-            .map(|(&b, spec)| b.min(spec.start_bits))
+            .map(|(&b, spec)| {
+                if spec.start_bits > spec.target_bits {
+                    b.min(spec.start_bits)
+                } else {
+                    b
+                }
+            })
             .collect();
         self.schedule.set_targets(&targets)?;
         let report: Vec<LayerAllocation> = curves

@@ -94,8 +94,10 @@ impl Moq {
     /// over `candidates` (default [`DEFAULT_CANDIDATES`]), with `s` the eigenvalue provider's
     /// `|λ|` per layer (1 for every layer without a provider). The result is in
     /// [`MoqOptimizer::allocation`] and in the log; a failure is reported through
-    /// [`MoqOptimizer::take_error`] and leaves the targets as configured. Widths above a
-    /// layer's start width are capped at it.
+    /// [`MoqOptimizer::take_error`] and leaves the targets as configured. With a schedule
+    /// (start above target: MoQ), widths above a layer's start width are capped at it; without
+    /// one (start = target: basic QAT), each layer trains at its allocated width from the
+    /// first quantizing step, above or below the configured one ("QAT + second-order widths").
     pub fn auto_bits(mut self, budget: Budget, candidates: Option<&[u32]>) -> Self {
         self.auto_bits = Some(AutoBits {
             budget,

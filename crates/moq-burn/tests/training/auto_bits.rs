@@ -2,7 +2,7 @@
 //! layer's target becomes the width `moq_core::allocate` chooses on the same weights, the
 //! schedule takes every layer there, and a resumed run keeps the allocation.
 
-use moq_core::allocate::{Budget, Overhead, allocate, measure};
+use moq_core::allocate::{Budget, LayerCurve, Overhead, allocate, measure};
 
 use crate::common::*;
 
@@ -26,15 +26,15 @@ fn wrapper(
         .with_eigenvalues(FixedEigenvalues(SENSITIVITY.to_vec()))
 }
 
-/// What the library chooses for the model's weights.
-fn expected(model: &Net<B>) -> Vec<u32> {
-    let base = QuantSpec::new(8, QuantType::Symmetric, 4);
+/// Each weight's curve as the wrapper measures it (`start` bits configured).
+fn curves(model: &Net<B>, start: u32) -> Vec<LayerCurve> {
+    let base = QuantSpec::new(start, QuantType::Symmetric, 4);
     let weights = [
         &model.layers[0].weight,
         &model.layers[1].weight,
         &model.head.weight,
     ];
-    let curves: Vec<_> = weights
+    weights
         .iter()
         .zip(SENSITIVITY)
         .enumerate()
@@ -50,8 +50,12 @@ fn expected(model: &Net<B>) -> Vec<u32> {
             )
             .unwrap()
         })
-        .collect();
-    allocate(&curves, &budget()).unwrap().bits
+        .collect()
+}
+
+/// What the library chooses for the model's weights.
+fn expected(model: &Net<B>) -> Vec<u32> {
+    allocate(&curves(model, 8), &budget()).unwrap().bits
 }
 
 #[test]
@@ -147,4 +151,74 @@ fn a_budget_nothing_fits_is_reported_and_keeps_the_configured_targets() {
     assert!(err.contains("below the smallest candidate"), "{err}");
     assert!(optim.allocation().is_none());
     assert!(optim.schedule().specs().iter().all(|s| s.target_bits == 8));
+}
+
+#[test]
+fn qat_with_second_order_widths_trains_each_layer_at_its_width_and_spends_the_budget() {
+    // Basic QAT at 3 bits (start = target, no schedule) with the bytes of the uniform 3-bit
+    // export as the budget: every layer trains at its allocated width from the first
+    // quantizing step, above 3 bits as well as below, and the export has those widths in the
+    // budget's bytes.
+    let device = Default::default();
+    let mut model = Net::<B>::new(&device);
+    let budget = Budget::UniformBytes(3);
+    let curves = curves(&model, 3);
+    let want = allocate(&curves, &budget).unwrap().bits;
+    // Rows of 8 and 16 codes pad 3-bit words as much as 4-bit ones, so the uniform 3-bit
+    // export's bytes buy wider layers: the widths a start-width cap would have kept at 3.
+    assert!(
+        want.iter().any(|&b| b > 3),
+        "a layer allocated above the uniform width: {want:?}"
+    );
+    let mut optim = Moq::new(config(3, 3, 2, 3))
+        .auto_bits(budget, Some(&CANDIDATES))
+        .init(AdamConfig::new().init(), &model)
+        .unwrap()
+        .with_eigenvalues(FixedEigenvalues(SENSITIVITY.to_vec()));
+    for step in 0..4 {
+        let g = grads(&model, step);
+        model = optim.step(0.0, model, g);
+    }
+    assert!(optim.take_error().is_none());
+    let chosen: Vec<u32> = optim.allocation().unwrap().iter().map(|a| a.bits).collect();
+    assert_eq!(chosen, want);
+    // At the first quantizing step already, not after a schedule's drops.
+    assert_eq!(
+        optim.layer_bits(),
+        want.iter().map(|&b| Some(b)).collect::<Vec<_>>()
+    );
+    let file = optim.export(&model).unwrap();
+    let names = ["layers.0.weight", "layers.1.weight", "head.weight"];
+    let mut bytes = 0;
+    for (name, &bits) in names.iter().zip(&want) {
+        let e = file.quantized.iter().find(|e| e.name == *name).unwrap();
+        assert_eq!(e.packed.bits, bits, "{name}");
+        bytes += e.packed.size_bytes() as u64;
+    }
+    let uniform: u64 = curves
+        .iter()
+        .map(|c| {
+            c.options
+                .iter()
+                .find(|o| o.bits == 3)
+                .unwrap()
+                .export_bytes
+                .unwrap()
+        })
+        .sum();
+    assert!(bytes <= uniform, "{bytes} bytes exported, budget {uniform}");
+    // The budget is spent: no layer could move up to a width of lower error and still fit.
+    for (l, c) in curves.iter().enumerate() {
+        let at = |b: u32| c.options.iter().find(|o| o.bits == b).unwrap();
+        for &up in CANDIDATES.iter().filter(|&&b| b > want[l]) {
+            if at(up).error < at(want[l]).error {
+                let grown =
+                    bytes - at(want[l]).export_bytes.unwrap() + at(up).export_bytes.unwrap();
+                assert!(
+                    grown > uniform,
+                    "layer {l} could take {up} bits in the budget"
+                );
+            }
+        }
+    }
 }
