@@ -29,7 +29,7 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
-    /// Backend: ndarray (CPU) or wgpu (needs the `wgpu` feature).
+    /// Backend: ndarray, flex, tch (CPU), wgpu or cuda (all but ndarray need their feature).
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// The model: transformer or minilm.

@@ -16,6 +16,12 @@ pub enum Variant {
     Ptq,
     /// Basic quantization-aware training: the target bits from step 0.
     Qat,
+    /// Basic QAT with second-order widths: after the same full-precision warm-up as
+    /// [`Variant::MoqSecondOrder`], each layer trains at the width allocated to it within the
+    /// uniform target's export size, with no schedule (start = target: `Moq::auto_bits` then
+    /// moves each layer's width, above or below the target). Against `MoqSecondOrder` it
+    /// separates choosing the widths from scheduling them.
+    QatSecondOrder,
     /// MoQ: start high, lose a bit per period (doubling) down to the target.
     Moq,
     /// MoQ with `fp16_mixed_quantize`: each drop blends in gradually.
@@ -32,10 +38,11 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant a table can show, in table order.
-    pub const TABLE: [Variant; 7] = [
+    pub const TABLE: [Variant; 8] = [
         Variant::FullPrecision,
         Variant::Ptq,
         Variant::Qat,
+        Variant::QatSecondOrder,
         Variant::Moq,
         Variant::MoqMixing,
         Variant::MoqEigen,
@@ -58,6 +65,7 @@ impl Variant {
             Variant::FullPrecision => "full precision",
             Variant::Ptq => "PTQ (full precision, rounded once)",
             Variant::Qat => "basic QAT (target bits from step 0)",
+            Variant::QatSecondOrder => "QAT + second-order bits",
             Variant::Moq => "MoQ (scheduled)",
             Variant::MoqMixing => "MoQ + mixing",
             Variant::MoqEigen => "MoQ + eigenvalue",
@@ -65,11 +73,13 @@ impl Variant {
         }
     }
 
-    /// What the wrapper needs beyond the config: the bit allocation of
-    /// [`Variant::MoqSecondOrder`], whose budget is the uniform `target`-bit export's size.
+    /// What the wrapper needs beyond the config: the bit allocation of the two second-order
+    /// variants, whose budget is the uniform `target`-bit export's size.
     pub fn customize(self, moq: Moq, target: u32) -> Moq {
         match self {
-            Variant::MoqSecondOrder => moq.auto_bits(Budget::UniformBytes(target), None),
+            Variant::MoqSecondOrder | Variant::QatSecondOrder => {
+                moq.auto_bits(Budget::UniformBytes(target), None)
+            }
             _ => moq,
         }
     }
@@ -143,6 +153,17 @@ pub fn variant_config(
     let config = match variant {
         Variant::FullPrecision => return Ok(None),
         Variant::Qat | Variant::Ptq => base.bits(target, target).period(1).build()?,
+        Variant::QatSecondOrder => {
+            // The same warm-up as MoqSecondOrder; the eigenvalues are the sensitivities only
+            // (with start = target there is no drop for them to delay).
+            let mut config = base
+                .schedule_offset(setup.steps / 20)
+                .bits(target, target)
+                .period(1)
+                .build()?;
+            config.eigenvalue.enabled = true;
+            config
+        }
         Variant::Moq | Variant::MoqMixing => {
             let (start, period) = schedulable()?;
             let builder = base.bits(start, target).period(period);
@@ -213,6 +234,12 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!((qat.start_bits, qat.target_bits), (target, target));
+            let qat2 = variant_config(Variant::QatSecondOrder, target, setup)
+                .unwrap()
+                .unwrap();
+            assert_eq!((qat2.start_bits, qat2.target_bits), (target, target));
+            assert_eq!(qat2.schedule_offset, 90, "the second-order warm-up");
+            assert!(qat2.eigenvalue.enabled && qat2.deadline.is_none());
         }
         assert!(
             variant_config(Variant::FullPrecision, 8, setup)

@@ -94,7 +94,7 @@ struct NodeArgs {
     /// Where `rank<R>.json` (and the checkpoint) go.
     #[arg(long, default_value = "target/ddp")]
     out: PathBuf,
-    /// Backend: ndarray (CPU), wgpu or cuda (need the feature of that name).
+    /// Backend: ndarray, flex, tch (CPU), wgpu or cuda (all but ndarray need their feature).
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// The UCI digits file (default: the copy in the examples crate).

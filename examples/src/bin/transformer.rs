@@ -30,7 +30,7 @@ use moq_examples::{
 /// Train a small transformer on a permutation task with and without MoQ.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Backend: ndarray (CPU), wgpu or cuda (need the feature of that name).
+    /// Backend: ndarray, flex, tch (CPU), wgpu or cuda (all but ndarray need their feature).
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// Number of seeds per cell.

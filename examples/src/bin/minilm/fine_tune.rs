@@ -36,12 +36,13 @@ const EIGEN_RUNS: u64 = 5;
 const EIGEN_RUNS_QUICK: u64 = 4;
 /// Optimizer steps per fine-tune of the full run.
 const STEPS: u64 = 120;
-/// The variants fine-tuned at each target, after the full-precision run and PTQ (the last
-/// with `--second-order` only).
-const TRAINED: [Variant; 4] = [
+/// The variants fine-tuned at each target, after the full-precision run and PTQ (the two
+/// second-order ones with `--second-order` only).
+const TRAINED: [Variant; 5] = [
     Variant::Qat,
     Variant::Moq,
     Variant::MoqEigen,
+    Variant::QatSecondOrder,
     Variant::MoqSecondOrder,
 ];
 
@@ -54,7 +55,7 @@ pub struct Args {
     /// The corpus directory (`scripts/fetch-minilm` fills the default).
     #[arg(long)]
     corpus: Option<PathBuf>,
-    /// Backend: ndarray (CPU), wgpu or cuda (need the feature of that name).
+    /// Backend: ndarray, flex, tch (CPU), wgpu or cuda (all but ndarray need their feature).
     #[arg(long, default_value = "ndarray")]
     pub backend: String,
     /// One seed, 4 bits only, fewer steps and test mails: about 11 minutes on 2 cores.
@@ -77,9 +78,10 @@ pub struct Args {
     /// Held-out mails (default 1000; 300 with --quick).
     #[arg(long)]
     test: Option<usize>,
-    /// Also fine-tune MoQ + second-order bits (each layer's width chosen from its eigenvalue,
-    /// `Moq::auto_bits`): per target and seed one more fine-tune and its eigenvalue
-    /// computations, about 10 minutes on 2 cores, so off unless asked for.
+    /// Also fine-tune QAT + second-order bits and MoQ + second-order bits (each layer's width
+    /// chosen from its eigenvalue, `Moq::auto_bits`, trained at it or scheduled down to it):
+    /// per target and seed two more fine-tunes and their eigenvalue computations, about 10
+    /// minutes each on 2 cores, so off unless asked for.
     #[arg(long)]
     second_order: bool,
     /// Mails per step.
@@ -140,9 +142,10 @@ pub struct Resolved {
 impl Resolved {
     /// The variants fine-tuned at each target.
     fn trained(&self) -> impl Iterator<Item = Variant> + '_ {
-        TRAINED
-            .into_iter()
-            .filter(|&v| self.args.second_order || v != Variant::MoqSecondOrder)
+        TRAINED.into_iter().filter(|&v| {
+            self.args.second_order
+                || !matches!(v, Variant::MoqSecondOrder | Variant::QatSecondOrder)
+        })
     }
 }
 
