@@ -458,7 +458,19 @@ fn as_u64(v: &Value, key: &str) -> Result<u64> {
                 value: n.to_string(),
                 reason: "must not be negative".into(),
             }),
-            None => Err(wrong(key, "an integer", v)),
+            // JSON reads an integer beyond 64 bits as a float: it is an integer, out of range.
+            None => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 => Err(MoqError::InvalidValue {
+                    key: key.to_string(),
+                    value: n.to_string(),
+                    reason: if f < 0.0 {
+                        "must not be negative".into()
+                    } else {
+                        format!("out of range (at most {})", u64::MAX)
+                    },
+                }),
+                _ => Err(wrong(key, "an integer", v)),
+            },
         },
         _ => Err(wrong(key, "an integer", v)),
     }
@@ -673,6 +685,25 @@ mod tests {
         assert_eq!(
             err(r#"{"quantize_groups": -3}"#),
             "config key `quantize_groups` = -3: must not be negative"
+        );
+        // Integers beyond 64 bits, which JSON reads as floats, are named as out of range.
+        let period = |n: &str| {
+            err(&format!(
+                r#"{{"quantize_training": {{"quantize_schedule": {{"quantize_period": {n}}}}}}}"#
+            ))
+        };
+        let key = "config key `quantize_training.quantize_schedule.quantize_period`";
+        assert_eq!(
+            period("18446744073709551616"),
+            format!("{key} = 1.8446744073709552e+19: out of range (at most 18446744073709551615)")
+        );
+        assert_eq!(
+            period("-18446744073709551616"),
+            format!("{key} = -1.8446744073709552e+19: must not be negative")
+        );
+        assert_eq!(
+            period("2.5"),
+            format!("{key} must be an integer, found 2.5")
         );
         assert!(
             err(r#"{"quantize_bits": {"start_bits": 8, "target_bits": 2}, "quantize_type": "asymmetric"}"#)
