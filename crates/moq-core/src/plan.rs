@@ -75,7 +75,7 @@ impl LayerPlan {
 pub fn plan(schedule: &Schedule, steps: u64) -> Plan {
     let offset = schedule.schedule_offset();
     // In quantizing steps, as the schedule counts it.
-    let deadline = schedule.deadline().map(|t| t - offset + 1);
+    let deadline = schedule.deadline_quantizing_step();
     let layers = schedule
         .specs()
         .iter()

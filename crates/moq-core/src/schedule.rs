@@ -130,6 +130,11 @@ pub struct Schedule {
     eigenvalues: Option<Vec<f32>>,
     /// With a deadline: the quantizing step (`D`, counted from 1) by which every layer is at
     /// its target.
+    #[serde(rename = "deadline")]
+    quantizing_deadline: Option<u64>,
+    /// The deadline as given: the optimizer step `T` (`D = T − offset + 1`, saturated at
+    /// `u64::MAX`, so `T` itself is kept to be given back as it was set).
+    #[serde(rename = "deadline_step")]
     deadline: Option<u64>,
 }
 
@@ -145,6 +150,9 @@ struct ScheduleState {
     eigenvalues: Option<Vec<f32>>,
     #[serde(default)]
     deadline: Option<u64>,
+    /// Absent from states saved before it existed: derived from `deadline` then.
+    #[serde(default)]
+    deadline_step: Option<u64>,
 }
 
 impl TryFrom<ScheduleState> for Schedule {
@@ -208,7 +216,11 @@ impl TryFrom<ScheduleState> for Schedule {
             quantizing_steps: s.quantizing_steps,
             layers: s.layers,
             eigenvalues: s.eigenvalues,
-            deadline: s.deadline,
+            deadline: s.deadline_step.or_else(|| {
+                s.deadline
+                    .map(|d| s.schedule_offset.saturating_add(d.saturating_sub(1)))
+            }),
+            quantizing_deadline: s.deadline,
         })
     }
 }
@@ -249,7 +261,7 @@ impl Schedule {
             spec.validate(layer)?;
         }
         // `validate` checked the config's widths; layers given their own must fit too.
-        let deadline = config
+        let quantizing_deadline = config
             .deadline
             .map(|t| (t - config.schedule_offset).saturating_add(1));
         let layers = specs
@@ -269,7 +281,8 @@ impl Schedule {
             quantizing_steps: 0,
             layers,
             eigenvalues: None,
-            deadline,
+            quantizing_deadline,
+            deadline: config.deadline,
         };
         schedule.check_deadline()?;
         schedule.replan();
@@ -278,7 +291,7 @@ impl Schedule {
 
     /// With a deadline, every layer's drops must fit before it, one per quantizing step.
     fn check_deadline(&self) -> Result<()> {
-        let Some(d) = self.deadline else {
+        let Some(d) = self.quantizing_deadline else {
             return Ok(());
         };
         for (layer, (spec, state)) in self.specs.iter().zip(&self.layers).enumerate() {
@@ -305,7 +318,7 @@ impl Schedule {
     /// starts a new window now: the drops it owes are spread, doubling, over the time left
     /// instead of coming one per step.
     fn replan(&mut self) {
-        let Some(d) = self.deadline else {
+        let Some(d) = self.quantizing_deadline else {
             return;
         };
         let q = self.quantizing_steps;
@@ -349,7 +362,7 @@ impl Schedule {
             state.steps_since_drop += 1;
             if state.bits > spec.target_bits && q >= state.threshold {
                 let factor = eigen_factor(self.eigenvalues.as_ref().map(|e| e[layer]));
-                state.threshold = match self.deadline {
+                state.threshold = match self.quantizing_deadline {
                     Some(d) if state.bits - 1 > spec.target_bits => deadline_threshold(
                         d,
                         state.window_start,
@@ -471,7 +484,12 @@ impl Schedule {
     /// With a deadline, the optimizer step by which every layer is at its target.
     pub fn deadline(&self) -> Option<u64> {
         self.deadline
-            .map(|d| self.schedule_offset.saturating_add(d - 1))
+    }
+
+    /// With a deadline, the quantizing step `D` (counted from 1) by which every layer is at its
+    /// target: `T − schedule_offset + 1`, saturated at `u64::MAX`.
+    pub fn deadline_quantizing_step(&self) -> Option<u64> {
+        self.quantizing_deadline
     }
 
     /// The normalized eigenvalues in use, if any.
@@ -852,6 +870,25 @@ mod tests {
             .deadline(deadline)
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn the_deadline_is_given_back_as_it_was_set() {
+        // u64::MAX from step 0 is u64::MAX + 1 quantizing steps, saturated: the step itself is
+        // kept, in the schedule and in its saved state.
+        for (offset, deadline) in [(0, u64::MAX), (7, u64::MAX), (5, 84), (0, 0)] {
+            let s = Schedule::new(&deadline_cfg(8, 8, offset, deadline), 1).unwrap();
+            assert_eq!(s.deadline(), Some(deadline), "offset {offset}");
+            let back: Schedule = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+            assert_eq!(back.deadline(), Some(deadline));
+        }
+        // A state saved before the step was kept: derived from the quantizing step, as then.
+        let s = Schedule::new(&deadline_cfg(12, 8, 5, 84), 1).unwrap();
+        let mut v = serde_json::to_value(&s).unwrap();
+        v.as_object_mut().unwrap().remove("deadline_step");
+        let old: Schedule = serde_json::from_value(v).unwrap();
+        assert_eq!(old.deadline(), Some(84));
+        assert_eq!(old, s);
     }
 
     #[test]
