@@ -57,6 +57,12 @@ impl LayerSpec {
         }
     }
 
+    /// Whether the layer has bits to lose (MoQ: start above target); a layer without (basic
+    /// QAT: start = target) trains at one width throughout.
+    pub fn has_schedule(&self) -> bool {
+        self.start_bits > self.target_bits
+    }
+
     fn validate(&self, layer: usize) -> Result<()> {
         let ok = (1..=MAX_BITS).contains(&self.start_bits)
             && (1..=self.start_bits).contains(&self.target_bits)
@@ -407,6 +413,13 @@ impl Schedule {
         }
     }
 
+    /// Every layer at its spec's start width: where it is before the first quantizing step.
+    fn reset_to_start(&mut self) {
+        for (state, spec) in self.layers.iter_mut().zip(&self.specs) {
+            state.bits = spec.start_bits;
+        }
+    }
+
     /// Sets every layer's target width (second-order bit allocation), before the first
     /// quantizing step only. A layer with a schedule (start above target: MoQ) keeps its
     /// start, and its new target must be between 1 and that start. A layer without one
@@ -436,10 +449,10 @@ impl Schedule {
             .iter()
             .zip(targets)
             .map(|(s, &target_bits)| LayerSpec {
-                start_bits: if s.start_bits == s.target_bits {
-                    target_bits
-                } else {
+                start_bits: if s.has_schedule() {
                     s.start_bits
+                } else {
+                    target_bits
                 },
                 target_bits,
                 ..*s
@@ -449,16 +462,10 @@ impl Schedule {
             spec.validate(layer)?;
         }
         let before = std::mem::replace(&mut self.specs, specs);
-        // No step has quantized yet, so every layer is still at its start.
-        let bits_before: Vec<u32> = self.layers.iter().map(|l| l.bits).collect();
-        for (state, spec) in self.layers.iter_mut().zip(&self.specs) {
-            state.bits = spec.start_bits;
-        }
+        self.reset_to_start();
         if let Err(e) = self.check_deadline() {
             self.specs = before;
-            for (state, bits) in self.layers.iter_mut().zip(bits_before) {
-                state.bits = bits;
-            }
+            self.reset_to_start();
             return Err(e);
         }
         self.replan();

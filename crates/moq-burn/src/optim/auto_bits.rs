@@ -175,7 +175,7 @@ where
             .iter()
             .zip(self.schedule.specs())
             .map(|(&b, spec)| {
-                if spec.start_bits > spec.target_bits {
+                if spec.has_schedule() {
                     b.min(spec.start_bits)
                 } else {
                     b
