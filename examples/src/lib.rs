@@ -1,11 +1,14 @@
-//! Shared pieces of the MoQ examples, a file each: the ways a model is trained
+//! Shared pieces of the MoQ examples, a file each: the study's character language model
+//! ([`charlm`]), finished runs kept for resuming ([`cells`]), the ways a model is trained
 //! ([`variant`]), the backend chosen at run time ([`backend`]), the training loop ([`mod@train`]),
-//! figures ([`figures`]), the digits example's data and model ([`digits`]), the results table ([`results`]), epoch lines for burn-train
+//! figures ([`figures`]), the digits example's data and model ([`digits`]), the results table ([`results`]), the study's grid, tables and statistics ([`study`]), epoch lines for burn-train
 //! ([`progress`]), the transformer example's task and model ([`permutation`]), and glibc's
 //! malloc told to keep freed memory for NdArray ([`malloc`], the one `unsafe` call).
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod cells;
+pub mod charlm;
 pub mod digits;
 pub mod figures;
 pub mod malloc;
@@ -13,10 +16,12 @@ pub mod minilm;
 pub mod permutation;
 pub mod progress;
 pub mod results;
+pub mod study;
 pub mod train;
 pub mod variant;
 
 pub use backend::{Experiment, run_on};
+pub use cells::Cells;
 pub use figures::{Figures, Points};
 /// The seeded generator for shuffles (one copy for the project, in `moq-core`).
 pub use moq_core::Rng;

@@ -17,6 +17,18 @@ pub enum MoqBurnError {
     #[error(transparent)]
     Kernel(#[from] moq_kernels::KernelError),
 
+    /// A parameter that `Moq::group_size` cannot split into whole groups.
+    #[error(
+        "`{tensor}` has {values} values: not a whole number of groups of {group_size} (Moq::group_size)"
+    )]
+    GroupSize {
+        /// The parameter's path.
+        tensor: String,
+        /// Its number of values.
+        values: usize,
+        /// The group size asked for.
+        group_size: usize,
+    },
     /// A module-path pattern that is not well formed.
     #[error("pattern `{pattern}`: {reason}")]
     BadPattern {

@@ -9,7 +9,7 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use moq_core::export::{Exported, MoqFile};
-use moq_core::{CodeLayout, QuantSpec, ScaleFormat};
+use moq_core::{CodeLayout, ScaleFormat};
 use moq_hessian::path::float_params;
 
 use crate::error::{MoqBurnError, Result};
@@ -75,7 +75,7 @@ where
                 Some(m) => host_values(m.clone(), &p.path)?,
                 None => values.values.remove(&p.id).unwrap_or_default(),
             };
-            let mut spec = QuantSpec::from_config(&self.config, bits);
+            let mut spec = p.spec(&self.config, bits);
             spec.rounding = moq_core::Rounding::Nearest;
             let q = moq_core::quantize(&p.path, &master, &spec)?;
             let row_len = *p.shape.last().unwrap_or(&1);

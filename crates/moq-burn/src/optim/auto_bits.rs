@@ -12,7 +12,6 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::Optimizer;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use moq_core::QuantSpec;
 use moq_core::allocate::{Budget, LayerCurve, WidthOption, allocate, measure};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -95,7 +94,7 @@ where
             .copied()
             .filter(|&b| {
                 self.params.iter().all(|p| {
-                    QuantSpec::from_config(&self.config, b)
+                    p.spec(&self.config, b)
                         .check(&p.path, p.shape.iter().product())
                         .is_ok()
                 })
@@ -122,7 +121,6 @@ where
             }));
         }
         // A layer's curve: its parameters' curves summed.
-        let base = QuantSpec::from_config(&self.config, self.config.start_bits);
         let mut curves: Vec<LayerCurve> = self
             .layers
             .iter()
@@ -155,7 +153,7 @@ where
                 values,
                 [values.len() / cols.max(1), cols],
                 curves[p.layer].sensitivity,
-                &base,
+                &p.spec(&self.config, self.config.start_bits),
                 &usable,
             )?;
             let curve = &mut curves[p.layer];

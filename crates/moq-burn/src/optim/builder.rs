@@ -30,6 +30,7 @@ pub struct Moq {
     layers: Option<String>,
     bit_groups: Vec<(String, u32, u32)>,
     seed: u64,
+    group_size: Option<usize>,
     auto_bits: Option<AutoBits>,
 }
 
@@ -44,6 +45,7 @@ impl Moq {
             layers: None,
             bit_groups: Vec::new(),
             seed: 0,
+            group_size: None,
             auto_bits: None,
         }
     }
@@ -86,6 +88,16 @@ impl Moq {
     /// Seed of stochastic rounding (default 0).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// Quantizes every selected parameter in groups of `values` contiguous values (row-major),
+    /// each with its own scale, instead of `quantize_groups` groups per parameter: the
+    /// "group size 128" of GPTQ, AWQ and llama.cpp, the same grain in a 384 × 384 attention
+    /// matrix as in a 384 × 1536 feed-forward one. A parameter whose size is not a multiple of
+    /// `values` is refused by [`Moq::init`], by name.
+    pub fn group_size(mut self, values: usize) -> Self {
+        self.group_size = Some(values);
         self
     }
 
@@ -195,7 +207,12 @@ impl Moq {
         let mut params = Vec::with_capacity(selected.len());
         for (stream, f) in selected.iter().enumerate() {
             let numel: usize = f.shape.iter().product();
-            base.check(&f.path, numel)?;
+            let param_groups = self.groups_of(&f.path, numel)?;
+            QuantSpec {
+                groups: param_groups,
+                ..base
+            }
+            .check(&f.path, numel)?;
             let layer = match layer_pattern.as_ref().and_then(|p| p.capture(&f.path)) {
                 Some(i) => layer_of_index
                     .binary_search(&i)
@@ -239,6 +256,7 @@ impl Moq {
                 shape: f.shape.clone(),
                 layer,
                 stream: stream as u64,
+                groups: param_groups,
             });
         }
         let schedule =
@@ -261,6 +279,23 @@ impl Moq {
             _types: PhantomData,
         }
         .indexed())
+    }
+}
+
+impl Moq {
+    /// The groups of the parameter at `path` with `numel` values.
+    fn groups_of(&self, path: &str, numel: usize) -> Result<usize> {
+        let Some(size) = self.group_size else {
+            return Ok(self.config.groups);
+        };
+        if size == 0 || !numel.is_multiple_of(size) {
+            return Err(MoqBurnError::GroupSize {
+                tensor: path.to_string(),
+                values: numel,
+                group_size: size,
+            });
+        }
+        Ok(numel / size)
     }
 }
 

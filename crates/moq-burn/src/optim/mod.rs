@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use burn::module::ParamId;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use moq_core::{QuantizeConfig, Schedule};
+use moq_core::{QuantSpec, QuantizeConfig, Schedule};
 
 use crate::error::MoqBurnError;
 
@@ -67,9 +67,19 @@ pub(crate) struct QuantParam {
     pub(crate) shape: Vec<usize>,
     pub(crate) layer: usize,
     pub(crate) stream: u64,
+    /// Its groups: `quantize_groups`, or its size over [`Moq::group_size`](crate::Moq::group_size).
+    pub(crate) groups: usize,
 }
 
 impl QuantParam {
+    /// How it is quantized at `bits`: the config's type and rounding, its own groups.
+    pub(crate) fn spec(&self, config: &QuantizeConfig, bits: u32) -> QuantSpec {
+        QuantSpec {
+            groups: self.groups,
+            ..QuantSpec::from_config(config, bits)
+        }
+    }
+
     pub(crate) fn shape_as<const D: usize>(&self) -> [usize; D] {
         let mut dims = [1; D];
         dims.copy_from_slice(&self.shape);

@@ -80,7 +80,7 @@ where
                 .iter()
                 .map(|p| {
                     let bits = self.schedule.bits(p.layer).expect("quantizing step");
-                    let mut spec = QuantSpec::from_config(&self.config, bits);
+                    let mut spec = p.spec(&self.config, bits);
                     spec.noise = NoiseKey {
                         seed: self.seed,
                         step: report.step,

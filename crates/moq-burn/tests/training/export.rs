@@ -350,3 +350,45 @@ fn export_at_target_rounds_the_model_as_it_is_once() {
     // The plain export still refuses before any step.
     assert!(optim.export(&model).is_err());
 }
+
+#[test]
+fn a_group_size_gives_each_parameter_its_own_group_count() {
+    let device = Default::default();
+    let mut model = Net::<B>::new(&device);
+    // quantize_groups 2 is overridden: groups of 16 values in each weight (128, 256, 64 values).
+    let mut optim = Moq::new(config(8, 4, 2, 0))
+        .group_size(16)
+        .init(AdamConfig::new().init(), &model)
+        .unwrap();
+    for step in 0..40 {
+        let g = grads(&model, step);
+        model = optim.step(1e-2, model, g);
+    }
+    let file = optim.export(&model).unwrap();
+    for (name, used, groups) in [
+        ("layers.0.weight", values(model.layers[0].weight.val()), 8),
+        ("layers.1.weight", values(model.layers[1].weight.val()), 16),
+        ("head.weight", values(model.head.weight.val()), 4),
+    ] {
+        let e = file.quantized.iter().find(|e| e.name == name).unwrap();
+        assert_eq!(e.packed.groups, groups, "{name}");
+        let mut back = vec![0.0f32; used.len()];
+        moq_core::dequantize(&moq_core::unpack(&e.packed).unwrap(), &mut back).unwrap();
+        assert_eq!(
+            back, used,
+            "{name}: trained and exported with the same groups"
+        );
+    }
+
+    let Err(err) = Moq::new(config(8, 4, 1, 0))
+        .group_size(48)
+        .init(AdamConfig::new().init(), &Net::<B>::new(&device))
+    else {
+        panic!("groups of 48 cannot split a weight of 128 values");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("`layers.0.weight` has 128 values") && err.contains("groups of 48"),
+        "{err}"
+    );
+}

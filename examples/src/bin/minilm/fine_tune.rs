@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cells::{Cell, Cells, Size};
+use crate::cells::{Cell, Size, model_path};
 use anyhow::{Context, Result, bail};
 use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -18,7 +18,7 @@ use moq_examples::minilm::{
     BertConfig, Encoded, MailClassifier, ModelDir, Probe, TextEncoder, accuracy, labels, serve,
 };
 use moq_examples::{
-    Experiment, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
+    Cells, Experiment, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
     results_path, schedule_lines, schedule_note, train, variant_config, write_section,
 };
 
@@ -361,7 +361,7 @@ where
             _ => format!("{variant:?}-{target}bit-seed{seed}"),
         };
         let cached = |variant: Variant, target: u32| -> Result<Option<Cell>> {
-            let cell = cells.get(&name(variant, target))?;
+            let cell: Option<Cell> = cells.get(&name(variant, target))?;
             if let Some(cell) = &cell {
                 println!(
                     "  {:<38} {:<6} seed {seed}: test accuracy {:6.2}%  (done before: {})",
@@ -380,10 +380,10 @@ where
         // PTQ rounds the full-precision model: kept beside the cells, trained again if gone.
         let mut ptq_missing = false;
         for &target in &r.targets {
-            ptq_missing |= cells.get(&name(Variant::Ptq, target))?.is_none();
+            ptq_missing |= cells.get::<Cell>(&name(Variant::Ptq, target))?.is_none();
         }
         let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let model_path = cells.model_path(seed);
+        let model_path = model_path(&cells, seed);
         let mut full = None;
         let fp = match cached(Variant::FullPrecision, 32)? {
             Some(cell) if !ptq_missing => cell,

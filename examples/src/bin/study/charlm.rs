@@ -1,0 +1,566 @@
+//! The `charlm` task: a GPT-style character model pretrained in full precision on the Brown
+//! corpus' running text, then trained on by every method (the same batches for every method of
+//! a seed); quality is held-out bits per character, from the model loaded back from its export.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::AdamConfig;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+use moq_burn::moq_core::export::MoqFile;
+use moq_burn::{Moq, MoqBackend, load_dequantized};
+use moq_examples::charlm::{Batch, CharLm, Corpus, LmConfig, Probe, bits_per_char};
+use moq_examples::study::{Grain, Grid, Outcome, Part, StudyRun, Tables, Width, frontier_svg};
+use moq_examples::{
+    Cells, Experiment, QuantSetup, Rng, Run, Variant, eigen_provider, results_path, schedule_note,
+    train, variant_config, write_file, write_section,
+};
+
+use crate::Args;
+
+/// The blocks' linear weights are quantized; embeddings, norms, biases and the head stay f32.
+const QUANTIZED: &str = "blocks";
+/// One schedule, eigenvalue and second-order width per decoder block.
+const LAYERS: &str = "blocks.{i}";
+
+/// What a run of the task costs and trains.
+#[derive(Clone, Debug)]
+struct Settings {
+    lm: LmConfig,
+    batch: usize,
+    pretrain_steps: u64,
+    pretrain_lr: f64,
+    steps: u64,
+    lr: f64,
+    test_windows: usize,
+    eigen_iters: u32,
+    eigen_runs: u64,
+}
+
+impl Settings {
+    fn new(quick: bool) -> Self {
+        if quick {
+            return Self {
+                lm: LmConfig {
+                    d_model: 32,
+                    layers: 2,
+                    heads: 2,
+                    context: 16,
+                },
+                batch: 8,
+                pretrain_steps: 60,
+                pretrain_lr: 3e-3,
+                steps: 40,
+                lr: 1e-3,
+                test_windows: 32,
+                eigen_iters: 3,
+                eigen_runs: 2,
+            };
+        }
+        Self {
+            lm: LmConfig {
+                d_model: 128,
+                layers: 4,
+                heads: 4,
+                context: 64,
+            },
+            batch: 32,
+            pretrain_steps: 4000,
+            pretrain_lr: 2e-3,
+            steps: 400,
+            lr: 5e-4,
+            test_windows: 1024,
+            eigen_iters: 8,
+            eigen_runs: 4,
+        }
+    }
+}
+
+fn grid(quick: bool) -> Grid {
+    let g128 = |bits| Width {
+        bits,
+        grain: Grain::Group(128),
+    };
+    let tensor = |bits| Width {
+        bits,
+        grain: Grain::Tensor,
+    };
+    if quick {
+        return Grid {
+            widths: vec![g128(3), tensor(4)],
+            longer: vec![g128(3)],
+            budget: 2,
+            sweep: Some((g128(3), vec![3.0])),
+        };
+    }
+    Grid {
+        widths: vec![g128(3), g128(2), tensor(4), tensor(3)],
+        longer: vec![g128(3), tensor(4)],
+        budget: 2,
+        sweep: Some((g128(3), vec![0.3, 3.0])),
+    }
+}
+
+/// The workspace's root (the examples crate's parent).
+fn workspace() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The task, its settings and its grid.
+pub struct Study {
+    args: Args,
+    settings: Settings,
+    grid: Grid,
+    corpus: Corpus,
+}
+
+impl Study {
+    pub fn new(args: Args) -> Result<Self> {
+        let root = workspace();
+        let dir = args
+            .corpus
+            .clone()
+            .unwrap_or_else(|| root.join("target/data/brown"));
+        let corpus = Corpus::load(&dir)?;
+        Ok(Self {
+            settings: Settings::new(args.quick),
+            grid: grid(args.quick),
+            corpus,
+            args,
+        })
+    }
+
+    /// Every setting that changes a result, for the cells' folder.
+    fn configuration(&self) -> String {
+        format!(
+            "study charlm v1: {:?} grid {:?} corpus {} train / {} test characters backend {}",
+            self.settings,
+            self.grid,
+            self.corpus.train.len(),
+            self.corpus.test.len(),
+            self.args.backend
+        )
+    }
+
+    fn seeds(&self) -> u64 {
+        self.args
+            .seeds
+            .unwrap_or(if self.args.quick { 2 } else { 5 })
+    }
+
+    fn wanted(&self, part: Part) -> bool {
+        let name = match part {
+            Part::Main => "main",
+            Part::Longer => "longer",
+            Part::Sweep => "sweep",
+        };
+        self.args
+            .parts
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|p| p == name))
+    }
+}
+
+impl Experiment for Study {
+    fn run<B>(&self, device: B::Device) -> Result<()>
+    where
+        B: AutodiffBackend,
+        B::InnerBackend: MoqBackend,
+    {
+        let root = workspace();
+        let default_cells = match self.args.quick {
+            true => "target/results/study-cells",
+            false => "docs/study/cells",
+        };
+        let cells_root = self
+            .args
+            .cells
+            .clone()
+            .unwrap_or_else(|| root.join(default_cells));
+        let cells = Cells::new(
+            &cells_root.join("charlm"),
+            &self.configuration(),
+            self.args.fresh,
+        )?;
+        let models = self
+            .args
+            .models
+            .clone()
+            .unwrap_or_else(|| root.join("target/results/study-models"))
+            .join(cells.dir().file_name().unwrap_or_default());
+        let s = &self.settings;
+        println!(
+            "charlm: Brown corpus, {} train / {} held-out characters (every tenth document held \
+             out); d_model {}, {} blocks, {} heads, context {}; {} quantized weights; cells in {}",
+            self.corpus.train.len(),
+            self.corpus.test.len(),
+            s.lm.d_model,
+            s.lm.layers,
+            s.lm.heads,
+            s.lm.context,
+            s.lm.quantized_params(),
+            cells.dir().display()
+        );
+        let inner = device.clone();
+        let test = self.corpus.test_batches::<B::InnerBackend>(
+            s.test_windows,
+            s.batch,
+            s.lm.context,
+            &inner,
+        );
+        let runner = Runner::<B> {
+            study: self,
+            test,
+            device,
+            models,
+            pretrained: None,
+            full_precision: HashMap::new(),
+        };
+        runner.run_all(&cells)?;
+        self.publish(&cells)
+    }
+}
+
+impl Study {
+    /// Writes the tables and the frontier from every finished cell.
+    fn publish(&self, cells: &Cells) -> Result<()> {
+        let seeds: Vec<u64> = (0..self.args.first_seed + self.seeds()).collect();
+        let mut outcomes = HashMap::new();
+        let mut seconds = 0.0;
+        for &seed in &seeds {
+            for run in self.grid.runs(seed) {
+                if let Some(o) = cells.get::<Outcome>(&run.name())? {
+                    seconds += o.seconds;
+                    outcomes.insert(run.name(), o);
+                }
+            }
+        }
+        let tables = Tables {
+            grid: &self.grid,
+            seeds,
+            outcomes: &outcomes,
+            metric: "held-out bits per character",
+            lower_is_better: true,
+        };
+        let out = results_path(&self.args.out, self.args.docs);
+        let figure = out
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join("figures/study-charlm-frontier.svg");
+        let svg = frontier_svg(&tables, "charlm: bits per character against export size")?;
+        write_file(&figure, svg.as_bytes())?;
+        let s = &self.settings;
+        let command = format!(
+            "cargo run --release -p moq-examples --features tch --bin study -- charlm --backend {} \
+             --seeds {}{}",
+            self.args.backend,
+            self.args.first_seed + self.seeds(),
+            if self.args.quick { " --quick" } else { "" }
+        );
+        let mut body = format!(
+            "## Study: a character language model\n\nProduced by `{command}` ({:.1} h of runs in \
+             its cells).\n\nA GPT-style decoder (d_model {}, {} pre-norm blocks, {} heads, \
+             context {} characters; {} quantized weights: the blocks' linear layers, one MoQ layer \
+             per block) pretrained in full precision for {} Adam steps (lr {}, batch {}) on the \
+             Brown corpus' running text (every tenth document held out), then trained on for {} \
+             steps (lr {}) by each method, at each width; the same seed gives every method the \
+             same batches. Quality: held-out bits per character ({} windows), of the model loaded \
+             back from its export; lower is better. Each cell: mean ± std over seeds, and the \
+             paired difference against basic QAT on the same seeds with its 95% t interval.\n\n{}\n\
+             Export bytes of the quantized weights (codes and scales), mean over seeds:\n\n{}\n\
+             At {}× the steps:\n\n{}\n",
+            seconds / 3600.0,
+            s.lm.d_model,
+            s.lm.layers,
+            s.lm.heads,
+            s.lm.context,
+            s.lm.quantized_params(),
+            s.pretrain_steps,
+            s.pretrain_lr,
+            s.batch,
+            s.steps,
+            s.lr,
+            s.test_windows,
+            tables.main(),
+            tables.bytes(),
+            self.grid.budget,
+            tables.longer(),
+        );
+        body.push_str(&format!("\nSchedules: {}.\n", self.schedules()?));
+        if let Some(sweep) = tables.sweep() {
+            body.push_str(&format!("\nLearning-rate sweep (× {}):\n\n{sweep}", s.lr));
+        }
+        let rel = figure
+            .strip_prefix(out.parent().unwrap_or(Path::new("")))
+            .unwrap_or(&figure);
+        body.push_str(&format!("\n![study-charlm-frontier]({})\n", rel.display()));
+        println!("\n{body}");
+        write_section(&out, "study-charlm", &body)?;
+        println!(
+            "tables written to {}, figure to {}",
+            out.display(),
+            figure.display()
+        );
+        Ok(())
+    }
+}
+
+impl Study {
+    /// How MoQ and MoQ + eigenvalue run at each width of the main table.
+    fn schedules(&self) -> Result<String> {
+        let setup = QuantSetup {
+            steps: self.settings.steps,
+            groups: 1,
+            start_bits: 12,
+            reach_by: 0.6,
+        };
+        let mut notes = Vec::new();
+        for w in &self.grid.widths {
+            for v in [Variant::Moq, Variant::MoqEigen, Variant::MoqSecondOrder] {
+                if let Some(cfg) = variant_config(v, w.bits, setup)? {
+                    notes.push(format!(
+                        "{} at {}: {}",
+                        v.label(),
+                        w.label(),
+                        schedule_note(&cfg)
+                    ));
+                }
+            }
+        }
+        Ok(notes.join("; "))
+    }
+}
+
+/// Runs the cells of one process.
+struct Runner<'a, B: AutodiffBackend> {
+    study: &'a Study,
+    test: Vec<Batch<B::InnerBackend>>,
+    device: B::Device,
+    models: PathBuf,
+    pretrained: Option<CharLm<B>>,
+    full_precision: HashMap<u64, CharLm<B>>,
+}
+
+type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+impl<B> Runner<'_, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    fn run_all(mut self, cells: &Cells) -> Result<()> {
+        let study = self.study;
+        let first = study.args.first_seed;
+        let runs: Vec<StudyRun> = (first..first + study.seeds())
+            .flat_map(|seed| study.grid.runs(seed))
+            .filter(|r| study.wanted(r.part) || r.variant == Variant::FullPrecision)
+            .collect();
+        for (i, run) in runs.iter().enumerate() {
+            if cells.get::<Outcome>(&run.name())?.is_some() {
+                continue;
+            }
+            let outcome = self.run_cell(run)?;
+            println!(
+                "  [{}/{}] seed {} {:<38} {:<24} x{} lr×{}: {:.4} bpc, {} B, widths {:?} ({:.0} s)",
+                i + 1,
+                runs.len(),
+                run.seed,
+                run.variant.label(),
+                run.width.map_or_else(|| "f32".into(), |w| w.label()),
+                run.budget,
+                run.lr_factor,
+                outcome.quality,
+                outcome.bytes,
+                outcome.widths,
+                outcome.seconds
+            );
+            cells.put(&run.name(), &outcome)?;
+        }
+        Ok(())
+    }
+
+    /// The batch of `step` of a run of `seed` (seed `u64::MAX`: pretraining).
+    fn loss(&self, seed: u64) -> impl Fn(&CharLm<B>, u64) -> Tensor<B, 1> + '_ {
+        move |model: &CharLm<B>, step: u64| {
+            let s = &self.study.settings;
+            let mut rng = Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(step));
+            let (x, y) =
+                self.study
+                    .corpus
+                    .train_batch(&mut rng, s.batch, s.lm.context, &self.device);
+            model.loss(x, y)
+        }
+    }
+
+    /// The full-precision model every run starts from: trained once, kept in `models`.
+    fn pretrained(&mut self) -> Result<CharLm<B>> {
+        if let Some(m) = &self.pretrained {
+            return Ok(m.clone());
+        }
+        let s = self.study.settings.clone();
+        let path = self.models.join("pretrained");
+        B::seed(&self.device, 0);
+        let fresh = CharLm::<B>::new(&s.lm, &self.device);
+        let model = if path.with_extension("mpk").exists() {
+            fresh.load_file(&path, &Recorder::new(), &self.device)?
+        } else {
+            println!(
+                "  pretraining in full precision: {} steps",
+                s.pretrain_steps
+            );
+            let run = Run {
+                steps: s.pretrain_steps,
+                lr: s.pretrain_lr,
+                eigenvalues: None,
+                evaluate: None,
+                export: None,
+            };
+            let trained = train(fresh, None, |m| m, run, self.loss(u64::MAX))?;
+            std::fs::create_dir_all(&self.models)
+                .with_context(|| format!("cannot create `{}`", self.models.display()))?;
+            trained.model.clone().save_file(&path, &Recorder::new())?;
+            println!(
+                "  pretrained: {:.4} held-out bits per character ({:.0} s)",
+                bits_per_char(&trained.model.valid(), &self.test),
+                trained.seconds
+            );
+            trained.model
+        };
+        self.pretrained = Some(model.clone());
+        Ok(model)
+    }
+
+    fn run_cell(&mut self, run: &StudyRun) -> Result<Outcome> {
+        let s = self.study.settings.clone();
+        let start = self.pretrained()?;
+        let Some(width) = run.width else {
+            let steps = s.steps * run.budget;
+            let r = Run {
+                steps,
+                lr: s.lr * run.lr_factor,
+                eigenvalues: None,
+                evaluate: None,
+                export: None,
+            };
+            let trained = train(start, None, |m| m, r, self.loss(run.seed))?;
+            trained.model.clone().save_file(
+                self.models.join(format!("fp-seed{}", run.seed)),
+                &Recorder::new(),
+            )?;
+            self.full_precision.insert(run.seed, trained.model.clone());
+            return Ok(Outcome {
+                quality: bits_per_char(&trained.model.valid(), &self.test),
+                bytes: 4 * s.lm.quantized_params() as u64,
+                widths: Vec::new(),
+                seconds: trained.seconds,
+            });
+        };
+        let setup = QuantSetup {
+            steps: s.steps * run.budget,
+            groups: 1,
+            start_bits: 12,
+            reach_by: 0.6,
+        };
+        let Some(mut cfg) = variant_config(run.variant, width.bits, setup)? else {
+            bail!("{:?} has no quantized config", run.variant);
+        };
+        cfg.eigenvalue.max_iter = s.eigen_iters;
+        cfg.eigenvalue.gas_boundary_resolution = (setup.steps / s.eigen_runs).max(1);
+        let variant = run.variant;
+        let customize = move |moq: Moq| {
+            let moq = variant.customize(moq.include(QUANTIZED).layers(LAYERS), width.bits);
+            match width.grain {
+                Grain::Group(n) => moq.group_size(n),
+                Grain::Tensor => moq,
+            }
+        };
+        let export = self.models.join(format!("{}.safetensors", run.name()));
+        if variant == Variant::Ptq {
+            let timer = std::time::Instant::now();
+            let fp = self.full_precision_of(run.seed)?;
+            let optim = customize(Moq::new(cfg)).init(AdamConfig::new().init(), &fp)?;
+            let file = optim.export_at_target(&fp)?;
+            return self.served(&file, Vec::new(), timer.elapsed().as_secs_f64(), None);
+        }
+        let (eigenvalues, _) = eigen_provider::<B, _>(
+            Some(&cfg),
+            || {
+                let mut rng = Rng::new(run.seed ^ 0x5eed);
+                let probe = self.study.corpus.train_batch::<burn::backend::NdArray>(
+                    &mut rng,
+                    8,
+                    s.lm.context,
+                    &Default::default(),
+                );
+                Probe::new(s.lm, probe)
+            },
+            run.seed,
+        )
+        .unzip();
+        let r = Run {
+            steps: setup.steps,
+            lr: s.lr * run.lr_factor,
+            eigenvalues,
+            evaluate: None,
+            export: Some(export.clone()),
+        };
+        let trained = train(start, Some(cfg), customize, r, self.loss(run.seed))?;
+        let file = MoqFile::load(&export)?;
+        std::fs::remove_file(&export).ok();
+        let widths = trained.bits.iter().flatten().copied().collect();
+        let fake = bits_per_char(&trained.model.valid(), &self.test);
+        self.served(&file, widths, trained.seconds, Some(fake))
+    }
+
+    /// The outcome of an export: its bytes and the quality of the model loaded from it (which
+    /// must be the fake-quantized model's, `fake`).
+    fn served(
+        &self,
+        file: &MoqFile,
+        widths: Vec<u32>,
+        seconds: f64,
+        fake: Option<f64>,
+    ) -> Result<Outcome> {
+        let lm = self.study.settings.lm;
+        let model = load_dequantized(CharLm::<B::InnerBackend>::new(&lm, &self.device), file)?;
+        let quality = bits_per_char(&model, &self.test);
+        if let Some(fake) = fake
+            && (quality - fake).abs() > 1e-3 * fake
+        {
+            bail!("the export scores {quality} bits per character, the trained model {fake}");
+        }
+        let bytes = file
+            .quantized
+            .iter()
+            .map(|e| e.packed.size_bytes() as u64)
+            .sum();
+        Ok(Outcome {
+            quality,
+            bytes,
+            widths,
+            seconds,
+        })
+    }
+
+    /// The full-precision model of `seed` (PTQ rounds it): from this process or from `models`.
+    fn full_precision_of(&mut self, seed: u64) -> Result<CharLm<B>> {
+        if let Some(m) = self.full_precision.get(&seed) {
+            return Ok(m.clone());
+        }
+        let path = self.models.join(format!("fp-seed{seed}"));
+        if !path.with_extension("mpk").exists() {
+            bail!(
+                "PTQ of seed {seed} needs its full-precision model `{}`: its cell exists but the \
+                 model does not; delete `FullPrecision-fp32-x1-lr1-seed{seed}.json` to retrain it",
+                path.with_extension("mpk").display()
+            );
+        }
+        let lm = self.study.settings.lm;
+        Ok(CharLm::<B>::new(&lm, &self.device).load_file(&path, &Recorder::new(), &self.device)?)
+    }
+}

@@ -1,0 +1,102 @@
+//! The study command end to end in its quick mode, on the real Brown corpus
+//! (`scripts/fetch-brown` first; `scripts/test study` fetches it and runs this): cells written,
+//! seeds split across two processes, a rerun that resumes without training anything, and the
+//! tables written from the cells of both.
+
+use std::path::Path;
+use std::process::Command;
+
+fn study(dir: &Path, extra: &[&str]) -> String {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/data/brown");
+    let output = Command::new(env!("CARGO_BIN_EXE_study"))
+        .args(["charlm", "--quick", "--corpus"])
+        .arg(&corpus)
+        .arg("--cells")
+        .arg(dir.join("cells"))
+        .arg("--models")
+        .arg(dir.join("models"))
+        .arg("--out")
+        .arg(dir.join("results.md"))
+        .args(extra)
+        .output()
+        .expect("the study binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "study {extra:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn trained(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with('['))
+        .count()
+}
+
+#[test]
+fn the_quick_study_splits_resumes_and_tabulates() {
+    let dir = tempfile::tempdir().unwrap();
+    // The quick grid per seed: full precision, 2 widths × 6 methods, 4 longer, 2 swept.
+    let per_seed = 1 + 12 + 4 + 2;
+    let first = study(dir.path(), &["--seeds", "1"]);
+    assert_eq!(trained(&first), per_seed, "{first}");
+    let second = study(dir.path(), &["--first-seed", "1", "--seeds", "1"]);
+    assert_eq!(trained(&second), per_seed, "{second}");
+    let cells: Vec<_> = walk(&dir.path().join("cells"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(cells.len(), 2 * per_seed);
+
+    // Both seeds' cells are there: a run over both trains nothing and tabulates them.
+    let table = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+    let again = study(dir.path(), &["--seeds", "2"]);
+    assert_eq!(trained(&again), 0, "{again}");
+    let resumed = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+    assert_eq!(table, resumed, "the same cells give the same tables");
+    for row in [
+        "| full precision |",
+        "| PTQ (full precision, rounded once) |",
+        "| basic QAT (target bits from step 0) | ",
+        "| MoQ + eigenvalue |",
+        "| QAT + second-order bits |",
+        "| MoQ + second-order bits |",
+    ] {
+        assert!(table.contains(row), "no row `{row}` in\n{table}");
+    }
+    // Two seeds: every non-reference cell of the main table carries a paired interval.
+    let main = table.split("Export bytes").next().unwrap();
+    assert_eq!(main.matches("(reference)").count(), 2, "{main}");
+    assert_eq!(main.matches("<br>Δ ").count(), 6 * 2, "{main}");
+    assert!(
+        !table.contains("seeds)"),
+        "every cell has both seeds:\n{table}"
+    );
+    let svg = dir.path().join("figures/study-charlm-frontier.svg");
+    assert!(std::fs::read_to_string(svg).unwrap().contains("<svg"));
+
+    // A lost cell is run again, alone.
+    let lost = cells
+        .iter()
+        .find(|p| p.to_string_lossy().contains("Moq-4t-x1-lr1-seed1"))
+        .unwrap();
+    std::fs::remove_file(lost).unwrap();
+    let redo = study(dir.path(), &["--seeds", "2"]);
+    assert_eq!(trained(&redo), 1, "{redo}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
