@@ -18,8 +18,8 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use moq_burn::{Moq, MoqBackend, MoqOptimizer};
 use moq_core::QuantizeConfig;
-use moq_examples::minilm::spam::Corpus;
-use moq_examples::minilm::{MailClassifier, ModelDir, labels};
+use moq_examples::minilm::spam::{self, Corpus};
+use moq_examples::minilm::{ModelDir, TextClassifier, labels};
 use moq_examples::permutation::{BATCH, Classifier, LR, TRAIN, Task};
 use moq_examples::{Experiment, Rng, run_on, timed_block};
 
@@ -113,7 +113,7 @@ where
     );
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let batches = (y.len() / MAILS) as u64;
-    let loss = |model: &MailClassifier<B>, step: u64| {
+    let loss = |model: &TextClassifier<B>, step: u64| {
         let mut order: Vec<usize> = (0..y.len()).collect();
         Rng::new(step / batches).shuffle(&mut order);
         let b = (step % batches) as usize * MAILS;
@@ -125,9 +125,10 @@ where
     };
     let model = |seed| -> Result<_> {
         B::seed(&device, seed);
-        Ok(MailClassifier::new(
+        Ok(TextClassifier::new(
             dir.encoder::<B>(&device)?,
             &config,
+            spam::CLASSES,
             &device,
         ))
     };

@@ -1,5 +1,5 @@
 //! Shared pieces of the MoQ examples, a file each: the study's character language model
-//! ([`charlm`]), finished runs kept for resuming ([`cells`]), the ways a model is trained
+//! ([`charlm`]) and the Brown corpus it and the other study tasks read ([`brown`]), finished runs kept for resuming ([`cells`]), the ways a model is trained
 //! ([`variant`]), the backend chosen at run time ([`backend`]), the training loop ([`mod@train`]),
 //! figures ([`figures`]), the digits example's data and model ([`digits`]), the results table ([`results`]), the study's grid, tables and statistics ([`study`]), epoch lines for burn-train
 //! ([`progress`]), the transformer example's task and model ([`permutation`]), and glibc's
@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod brown;
 pub mod cells;
 pub mod charlm;
 pub mod digits;

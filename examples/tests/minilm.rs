@@ -110,16 +110,17 @@ fn a_moq_fine_tune_served_from_its_export_computes_what_it_computed() {
     use moq_burn::Moq;
     use moq_burn::moq_core::QuantizeConfig;
     use moq_burn::moq_core::export::MoqFile;
-    use moq_examples::minilm::{MailClassifier, labels, serve};
+    use moq_examples::minilm::{TextClassifier, labels, serve, spam};
 
     type A = Autodiff<B>;
     let dir = ModelDir::new(None);
     let device = Default::default();
     let config = dir.config().unwrap();
-    let mut model = MailClassifier::new(
+    let mut model = TextClassifier::new(
         dir.encoder::<A>(&device)
             .expect("scripts/fetch-minilm model first"),
         &config,
+        spam::CLASSES,
         &device,
     );
     let texts = [
@@ -161,7 +162,13 @@ fn a_moq_fine_tune_served_from_its_export_computes_what_it_computed() {
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("minilm-4bit.safetensors");
     optim.export(&model).unwrap().save(&path).unwrap();
-    let served = serve::<B>(&MoqFile::load(&path).unwrap(), &config, &device).unwrap();
+    let served = serve::<B>(
+        &MoqFile::load(&path).unwrap(),
+        &config,
+        spam::CLASSES,
+        &device,
+    )
+    .unwrap();
 
     let batch = encoded.batch::<B>(&rows, &device);
     let expected = model

@@ -1,15 +1,20 @@
-//! The study command end to end in its quick mode, on the real Brown corpus
-//! (`scripts/fetch-brown` first; `scripts/test study` fetches it and runs this): cells written,
-//! seeds split across two processes, a rerun that resumes without training anything, and the
-//! tables written from the cells of both.
+//! The study command end to end in its quick modes, on the real Brown corpus and
+//! all-MiniLM-L6-v2 (`scripts/fetch-brown` and `scripts/fetch-minilm model` first; `scripts/test
+//! study` fetches them and runs this): cells written, seeds split across two processes, a rerun
+//! that resumes without training anything, the tables written from the cells of both; the two
+//! sentence tasks' metrics where they must be.
 
 use std::path::Path;
 use std::process::Command;
 
 fn study(dir: &Path, extra: &[&str]) -> String {
+    run_task("charlm", dir, extra)
+}
+
+fn run_task(task: &str, dir: &Path, extra: &[&str]) -> String {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/data/brown");
     let output = Command::new(env!("CARGO_BIN_EXE_study"))
-        .args(["charlm", "--quick", "--corpus"])
+        .args([task, "--quick", "--corpus"])
         .arg(&corpus)
         .arg("--cells")
         .arg(dir.join("cells"))
@@ -99,4 +104,53 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The metric of cell `name` of the only configuration under `dir/cells/task`.
+fn quality(dir: &Path, task: &str, name: &str) -> (f64, Option<f64>) {
+    let path = walk(&dir.join("cells").join(task))
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy() == format!("{name}.json"))
+        })
+        .unwrap_or_else(|| panic!("no cell {name}"));
+    let cell: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    (
+        cell["quality"].as_f64().unwrap(),
+        cell.get("secondary").and_then(serde_json::Value::as_f64),
+    )
+}
+
+#[test]
+fn the_sentence_tasks_score_their_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let genre = run_task("genre", dir.path(), &["--seeds", "1", "--parts", "main"]);
+    assert_eq!(trained(&genre), 7, "{genre}");
+    for name in ["FullPrecision-fp32-x1-lr1-seed0", "Qat-3g128-x1-lr1-seed0"] {
+        let (accuracy, none) = quality(dir.path(), "genre", name);
+        assert!(
+            (0.0..=1.0).contains(&accuracy) && none.is_none(),
+            "{name}: {accuracy}"
+        );
+    }
+    let distill = run_task("distill", dir.path(), &["--seeds", "1", "--parts", "main"]);
+    assert_eq!(trained(&distill), 7, "{distill}");
+    // The full-precision student starts as the teacher; rounding it to 3 bits moves it away.
+    let (fp, fp_p5) = quality(dir.path(), "distill", "FullPrecision-fp32-x1-lr1-seed0");
+    let (ptq, ptq_p5) = quality(dir.path(), "distill", "Ptq-3g128-x1-lr1-seed0");
+    assert!(fp > 0.9 && fp <= 1.0 + 1e-4, "full precision: cosine {fp}");
+    assert!(ptq < fp, "PTQ at 3 bits: cosine {ptq}, full precision {fp}");
+    assert!(fp_p5.unwrap() <= fp && ptq_p5.unwrap() <= ptq);
+    let table = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+    assert!(
+        table.contains("## Study: Brown genre classification"),
+        "{table}"
+    );
+    assert!(
+        table.contains("## Study: embedding distillation"),
+        "{table}"
+    );
+    assert!(table.contains("5th percentile of the cosines"), "{table}");
 }

@@ -1,15 +1,11 @@
-//! The Brown corpus as running text (`scripts/fetch-brown` puts it in `target/data/brown/`):
-//! each document's `word/tag` tokens with the tags stripped, joined by spaces, one sentence a
-//! line; characters outside printable ASCII become `?`. Split by document: every tenth
-//! document (by its position in `cats.txt`, so every genre) is held out.
+//! The Brown corpus' running text ([`crate::brown`]) as character ids: characters outside
+//! printable ASCII become `?`; split by document as the corpus splits it.
 
-use std::path::Path;
-
-use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::Rng;
+use crate::brown::Brown;
 
 /// Characters the model knows: newline and printable ASCII (`' '..='~'`).
 pub const VOCAB: usize = 96;
@@ -34,57 +30,21 @@ pub fn char_id(c: char) -> u8 {
     }
 }
 
-/// A document's running text: tags stripped, Brown's ``` `` ``` and `''` quotes as `"`.
-pub fn running_text(tagged: &str) -> String {
-    let mut out = String::with_capacity(tagged.len() / 2);
-    for line in tagged.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let words: Vec<&str> = line
-            .split_whitespace()
-            .map(|token| token.rsplit_once('/').map_or(token, |(word, _)| word))
-            .map(|word| {
-                if matches!(word, "``" | "''") {
-                    "\""
-                } else {
-                    word
-                }
-            })
-            .collect();
-        out.push_str(&words.join(" "));
-        out.push('\n');
-    }
-    out
-}
-
 impl Corpus {
-    /// Reads the corpus from `dir` (with its `cats.txt`).
-    pub fn load(dir: &Path) -> Result<Self> {
-        let cats = dir.join("cats.txt");
-        let list = std::fs::read_to_string(&cats).with_context(|| {
-            format!(
-                "cannot read `{}`: run scripts/fetch-brown first",
-                cats.display()
-            )
-        })?;
-        let (mut train, mut test) = (Vec::new(), Vec::new());
-        for (i, line) in list.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-            let Some(doc) = line.split_whitespace().next() else {
-                bail!("`{}` line {}: no document name", cats.display(), i + 1);
-            };
-            let path = dir.join(doc);
-            let tagged = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read `{}`", path.display()))?;
-            let text = running_text(&tagged);
-            let ids = text.chars().map(char_id);
-            if i % 10 == 9 {
-                test.extend(ids);
-            } else {
-                train.extend(ids);
-            }
+    /// The characters of `brown`'s documents, split as it splits them.
+    pub fn new(brown: &Brown) -> Self {
+        let ids = |held_out: bool| -> Vec<u8> {
+            brown
+                .documents
+                .iter()
+                .filter(|d| d.held_out == held_out)
+                .flat_map(|d| d.text.chars().map(char_id))
+                .collect()
+        };
+        Self {
+            train: ids(false),
+            test: ids(true),
         }
-        if train.is_empty() || test.is_empty() {
-            bail!("`{}` lists too few documents", cats.display());
-        }
-        Ok(Self { train, test })
     }
 
     /// A batch of `batch` training windows of `len + 1` characters at random starts drawn
@@ -140,10 +100,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_are_stripped_and_quotes_restored() {
-        let text =
-            running_text("\n\n\tThe/at jury/nn said/vbd ``/`` no/at ''/'' ./.\n\n\tA/at b/nn\n");
-        assert_eq!(text, "The jury said \" no \" .\nA b\n");
+    fn characters_have_their_ids() {
         assert_eq!(char_id('\n'), 0);
         assert_eq!(char_id(' '), 1);
         assert_eq!(char_id('~'), 95);

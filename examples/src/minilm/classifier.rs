@@ -1,5 +1,6 @@
-//! The spam classifier: the pretrained encoder, mean pooling, dropout and a linear head (kept
-//! in f32: 2 × 384 weights), and its probe batch for the Hessian.
+//! A text classifier: the pretrained encoder, mean pooling, dropout and a linear head (kept
+//! in f32: classes × 384 weights), and its probe batch for the Hessian. The spam task has 2
+//! classes ([`super::spam::CLASSES`]), the study's Brown genres 15.
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -12,29 +13,31 @@ use moq_burn::{MoqBackend, Unservable, load_codes};
 
 use super::{Batch, Bert, BertConfig, Encoded, mean_pool};
 
-/// Classes: ham (0) and spam (1).
-pub const CLASSES: usize = 2;
-
 /// Encoder, pooling, head.
 #[derive(Module, Debug)]
-pub struct MailClassifier<B: Backend> {
+pub struct TextClassifier<B: Backend> {
     /// The encoder (module paths `bert.encoder.layer.{i}.…`).
     pub bert: Bert<B>,
     head: Linear<B>,
     dropout: Dropout,
 }
 
-impl<B: Backend> MailClassifier<B> {
-    /// `bert` with a new head (initialised from the backend's seed).
-    pub fn new(bert: Bert<B>, config: &BertConfig, device: &B::Device) -> Self {
+impl<B: Backend> TextClassifier<B> {
+    /// `bert` with a new head for `classes` classes (initialised from the backend's seed).
+    pub fn new(bert: Bert<B>, config: &BertConfig, classes: usize, device: &B::Device) -> Self {
         Self {
             bert,
-            head: LinearConfig::new(config.hidden_size, CLASSES).init(device),
+            head: LinearConfig::new(config.hidden_size, classes).init(device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
         }
     }
 
-    /// Logits `[batch, 2]`.
+    /// The device its parameters are on.
+    pub fn device(&self) -> B::Device {
+        self.head.weight.device()
+    }
+
+    /// Logits `[batch, classes]`.
     pub fn forward(&self, batch: &Batch<B>) -> Tensor<B, 2> {
         let pooled = mean_pool(self.bert.forward(batch), batch.mask.clone());
         self.head.forward(self.dropout.forward(pooled))
@@ -48,9 +51,10 @@ impl<B: Backend> MailClassifier<B> {
 pub fn serve<B: MoqBackend>(
     file: &MoqFile,
     config: &BertConfig,
+    classes: usize,
     device: &B::Device,
-) -> moq_burn::Result<MailClassifier<B>> {
-    let structure = MailClassifier::new(Bert::new(config, device), config, device);
+) -> moq_burn::Result<TextClassifier<B>> {
+    let structure = TextClassifier::new(Bert::new(config, device), config, classes, device);
     let (model, _) = load_codes(structure, file, Unservable::Refuse)?;
     Ok(model)
 }
@@ -88,15 +92,17 @@ pub fn labels<B: Backend>(labels: &[i64], rows: &[usize], device: &B::Device) ->
 /// variant measures.
 pub struct Probe {
     config: BertConfig,
+    classes: usize,
     encoded: Encoded,
     labels: Vec<i64>,
 }
 
 impl Probe {
-    /// The probe batch: every row of `encoded`, labelled.
-    pub fn new(config: BertConfig, encoded: Encoded, labels: Vec<i64>) -> Self {
+    /// The probe batch: every row of `encoded`, labelled (of `classes` classes).
+    pub fn new(config: BertConfig, classes: usize, encoded: Encoded, labels: Vec<i64>) -> Self {
         Self {
             config,
+            classes,
             encoded,
             labels,
         }
@@ -104,10 +110,15 @@ impl Probe {
 }
 
 impl HessianLoss for Probe {
-    type Model<B: Backend> = MailClassifier<B>;
+    type Model<B: Backend> = TextClassifier<B>;
 
     fn model<B: Backend>(&self, device: &B::Device) -> Self::Model<B> {
-        MailClassifier::new(Bert::new(&self.config, device), &self.config, device)
+        TextClassifier::new(
+            Bert::new(&self.config, device),
+            &self.config,
+            self.classes,
+            device,
+        )
     }
 
     fn loss<B: Backend>(&self, model: &Self::Model<B>) -> Tensor<B, 1> {

@@ -33,6 +33,13 @@ pub struct BertConfig {
 }
 
 impl BertConfig {
+    /// Weights in the encoder's linear layers: per layer the attention's four `d × d` and the
+    /// feed-forward's two `d × intermediate`.
+    pub fn linear_weights(&self) -> usize {
+        let (d, inner) = (self.hidden_size, self.intermediate_size);
+        self.num_hidden_layers * (4 * d * d + 2 * d * inner)
+    }
+
     /// Reads and checks `config.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)

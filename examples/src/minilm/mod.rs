@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 
-pub use classifier::{CLASSES, MailClassifier, Probe, accuracy, labels, serve};
+pub use classifier::{Probe, TextClassifier, accuracy, labels, serve};
 pub use config::BertConfig;
 pub use load::load_pretrained;
 pub use model::{Batch, Bert, mean_pool};

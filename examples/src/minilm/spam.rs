@@ -23,6 +23,9 @@ pub const FOLDERS: [(&str, i64); 5] = [
     ("spam-2", 1),
 ];
 
+/// Classes: ham (0) and spam (1).
+pub const CLASSES: usize = 2;
+
 /// The seed of the train/test shuffle.
 pub const SPLIT_SEED: u64 = 20_021_001;
 

@@ -85,6 +85,10 @@ impl StudyRun {
 pub struct Outcome {
     /// The task's quality metric on held-out data.
     pub quality: f64,
+    /// A second metric of the task, where it has one (embedding distillation: the 5th
+    /// percentile of the cosines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<f64>,
     /// Bytes of the quantized weights as exported (codes, scales, zero points); full
     /// precision: 4 bytes a weight.
     pub bytes: u64,

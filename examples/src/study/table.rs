@@ -24,6 +24,8 @@ pub struct Tables<'a> {
     pub metric: &'a str,
     /// Whether lower values of the metric are better.
     pub lower_is_better: bool,
+    /// Tabulate the outcomes' second metric instead of their first.
+    pub secondary: bool,
 }
 
 impl Tables<'_> {
@@ -34,7 +36,11 @@ impl Tables<'_> {
             .iter()
             .map(|&seed| {
                 let name = StudyRun { seed, ..run }.name();
-                self.outcomes.get(&name).map(|o| o.quality)
+                let outcome = self.outcomes.get(&name)?;
+                match self.secondary {
+                    true => outcome.secondary,
+                    false => Some(outcome.quality),
+                }
             })
             .collect()
     }

@@ -13,9 +13,9 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use moq_burn::moq_core::export::MoqFile;
 use moq_burn::{Moq, MoqBackend};
-use moq_examples::minilm::spam::{Corpus, Mail};
+use moq_examples::minilm::spam::{CLASSES, Corpus, Mail};
 use moq_examples::minilm::{
-    BertConfig, Encoded, MailClassifier, ModelDir, Probe, TextEncoder, accuracy, labels, serve,
+    BertConfig, Encoded, ModelDir, Probe, TextClassifier, TextEncoder, accuracy, labels, serve,
 };
 use moq_examples::{
     Cells, Experiment, QuantSetup, Results, Rng, Run, Variant, eigen_provider, eigen_summary,
@@ -264,7 +264,7 @@ where
         let fine_tune = |variant: Variant, target: u32| -> Result<Tuned<B>> {
             B::seed(device, seed);
             let bert = dir.encoder::<B>(device)?;
-            let model = MailClassifier::new(bert, &config, device);
+            let model = TextClassifier::new(bert, &config, CLASSES, device);
             let mut cfg = variant_config(variant, target, setup)?;
             if let Some(cfg) = cfg.as_mut() {
                 // Power iteration per encoder layer: at most EIGEN_ITERS Hessian-vector products
@@ -276,7 +276,7 @@ where
                 cfg.eigenvalue.gas_boundary_resolution = (r.steps / runs).max(1);
             }
             let loss_fn = CrossEntropyLossConfig::new().init(device);
-            let loss = |model: &MailClassifier<B>, step: u64| {
+            let loss = |model: &TextClassifier<B>, step: u64| {
                 let order = epoch_order(train_y.len(), seed, step / batches);
                 let b = (step % batches) as usize * args.batch;
                 let rows = &order[b..b + args.batch];
@@ -289,7 +289,7 @@ where
                 || {
                     let rows = &epoch_order(train_y.len(), seed, 0)[..8];
                     let y = rows.iter().map(|&i| train_y[i]).collect();
-                    Probe::new(config.clone(), train_x.select(rows), y)
+                    Probe::new(config.clone(), CLASSES, train_x.select(rows), y)
                 },
                 seed,
             )
@@ -388,7 +388,8 @@ where
         let fp = match cached(Variant::FullPrecision, 32)? {
             Some(cell) if !ptq_missing => cell,
             Some(cell) if model_path.with_extension("mpk").exists() => {
-                let model = MailClassifier::new(dir.encoder::<B>(device)?, &config, device);
+                let model =
+                    TextClassifier::new(dir.encoder::<B>(device)?, &config, CLASSES, device);
                 full = Some(model.load_file(&model_path, &recorder, device)?);
                 cell
             }
@@ -480,13 +481,13 @@ where
 }
 
 /// A fine-tuned classifier and its cell (test accuracy, export size, time).
-type Tuned<B> = (MailClassifier<B>, Cell);
+type Tuned<B> = (TextClassifier<B>, Cell);
 
 /// PTQ at `target` bits: the full-precision fine-tune rounded once, exported, and scored from
 /// its codes.
 #[allow(clippy::too_many_arguments)]
 fn ptq_cell<B>(
-    full: &MailClassifier<B>,
+    full: &TextClassifier<B>,
     target: u32,
     setup: QuantSetup,
     seed: u64,
@@ -509,7 +510,7 @@ where
     let file = optim.export_at_target(full)?;
     let path = exports.join(format!("minilm-{target}bit-Ptq-seed{seed}.safetensors"));
     file.save(&path)?;
-    let served = serve::<B::InnerBackend>(&file, config, device)?;
+    let served = serve::<B::InnerBackend>(&file, config, CLASSES, device)?;
     let accuracy = accuracy(|b| served.forward(b), test_x, test_y, device);
     println!(
         "  {:<38} {target}-bit  seed {seed}: test accuracy {:6.2}%  (served from {})",
@@ -559,7 +560,7 @@ where
     B: AutodiffBackend,
     B::InnerBackend: MoqBackend,
 {
-    let served = serve::<B::InnerBackend>(file, config, device)?;
+    let served = serve::<B::InnerBackend>(file, config, CLASSES, device)?;
     let acc = accuracy(|b| served.forward(b), test_x, test_y, device);
     println!(
         "      served from {} by its MoqLinear layers: {:.2}% (fake-quantized {:.2}%)",
@@ -598,7 +599,7 @@ fn linear_weights(c: &BertConfig) -> u64 {
 /// Bytes of the classifier's parameters in f32.
 fn f32_size<B: Backend>(config: &BertConfig, device: &B::Device) -> u64 {
     let bert = moq_examples::minilm::Bert::<B>::new(config, device);
-    4 * MailClassifier::new(bert, config, device).num_params() as u64
+    4 * TextClassifier::new(bert, config, CLASSES, device).num_params() as u64
 }
 
 fn publish(

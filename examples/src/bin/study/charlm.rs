@@ -3,7 +3,7 @@
 //! a seed); quality is held-out bits per character, from the model loaded back from its export.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::module::{AutodiffModule, Module};
@@ -13,14 +13,15 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use moq_burn::moq_core::export::MoqFile;
 use moq_burn::{Moq, MoqBackend, load_dequantized};
+use moq_examples::brown::Brown;
 use moq_examples::charlm::{Batch, CharLm, Corpus, LmConfig, Probe, bits_per_char};
-use moq_examples::study::{Grain, Grid, Outcome, Part, StudyRun, Tables, Width, frontier_svg};
+use moq_examples::study::{Grain, Grid, Outcome, StudyRun, Width};
 use moq_examples::{
-    Cells, Experiment, QuantSetup, Rng, Run, Variant, eigen_provider, results_path, schedule_note,
-    train, variant_config, write_file, write_section,
+    Experiment, QuantSetup, Rng, Run, Variant, eigen_provider, schedule_note, train, variant_config,
 };
 
 use crate::Args;
+use crate::run::{self, Report};
 
 /// The blocks' linear weights are quantized; embeddings, norms, biases and the head stay f32.
 const QUANTIZED: &str = "blocks";
@@ -105,12 +106,6 @@ fn grid(quick: bool) -> Grid {
     }
 }
 
-/// The workspace's root (the examples crate's parent).
-fn workspace() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
 /// The task, its settings and its grid.
 pub struct Study {
     args: Args,
@@ -121,12 +116,7 @@ pub struct Study {
 
 impl Study {
     pub fn new(args: Args) -> Result<Self> {
-        let root = workspace();
-        let dir = args
-            .corpus
-            .clone()
-            .unwrap_or_else(|| root.join("target/data/brown"));
-        let corpus = Corpus::load(&dir)?;
+        let corpus = Corpus::new(&Brown::load(&Brown::dir(args.corpus.as_deref()))?);
         Ok(Self {
             settings: Settings::new(args.quick),
             grid: grid(args.quick),
@@ -146,24 +136,6 @@ impl Study {
             self.args.backend
         )
     }
-
-    fn seeds(&self) -> u64 {
-        self.args
-            .seeds
-            .unwrap_or(if self.args.quick { 2 } else { 5 })
-    }
-
-    fn wanted(&self, part: Part) -> bool {
-        let name = match part {
-            Part::Main => "main",
-            Part::Longer => "longer",
-            Part::Sweep => "sweep",
-        };
-        self.args
-            .parts
-            .as_ref()
-            .is_none_or(|p| p.iter().any(|p| p == name))
-    }
 }
 
 impl Experiment for Study {
@@ -172,27 +144,7 @@ impl Experiment for Study {
         B: AutodiffBackend,
         B::InnerBackend: MoqBackend,
     {
-        let root = workspace();
-        let default_cells = match self.args.quick {
-            true => "target/results/study-cells",
-            false => "docs/study/cells",
-        };
-        let cells_root = self
-            .args
-            .cells
-            .clone()
-            .unwrap_or_else(|| root.join(default_cells));
-        let cells = Cells::new(
-            &cells_root.join("charlm"),
-            &self.configuration(),
-            self.args.fresh,
-        )?;
-        let models = self
-            .args
-            .models
-            .clone()
-            .unwrap_or_else(|| root.join("target/results/study-models"))
-            .join(cells.dir().file_name().unwrap_or_default());
+        let cells = run::cells(&self.args, "charlm", &self.configuration())?;
         let s = &self.settings;
         println!(
             "charlm: Brown corpus, {} train / {} held-out characters (every tenth document held \
@@ -206,75 +158,38 @@ impl Experiment for Study {
             s.lm.quantized_params(),
             cells.dir().display()
         );
-        let inner = device.clone();
         let test = self.corpus.test_batches::<B::InnerBackend>(
             s.test_windows,
             s.batch,
             s.lm.context,
-            &inner,
+            &device,
         );
-        let runner = Runner::<B> {
+        let mut runner = Runner::<B> {
             study: self,
             test,
+            models: run::models(&self.args, &cells),
             device,
-            models,
             pretrained: None,
             full_precision: HashMap::new(),
         };
-        runner.run_all(&cells)?;
-        self.publish(&cells)
+        run::run_grid(&self.args, &self.grid, &cells, |r| runner.run_cell(r))?;
+        run::publish(&self.args, &self.grid, &cells, &self.report()?)
     }
 }
 
 impl Study {
-    /// Writes the tables and the frontier from every finished cell.
-    fn publish(&self, cells: &Cells) -> Result<()> {
-        let seeds: Vec<u64> = (0..self.args.first_seed + self.seeds()).collect();
-        let mut outcomes = HashMap::new();
-        let mut seconds = 0.0;
-        for &seed in &seeds {
-            for run in self.grid.runs(seed) {
-                if let Some(o) = cells.get::<Outcome>(&run.name())? {
-                    seconds += o.seconds;
-                    outcomes.insert(run.name(), o);
-                }
-            }
-        }
-        let tables = Tables {
-            grid: &self.grid,
-            seeds,
-            outcomes: &outcomes,
-            metric: "held-out bits per character",
-            lower_is_better: true,
-        };
-        let out = results_path(&self.args.out, self.args.docs);
-        let figure = out
-            .parent()
-            .unwrap_or(Path::new(""))
-            .join("figures/study-charlm-frontier.svg");
-        let svg = frontier_svg(&tables, "charlm: bits per character against export size")?;
-        write_file(&figure, svg.as_bytes())?;
+    /// The captions of the task's tables.
+    fn report(&self) -> Result<Report<'static>> {
         let s = &self.settings;
-        let command = format!(
-            "cargo run --release -p moq-examples --features tch --bin study -- charlm --backend {} \
-             --seeds {}{}",
-            self.args.backend,
-            self.args.first_seed + self.seeds(),
-            if self.args.quick { " --quick" } else { "" }
-        );
-        let mut body = format!(
-            "## Study: a character language model\n\nProduced by `{command}` ({:.1} h of runs in \
-             its cells).\n\nA GPT-style decoder (d_model {}, {} pre-norm blocks, {} heads, \
-             context {} characters; {} quantized weights: the blocks' linear layers, one MoQ layer \
-             per block) pretrained in full precision for {} Adam steps (lr {}, batch {}) on the \
-             Brown corpus' running text (every tenth document held out), then trained on for {} \
-             steps (lr {}) by each method, at each width; the same seed gives every method the \
-             same batches. Quality: held-out bits per character ({} windows), of the model loaded \
-             back from its export; lower is better. Each cell: mean ± std over seeds, and the \
-             paired difference against basic QAT on the same seeds with its 95% t interval.\n\n{}\n\
-             Export bytes of the quantized weights (codes and scales), mean over seeds:\n\n{}\n\
-             At {}× the steps:\n\n{}\n",
-            seconds / 3600.0,
+        let description = format!(
+            "A GPT-style decoder (d_model {}, {} pre-norm blocks, {} heads, context {} \
+             characters; {} quantized weights: the blocks' linear layers, one MoQ layer per \
+             block; embeddings, norms, biases and the head stay f32) pretrained in full precision \
+             for {} Adam steps (lr {}, batch {}) on the Brown corpus' running text ({} \
+             characters; every tenth document, {} characters, held out), then trained on for {} \
+             steps (lr {}) by each method at each width; the same seed gives every method the same \
+             batches. Quality: bits per character on {} held-out windows, of the model loaded back \
+             from its export.",
             s.lm.d_model,
             s.lm.layers,
             s.lm.heads,
@@ -283,30 +198,25 @@ impl Study {
             s.pretrain_steps,
             s.pretrain_lr,
             s.batch,
+            self.corpus.train.len(),
+            self.corpus.test.len(),
             s.steps,
             s.lr,
             s.test_windows,
-            tables.main(),
-            tables.bytes(),
-            self.grid.budget,
-            tables.longer(),
         );
-        body.push_str(&format!("\nSchedules: {}.\n", self.schedules()?));
-        if let Some(sweep) = tables.sweep() {
-            body.push_str(&format!("\nLearning-rate sweep (× {}):\n\n{sweep}", s.lr));
-        }
-        let rel = figure
-            .strip_prefix(out.parent().unwrap_or(Path::new("")))
-            .unwrap_or(&figure);
-        body.push_str(&format!("\n![study-charlm-frontier]({})\n", rel.display()));
-        println!("\n{body}");
-        write_section(&out, "study-charlm", &body)?;
-        println!(
-            "tables written to {}, figure to {}",
-            out.display(),
-            figure.display()
-        );
-        Ok(())
+        Ok(Report {
+            task: "charlm",
+            title: "a character language model",
+            metric: "held-out bits per character",
+            lower_is_better: true,
+            secondary: None,
+            description,
+            notes: format!(
+                "Learning rates of the sweep are multiples of {}. Schedules: {}.",
+                s.lr,
+                self.schedules()?
+            ),
+        })
     }
 }
 
@@ -353,37 +263,6 @@ where
     B: AutodiffBackend,
     B::InnerBackend: MoqBackend,
 {
-    fn run_all(mut self, cells: &Cells) -> Result<()> {
-        let study = self.study;
-        let first = study.args.first_seed;
-        let runs: Vec<StudyRun> = (first..first + study.seeds())
-            .flat_map(|seed| study.grid.runs(seed))
-            .filter(|r| study.wanted(r.part) || r.variant == Variant::FullPrecision)
-            .collect();
-        for (i, run) in runs.iter().enumerate() {
-            if cells.get::<Outcome>(&run.name())?.is_some() {
-                continue;
-            }
-            let outcome = self.run_cell(run)?;
-            println!(
-                "  [{}/{}] seed {} {:<38} {:<24} x{} lr×{}: {:.4} bpc, {} B, widths {:?} ({:.0} s)",
-                i + 1,
-                runs.len(),
-                run.seed,
-                run.variant.label(),
-                run.width.map_or_else(|| "f32".into(), |w| w.label()),
-                run.budget,
-                run.lr_factor,
-                outcome.quality,
-                outcome.bytes,
-                outcome.widths,
-                outcome.seconds
-            );
-            cells.put(&run.name(), &outcome)?;
-        }
-        Ok(())
-    }
-
     /// The batch of `step` of a run of `seed` (seed `u64::MAX`: pretraining).
     fn loss(&self, seed: u64) -> impl Fn(&CharLm<B>, u64) -> Tensor<B, 1> + '_ {
         move |model: &CharLm<B>, step: u64| {
@@ -454,6 +333,7 @@ where
             )?;
             self.full_precision.insert(run.seed, trained.model.clone());
             return Ok(Outcome {
+                secondary: None,
                 quality: bits_per_char(&trained.model.valid(), &self.test),
                 bytes: 4 * s.lm.quantized_params() as u64,
                 widths: Vec::new(),
@@ -540,6 +420,7 @@ where
             .map(|e| e.packed.size_bytes() as u64)
             .sum();
         Ok(Outcome {
+            secondary: None,
             quality,
             bytes,
             widths,

@@ -9,9 +9,13 @@
 //! learning-rate sweep; see the guide's results page), keeps each finished run as a cell so an
 //! interrupted study resumes and several processes can split the seeds (`--first-seed`,
 //! `--seeds`), and writes its tables and frontier figure. Tasks: `charlm` (a GPT-style
-//! character model on the Brown corpus, held-out bits per character).
+//! character model on the Brown corpus, held-out bits per character), `genre` (all-MiniLM-L6-v2
+//! telling a Brown sentence's genre, accuracy) and `distill` (all-MiniLM-L6-v2 reproducing its
+//! full-precision sentence embeddings, cosine); the last two need `scripts/fetch-minilm model`.
 
 mod charlm;
+mod run;
+mod text;
 
 use std::path::PathBuf;
 
@@ -40,6 +44,10 @@ pub struct Args {
     /// Only these parts of the grid: main, longer, sweep (default all).
     #[arg(long, value_delimiter = ',')]
     pub parts: Option<Vec<String>>,
+    /// The all-MiniLM-L6-v2 directory of the sentence tasks (`scripts/fetch-minilm model`
+    /// fills the default).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// The corpus directory (`scripts/fetch-brown` fills the default).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
@@ -67,11 +75,16 @@ pub struct Args {
 pub enum Task {
     /// A GPT-style character language model on the Brown corpus: bits per character.
     Charlm,
+    /// all-MiniLM-L6-v2 fine-tuned to tell a Brown sentence's genre (15): accuracy.
+    Genre,
+    /// all-MiniLM-L6-v2 trained to reproduce its full-precision embeddings: cosine.
+    Distill,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     match args.task {
         Task::Charlm => run_on(&args.backend.clone(), &charlm::Study::new(args)?),
+        Task::Genre | Task::Distill => run_on(&args.backend.clone(), &text::TextStudy::new(args)?),
     }
 }
