@@ -29,17 +29,28 @@ pub fn run(args: &AllocateArgs) -> Result<()> {
         (None, Some(bytes)) => Budget::Bytes(bytes),
         _ => bail!("give one of --budget (average bits) and --budget-bytes"),
     };
-    let candidates = args
-        .bits
-        .clone()
-        .unwrap_or_else(|| DEFAULT_CANDIDATES.to_vec());
-    if let Some(b) = candidates.iter().find(|b| !(1..=16).contains(*b)) {
-        bail!("--bits: {b} is outside 1..=16");
-    }
     let quant_type = match args.quant_type {
         Some(TypeArg::Asymmetric) => QuantType::Asymmetric,
         _ => QuantType::Symmetric,
     };
+    let candidates = match &args.bits {
+        Some(bits) => bits.clone(),
+        // The default widths a grid can use, as training's `auto_bits` does: asymmetric grids
+        // have no 1- or 2-bit form.
+        None if quant_type == QuantType::Asymmetric => {
+            let (usable, left): (Vec<u32>, Vec<u32>) =
+                DEFAULT_CANDIDATES.iter().partition(|&&b| b >= 3);
+            eprintln!(
+                "moq allocate: leaving out {left:?} bits of the default widths: asymmetric grids \
+                 are 3 bits or more"
+            );
+            usable
+        }
+        None => DEFAULT_CANDIDATES.to_vec(),
+    };
+    if let Some(b) = candidates.iter().find(|b| !(1..=16).contains(*b)) {
+        bail!("--bits: {b} is outside 1..=16");
+    }
     let groups = args.groups.unwrap_or(1);
     if groups == 0 {
         bail!("--groups must be at least 1");

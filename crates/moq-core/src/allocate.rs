@@ -38,6 +38,7 @@ use crate::error::{MoqError, Result};
 use crate::layout::PackedShape;
 use crate::pack::ScaleFormat;
 use crate::quantizer::{QuantSpec, fake_quantize};
+use crate::schedule::Schedule;
 
 /// The widths tried by default.
 pub const DEFAULT_CANDIDATES: [u32; 6] = [2, 3, 4, 5, 6, 8];
@@ -110,6 +111,22 @@ fn bad(reason: String) -> MoqError {
     MoqError::Allocation { reason }
 }
 
+/// Why `layer` has no export size for `budget`: it is empty, or its widths are beyond 8 bits.
+fn no_export(layer: &LayerCurve, budget: &str) -> String {
+    match layer.params {
+        0 => format!(
+            "{budget}: `{}` has no weights, and an empty tensor has no packed export (leave it \
+             out, or budget in average bits)",
+            layer.name
+        ),
+        _ => format!(
+            "{budget}: no candidate width of `{}` has a packed export (the packed layout holds \
+             1 to 8 bits)",
+            layer.name
+        ),
+    }
+}
+
 /// The error curve of one layer: `weights` (a `[rows, cols]` tensor, quantized in `base`'s
 /// groups and grid with nearest rounding) at each of `candidates`, with sensitivity `s`.
 pub fn measure(
@@ -146,7 +163,8 @@ pub fn measure(
             .iter()
             .zip(&out)
             .map(|(&w, &q)| (q as f64 - w as f64).powi(2))
-            .sum();
+            // `sum` of no terms is -0.0 (an empty tensor's error would print as `-0`).
+            .fold(0.0, |total, e| total + e);
         let zero_point_bits = if base.quant_type == QuantType::Asymmetric {
             32
         } else {
@@ -180,6 +198,19 @@ fn cost(layer: &LayerCurve, option: &WidthOption, budget: &Budget) -> Option<u64
         Budget::AverageBits(_, Overhead::Excluded) => Some(code_bits),
         Budget::AverageBits(_, Overhead::Included) => code_bits.checked_add(option.overhead_bits),
         Budget::Bytes(_) | Budget::UniformBytes(_) => option.export_bytes,
+    }
+}
+
+/// The bits `b` per weight allow `params` weights: `⌊b · params⌋`, where a product within
+/// rounding of a whole number is that number (4.1 × 60 is 245.99999999999997 in floating
+/// point, and a budget of 4.1 bits must reach 246).
+fn average_capacity(b: f64, params: u64) -> u64 {
+    let exact = b * params as f64;
+    let nearest = exact.round();
+    if (exact - nearest).abs() <= 1e-9 * nearest.abs().max(1.0) {
+        nearest as u64
+    } else {
+        exact.floor() as u64
     }
 }
 
@@ -219,6 +250,23 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
     if layers.is_empty() {
         return Err(bad("no layers to allocate".into()));
     }
+    if layers.len() > Schedule::MAX_LAYERS {
+        return Err(bad(format!(
+            "{} layers: at most {} (Schedule::MAX_LAYERS) are allocated",
+            layers.len(),
+            Schedule::MAX_LAYERS
+        )));
+    }
+    if let Some(l) = layers
+        .iter()
+        .find(|l| l.options.len() > usize::from(u8::MAX))
+    {
+        return Err(bad(format!(
+            "`{}` has {} candidate widths: at most 255",
+            l.name,
+            l.options.len()
+        )));
+    }
     let params: u64 = layers.iter().map(|l| l.params as u64).sum();
     let capacity = match *budget {
         Budget::AverageBits(b, _) if !(b.is_finite() && b > 0.0) => {
@@ -226,7 +274,7 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
                 "a budget of {b} bits is not a positive number"
             )));
         }
-        Budget::AverageBits(b, _) => (b * params as f64).floor() as u64,
+        Budget::AverageBits(b, _) => average_capacity(b, params),
         Budget::Bytes(bytes) => bytes,
         Budget::UniformBytes(bits) => uniform_bytes(layers, bits)?,
     };
@@ -253,13 +301,7 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
             .iter()
             .filter_map(|o| cost(l, o, budget))
             .min()
-            .ok_or_else(|| {
-                bad(format!(
-                    "`{}`: no candidate width fits a byte budget (the packed layout holds 1 to \
-                     8 bits)",
-                    l.name
-                ))
-            })?;
+            .ok_or_else(|| bad(no_export(l, "a byte budget")))?;
         cheapest = cheapest.saturating_add(c);
     }
     if cheapest > capacity {
@@ -290,7 +332,18 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
         }));
     }
 
-    let mut frontiers: Vec<Vec<Point>> = Vec::with_capacity(layers.len());
+    // The objective is searched in units of the largest sensitivity and the largest error
+    // (a positive scale, so the same choice): sensitivities of 1e308 times errors would
+    // overflow to infinity and every choice would tie.
+    let (s_max, e_max) = layers.iter().fold((0.0f64, 0.0f64), |(s, e), l| {
+        let e_l = l.options.iter().fold(0.0f64, |m, o| m.max(o.error));
+        (s.max(l.sensitivity), e.max(e_l))
+    });
+    let s_unit = if s_max > 0.0 { s_max } else { 1.0 };
+    let e_unit = if e_max > 0.0 { e_max } else { 1.0 };
+    // What the back-track needs of each layer's frontier, 5 bytes a point: the point of the
+    // previous frontier each extends, and the option it takes.
+    let mut back: Vec<(Vec<u32>, Vec<u8>)> = Vec::with_capacity(layers.len());
     let mut current = vec![Point {
         cost: 0,
         objective: 0.0,
@@ -307,7 +360,7 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
                 if c <= capacity {
                     next.push(Point {
                         cost: c,
-                        objective: p.objective + layer.sensitivity * o.error,
+                        objective: p.objective + (layer.sensitivity / s_unit) * (o.error / e_unit),
                         from: i as u32,
                         option: k as u32,
                     });
@@ -328,7 +381,11 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
             }
             keep
         });
-        frontiers.push(std::mem::replace(&mut current, next));
+        back.push((
+            next.iter().map(|p| p.from).collect(),
+            next.iter().map(|p| p.option as u8).collect(),
+        ));
+        current = next;
     }
     // The last point has the lowest objective (and, of equals, the lowest cost: it is first).
     let last = current
@@ -336,21 +393,32 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
         .copied()
         .ok_or_else(|| bad("no allocation fits the budget".into()))?;
     let mut bits = vec![0u32; layers.len()];
-    let mut point = last;
-    for l in (0..layers.len()).rev() {
-        bits[l] = layers[l].options[point.option as usize].bits;
-        if l > 0 {
-            point = frontiers[l][point.from as usize];
-        }
+    let mut at = current.len() - 1;
+    for (l, (from, option)) in back.iter().enumerate().rev() {
+        bits[l] = layers[l].options[option[at] as usize].bits;
+        at = from[at] as usize;
     }
     let code_bits: f64 = layers
         .iter()
         .zip(&bits)
         .map(|(l, &b)| l.params as f64 * b as f64)
         .sum();
+    // Summed again in natural units (infinite if it overflows there).
+    let objective = layers
+        .iter()
+        .zip(&bits)
+        .map(|(l, &b)| {
+            let o = l
+                .options
+                .iter()
+                .find(|o| o.bits == b)
+                .map_or(0.0, |o| o.error);
+            l.sensitivity * o
+        })
+        .fold(0.0, |total, x| total + x);
     Ok(Allocation {
         bits,
-        objective: last.objective,
+        objective,
         cost: last.cost,
         capacity,
         average_bits: code_bits / params.max(1) as f64,
@@ -542,6 +610,76 @@ mod tests {
         assert!(allocate(&layers, &Budget::AverageBits(f64::NAN, Overhead::Excluded)).is_err());
         assert!(allocate(&layers, &Budget::Bytes(1)).is_err());
         assert!(allocate(&[], &Budget::Bytes(100)).is_err());
+    }
+
+    #[test]
+    fn sensitivities_near_the_largest_float_allocate_as_small_ones_do() {
+        let mut rng = Rng::new(11);
+        let small = problem(&mut rng, 6, &[2, 3, 4, 8]);
+        let mut huge = small.clone();
+        for l in &mut huge {
+            l.sensitivity *= 1e307;
+        }
+        let budget = Budget::AverageBits(3.5, Overhead::Excluded);
+        let (a, b) = (
+            allocate(&small, &budget).unwrap(),
+            allocate(&huge, &budget).unwrap(),
+        );
+        assert_eq!(a.bits, b.bits, "the same choice at any scale");
+        assert!(
+            b.objective > 1e300,
+            "reported in natural units: {}",
+            b.objective
+        );
+    }
+
+    #[test]
+    fn a_decimal_budget_that_is_reachable_is_reached() {
+        // 30 layers of 2 weights at 4 or 5 bits: 4.1 bits is 246 of 60 weights' bits, which
+        // `4.1 * 60.0` misses by a rounding (245.99999999999997).
+        let layers: Vec<LayerCurve> = (0..30)
+            .map(|l| LayerCurve {
+                name: format!("l{l}"),
+                params: 2,
+                sensitivity: 1.0,
+                options: [(4, 2.0), (5, 1.0)]
+                    .map(|(bits, error)| WidthOption {
+                        bits,
+                        error,
+                        overhead_bits: 0,
+                        export_bytes: Some(1),
+                    })
+                    .to_vec(),
+            })
+            .collect();
+        let a = allocate(&layers, &Budget::AverageBits(4.1, Overhead::Excluded)).unwrap();
+        assert_eq!(a.capacity, 246);
+        assert!((a.average_bits - 4.1).abs() < 1e-12, "{}", a.average_bits);
+        assert_eq!(average_capacity(4.05, 60), 243, "243 exactly");
+        assert_eq!(average_capacity(4.01, 60), 240, "240.6 rounds down");
+    }
+
+    #[test]
+    fn empty_tensors_have_no_negative_error_and_no_export_size() {
+        let base = QuantSpec::new(8, QuantType::Symmetric, 1);
+        let flat = measure("flat", &[], [0, 8], 1.0, &base, &[2, 4]).unwrap();
+        assert!(flat.options.iter().all(|o| o.error.is_sign_positive()));
+        let narrow = measure("narrow", &[], [8, 0], 1.0, &base, &[2, 4]).unwrap();
+        let e = allocate(&[narrow], &Budget::Bytes(100))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`narrow` has no weights"), "{e}");
+    }
+
+    #[test]
+    fn more_layers_than_a_schedule_holds_are_refused() {
+        let mut rng = Rng::new(2);
+        let one = problem(&mut rng, 1, &[2, 4]).remove(0);
+        let layers = vec![one; Schedule::MAX_LAYERS + 1];
+        let e = allocate(&layers, &Budget::AverageBits(3.0, Overhead::Excluded))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("65537 layers: at most 65536"), "{e}");
     }
 
     #[test]

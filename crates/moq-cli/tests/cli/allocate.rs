@@ -218,3 +218,28 @@ fn allocate_refuses_what_cannot_be_allocated() {
         before,
     );
 }
+
+#[test]
+fn asymmetric_grids_leave_out_the_default_widths_they_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _, _) = weights(dir.path());
+    let i = input.to_str().unwrap();
+    let out = moq(&[
+        "allocate",
+        "--input",
+        i,
+        "--budget",
+        "4",
+        "--type",
+        "asymmetric",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("leaving out [2] bits"),
+        "{}",
+        stderr(&out)
+    );
+    let (rows, _, average) = parse(&stdout(&out));
+    assert!(rows.iter().all(|r| r.2 >= 3), "{rows:?}");
+    assert!(average <= 4.0 + 1e-9, "{average}");
+}
