@@ -236,7 +236,8 @@ impl<B: MoqBackend> Classifier<B> {
     /// so theirs are dequantized once here. A linear layer that cannot hold its codes (a width
     /// without a kernel) is an error.
     pub fn load(file: &MoqFile, device: &B::Device) -> moq_burn::Result<Self> {
-        let (model, report) = load_codes(Self::new(device), file, Unservable::Dequantize)?;
+        let mut model = Self::new(device);
+        let report = load_codes(&mut model, file, Unservable::Dequantize)?;
         for t in &report.tensors {
             if let Held::Dequantized { reason } = &t.held
                 && !matches!(t.name.as_str(), "token.weight" | "position.weight")

@@ -65,7 +65,8 @@ fn quantized(bert: Bert<B>, bits: u32, group: usize) -> Result<(Bert<B>, usize, 
             packed,
         });
     }
-    let (bert, _) = load_codes(bert, &file, Unservable::Refuse)?;
+    let mut bert = bert;
+    load_codes(&mut bert, &file, Unservable::Refuse)?;
     Ok((bert, code_bytes, f32_bytes))
 }
 

@@ -246,11 +246,8 @@ where
                     // The codes, served by the model's own MoqLinear layers (and dequantized
                     // into a fresh model), must score exactly the same.
                     let file = MoqFile::load(path)?;
-                    let (quantized, _) = load_codes(
-                        Mlp::<B::InnerBackend>::new(&device),
-                        &file,
-                        Unservable::Refuse,
-                    )?;
+                    let mut quantized = Mlp::<B::InnerBackend>::new(&device);
+                    load_codes(&mut quantized, &file, Unservable::Refuse)?;
                     let from_codes = accuracy(|x| quantized.forward(x), &test_set, &device);
                     let reloaded = load_dequantized(Mlp::<B::InnerBackend>::new(&device), &file)?;
                     let dequantized = accuracy(|x| reloaded.forward(x), &test_set, &device);

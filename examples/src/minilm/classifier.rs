@@ -54,8 +54,8 @@ pub fn serve<B: MoqBackend>(
     classes: usize,
     device: &B::Device,
 ) -> moq_burn::Result<TextClassifier<B>> {
-    let structure = TextClassifier::new(Bert::new(config, device), config, classes, device);
-    let (model, _) = load_codes(structure, file, Unservable::Refuse)?;
+    let mut model = TextClassifier::new(Bert::new(config, device), config, classes, device);
+    load_codes(&mut model, file, Unservable::Refuse)?;
     Ok(model)
 }
 

@@ -35,13 +35,17 @@ pub enum Unservable {
 /// parameter as float. A quantized tensor that cannot be served so (wider than 8 bits, not 2-d,
 /// or its module is not a `MoqLinear`) is dequantized or refused as `unservable` says; the
 /// report says per tensor what happened. A tensor the model lacks, a parameter the file lacks,
-/// or a shape that differs is an error naming the tensor.
+/// or a shape that differs is an error naming the tensor, and `model` is then left as it was
+/// (the load works on a clone, which shares the parameters' storage, and replaces `model`
+/// only when every tensor is in).
 pub fn load_codes<B: MoqBackend, M: Module<B>>(
-    model: M,
+    model: &mut M,
     file: &MoqFile,
     unservable: Unservable,
-) -> Result<(M, LoadReport)> {
-    load(model, file, Mode::Codes(B::quantized_matmul), unservable)
+) -> Result<LoadReport> {
+    replace_on_success(model, |m| {
+        load(m, file, Mode::Codes(B::quantized_matmul), unservable)
+    })
 }
 
 /// `model` with the export `file` in it, each quantized weight that burn can hold put in as
@@ -49,18 +53,25 @@ pub fn load_codes<B: MoqBackend, M: Module<B>>(
 /// loads them ([`MoqBackend::burn_quantized_bits`]), groups that are burn blocks), every other
 /// parameter as float: the model then runs through burn's quantized matmul with no change to
 /// its code. Other quantized tensors are dequantized or refused as `unservable` says; the
-/// report says per tensor what happened. Errors as [`load_codes`].
+/// report says per tensor what happened. Errors as [`load_codes`], leaving `model` as it was.
 pub fn load_burn_quantized<B: MoqBackend, M: Module<B>>(
-    model: M,
+    model: &mut M,
     file: &MoqFile,
     unservable: Unservable,
-) -> Result<(M, LoadReport)> {
-    load(
-        model,
-        file,
-        Mode::Burn(B::burn_quantized_bits()),
-        unservable,
-    )
+) -> Result<LoadReport> {
+    replace_on_success(model, |m| {
+        load(m, file, Mode::Burn(B::burn_quantized_bits()), unservable)
+    })
+}
+
+/// Runs `load` on a clone of `model` and puts the result in `model` only if it succeeds.
+fn replace_on_success<M: Clone>(
+    model: &mut M,
+    load: impl FnOnce(M) -> Result<(M, LoadReport)>,
+) -> Result<LoadReport> {
+    let (loaded, report) = load(model.clone())?;
+    *model = loaded;
+    Ok(report)
 }
 
 /// Every tensor of `file` as float (quantized tensors dequantized).

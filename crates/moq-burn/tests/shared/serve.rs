@@ -180,8 +180,8 @@ pub fn reference<B: Backend>(file: &MoqFile, rows: usize, device: &B::Device) ->
 pub fn check_codes<B: MoqBackend>() {
     let device = Default::default();
     let file = file(&WIDTHS);
-    let (model, report) =
-        load_codes(Served::<B>::new(&device), &file, Unservable::Dequantize).unwrap();
+    let mut model = Served::<B>::new(&device);
+    let report = load_codes(&mut model, &file, Unservable::Dequantize).unwrap();
     for (name, bits, _, _) in WIDTHS {
         let t = report.tensors.iter().find(|t| t.name == name).unwrap();
         assert_eq!(t.bits, Some(bits), "{name}");
@@ -203,7 +203,7 @@ pub fn check_codes<B: MoqBackend>() {
         assert_close(&got, &reference::<B>(&file, rows, &device), "codes");
     }
     // Refusing what cannot be served names it.
-    let err = load_codes(Served::<B>::new(&device), &file, Unservable::Refuse).unwrap_err();
+    let err = load_codes(&mut Served::<B>::new(&device), &file, Unservable::Refuse).unwrap_err();
     assert!(err.to_string().contains("`head.weight`: 12-bit"), "{err}");
 }
 
@@ -211,8 +211,8 @@ pub fn check_codes<B: MoqBackend>() {
 pub fn check_burn<B: MoqBackend>() {
     let device = Default::default();
     let file = file(&WIDTHS);
-    let (model, report) =
-        load_burn_quantized(Plain::<B>::new(&device), &file, Unservable::Dequantize).unwrap();
+    let mut model = Plain::<B>::new(&device);
+    let report = load_burn_quantized(&mut model, &file, Unservable::Dequantize).unwrap();
     let held = |name: &str| {
         report
             .tensors
@@ -244,7 +244,7 @@ pub fn check_burn<B: MoqBackend>() {
             "burn quantized",
         );
     }
-    let err = load_burn_quantized(Plain::<B>::new(&device), &file, Unservable::Refuse)
+    let err = load_burn_quantized(&mut Plain::<B>::new(&device), &file, Unservable::Refuse)
         .unwrap_err()
         .to_string();
     assert!(err.contains("`layers.1.weight`"), "{err}");

@@ -4,7 +4,7 @@
 //! files named.
 
 use burn::record::{NamedMpkBytesRecorder, PrettyJsonFileRecorder};
-use moq_burn::{Held, LoadReport, MoqLinear, Unservable, load_codes};
+use moq_burn::{Held, LoadReport, MoqLinear, Unservable, load_burn_quantized, load_codes};
 
 use crate::common::*;
 #[path = "../shared/serve.rs"]
@@ -98,7 +98,8 @@ fn a_linear_checkpoint_loads_into_moq_linear_and_back() {
     assert_eq!(values(m.forward(batch(3).inner())), expected);
     // A served model saves as the float model a `Linear` loads: its codes dequantized.
     let file = cases_file_of(&m);
-    let (served, _) = load_codes(m, &file, Unservable::Refuse).unwrap();
+    let mut served = m;
+    load_codes(&mut served, &file, Unservable::Refuse).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let json = PrettyJsonFileRecorder::<FullPrecisionSettings>::default();
     served
@@ -149,8 +150,8 @@ fn a_12_bit_layer_is_exported_inspected_and_served() {
             .any(|s| s.name == "head.weight" && s.grid.unwrap().0 == 12)
     );
     let file = moq_core::export::MoqFile::load(&path).unwrap();
-    let (served, report) =
-        load_codes(MoqNet::<Inner>::new(&device), &file, Unservable::Dequantize).unwrap();
+    let mut served = MoqNet::<Inner>::new(&device);
+    let report = load_codes(&mut served, &file, Unservable::Dequantize).unwrap();
     assert_eq!(report.count(&Held::Codes), 0);
     assert_eq!(
         report.count(&Held::Dequantized {
@@ -163,11 +164,19 @@ fn a_12_bit_layer_is_exported_inspected_and_served() {
         values(served.forward(batch(7).inner())),
         values(model.valid().forward(batch(7).inner()))
     );
-    let err = load_codes(MoqNet::<Inner>::new(&device), &file, Unservable::Refuse).unwrap_err();
+    // A refused load leaves the caller's model as it was: the served model keeps its weights,
+    // and still computes what it did.
+    let before = values(served.forward(batch(7).inner()));
+    let err = load_codes(&mut served, &file, Unservable::Refuse).unwrap_err();
     assert!(
         err.to_string().contains("`layers.0.weight`: 12-bit codes"),
         "{err}"
     );
+    assert_eq!(values(served.forward(batch(7).inner())), before);
+    let mut fresh = MoqNet::<Inner>::new(&device);
+    let untouched = values(fresh.forward(batch(7).inner()));
+    assert!(load_burn_quantized(&mut fresh, &file, Unservable::Refuse).is_err());
+    assert_eq!(values(fresh.forward(batch(7).inner())), untouched);
 }
 
 #[test]
@@ -175,8 +184,8 @@ fn a_weight_outside_a_moq_linear_is_dequantized_or_refused() {
     let device = Default::default();
     let file = cases::file(&cases::WIDTHS);
     // `Plain` has burn `Linear`s: no `MoqWeight` takes the codes.
-    let (model, report) =
-        load_codes(Plain::<Inner>::new(&device), &file, Unservable::Dequantize).unwrap();
+    let mut model = Plain::<Inner>::new(&device);
+    let report = load_codes(&mut model, &file, Unservable::Dequantize).unwrap();
     let t = report
         .tensors
         .iter()
@@ -194,7 +203,7 @@ fn a_weight_outside_a_moq_linear_is_dequantized_or_refused() {
     );
     // Without the 12-bit head (refused for its width first), the module type is what fails.
     let file = cases::file(&cases::WIDTHS[..3]);
-    let err = load_codes(Plain::<Inner>::new(&device), &file, Unservable::Refuse).unwrap_err();
+    let err = load_codes(&mut Plain::<Inner>::new(&device), &file, Unservable::Refuse).unwrap_err();
     assert!(
         err.to_string()
             .contains("`layers.0.weight`: its module is not a MoqLinear"),
@@ -206,8 +215,12 @@ fn a_weight_outside_a_moq_linear_is_dequantized_or_refused() {
 fn the_report_counts_the_bytes_held_on_the_device() {
     let device = Default::default();
     let file = cases::file(&cases::WIDTHS);
-    let (_, report): (Served<Inner>, LoadReport) =
-        load_codes(Served::new(&device), &file, Unservable::Dequantize).unwrap();
+    let report: LoadReport = load_codes(
+        &mut Served::<Inner>::new(&device),
+        &file,
+        Unservable::Dequantize,
+    )
+    .unwrap();
     let t = |name: &str| report.tensors.iter().find(|t| t.name == name).unwrap();
     // [16, 32] at 8 bits: 16 rows of 8 words, 4 groups of an f32 scale and an i32 zero point.
     assert_eq!(t("layers.0.weight").device_bytes, 16 * 8 * 4 + 4 * 8);
@@ -233,10 +246,14 @@ fn bad_files_name_the_tensor() {
     let device = Default::default();
     let file = cases::file(&cases::WIDTHS);
     let load = |f: &moq_core::export::MoqFile| {
-        load_codes(Served::<Inner>::new(&device), f, Unservable::Dequantize)
-            .map(|_| ())
-            .unwrap_err()
-            .to_string()
+        load_codes(
+            &mut Served::<Inner>::new(&device),
+            f,
+            Unservable::Dequantize,
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
     };
     let mut missing = file.clone();
     missing.quantized.retain(|e| e.name != "layers.2.weight");

@@ -75,8 +75,8 @@ impl Settings {
             steps: 400,
             lr: 5e-4,
             test_windows: 1024,
-            eigen_iters: 8,
-            eigen_runs: 4,
+            eigen_iters: 6,
+            eigen_runs: 2,
         }
     }
 }
