@@ -139,6 +139,49 @@ impl PackedShape {
         self.rows * self.words_per_row()
     }
 
+    /// The bits of word `w` of a row that hold codes: `codes_per_word` fields of `bits` from
+    /// the lowest bit, fewer in a row's last word; every other bit is padding, zero.
+    pub fn used_bits(&self, w: usize) -> u32 {
+        let per_word = self.codes_per_word();
+        let codes = if w + 1 == self.words_per_row() {
+            self.row_len - w * per_word
+        } else {
+            per_word
+        };
+        let bits = codes as u32 * self.bits;
+        if bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << bits) - 1
+        }
+    }
+
+    /// Checks that every padding bit of `words` (the whole tensor's) is zero, naming the first
+    /// word that has one set.
+    pub fn check_padding(&self, words: &[u32]) -> Result<()> {
+        let per_row = self.words_per_row();
+        let masks: Vec<u32> = (0..per_row).map(|w| !self.used_bits(w)).collect();
+        if masks.iter().all(|&m| m == 0) {
+            return Ok(());
+        }
+        for (i, &word) in words.iter().enumerate() {
+            let padding = word & masks[i % per_row];
+            if padding != 0 {
+                return Err(MoqError::Packed {
+                    reason: format!(
+                        "code word {i} (row {}, word {} of {per_row}) has padding bits set \
+                         ({padding:#010x}); a row's {} {}-bit codes leave them zero",
+                        i / per_row,
+                        i % per_row,
+                        self.row_len,
+                        self.bits
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Elements per group.
     #[inline]
     pub fn group_len(&self) -> usize {

@@ -120,7 +120,10 @@ impl PackedTensor {
             PackedScales::F16(s) => s.len(),
         };
         match &self.codes {
-            PackedCodes::Words(w) => shape.check_parts(w.len(), scales, self.zero_points.len()),
+            PackedCodes::Words(w) => {
+                shape.check_parts(w.len(), scales, self.zero_points.len())?;
+                shape.check_padding(w)
+            }
             PackedCodes::Int8(_) if !KERNEL_BITS.contains(&self.bits) => Err(MoqError::Packed {
                 reason: format!(
                     "{}-bit codes in the Int8 layout (it holds 1 to 8)",
@@ -370,6 +373,40 @@ mod tests {
         // Nibbles from the lowest: 1, F, 7, 9, 0, 2, 3, 4 | 5.
         assert_eq!(p.words().unwrap(), [0x4320_97F1, 0x0000_0005]);
         assert_eq!(unpack(&p).unwrap(), q);
+    }
+
+    #[test]
+    fn a_padding_bit_set_is_refused_by_word() {
+        // 3-bit codes: 10 a word (bits 30 and 31 always padding), rows of 12 codes: 2 words,
+        // the second holding 2 codes (bits 6..32 padding).
+        let x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();
+        let q = quantize("x", &x, &QuantSpec::new(3, QuantType::Symmetric, 2)).unwrap();
+        let p = pack(&q, 12, CodeLayout::Packed32, ScaleFormat::F32).unwrap();
+        p.check().unwrap();
+        for (word, bit) in [(0, 30), (1, 6), (3, 31)] {
+            let mut words = p.words().unwrap().to_vec();
+            words[word] |= 1 << bit;
+            let bad = PackedTensor {
+                codes: PackedCodes::Words(words),
+                ..p.clone()
+            };
+            let e = bad.check().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("code word {word} ")) && e.contains("padding"),
+                "{e}"
+            );
+        }
+        // A code bit is no padding.
+        let mut words = p.words().unwrap().to_vec();
+        words[1] ^= 1 << 5;
+        assert!(
+            PackedTensor {
+                codes: PackedCodes::Words(words),
+                ..p
+            }
+            .check()
+            .is_ok()
+        );
     }
 
     #[test]
