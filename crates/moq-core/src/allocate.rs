@@ -282,6 +282,12 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
         if l.options.is_empty() {
             return Err(bad(format!("`{}` has no candidate widths", l.name)));
         }
+        if !(l.sensitivity.is_finite() && l.sensitivity >= 0.0) {
+            return Err(bad(format!(
+                "`{}`: sensitivity {} is not a finite number ≥ 0",
+                l.name, l.sensitivity
+            )));
+        }
         if let Some(o) = l
             .options
             .iter()
