@@ -11,7 +11,7 @@ use moq_burn::moq_core::{
 };
 use moq_burn::{MoqBackend, QuantizedLinear, to_burn_data};
 
-/// Elements per group, as DESIGN.md's targets assume.
+/// Elements per group, as the inference targets assume (docs/algorithm.md, "Inference").
 pub const GROUP: usize = 128;
 
 /// One weight `W [k, n]` (random, seeded) in each contender's form.

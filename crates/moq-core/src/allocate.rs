@@ -1,4 +1,4 @@
-//! Second-order bit allocation (DESIGN.md section 3): each layer's width from its sensitivity
+//! Second-order bit allocation (docs/algorithm.md): each layer's width from its sensitivity
 //! under a size budget,
 //!
 //! ```text

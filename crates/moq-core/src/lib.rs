@@ -1,7 +1,7 @@
 //! # moq-core
 //!
 //! Mixture-of-Quantization (MoQ) without a framework: everything of the algorithm that does not
-//! need tensors on a device. DESIGN.md section 3 is the specification; each piece lives in the
+//! need tensors on a device. docs/algorithm.md is the specification; each piece lives in the
 //! module named after it there:
 //!
 //! - [`config`]: DeepSpeed's `quantize_training` section, parsed with errors that name the key,

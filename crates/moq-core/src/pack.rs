@@ -21,7 +21,7 @@
 //! - Scales are one per group, in f32 or f16 ([`ScaleFormat`]); zero points (asymmetric only)
 //!   are one `i32` per group.
 //!
-//! Groups split the flat element sequence (DESIGN.md section 3), independently of rows.
+//! Groups split the flat element sequence (docs/algorithm.md), independently of rows.
 //!
 //! ```
 //! use moq_core::{CodeLayout, QuantSpec, QuantType, ScaleFormat, pack, quantize, unpack};

@@ -1,7 +1,7 @@
 //! The planner: when does each layer reach each bit width, is the target reached within the
 //! planned number of steps, and what is the largest period that would reach it.
 //!
-//! With a fixed eigenvalue factor `f`, the schedule of DESIGN.md section 3 drops the `k`-th bit
+//! With a fixed eigenvalue factor `f`, the schedule of docs/algorithm.md drops the `k`-th bit
 //! at quantizing step `q_k = period · (2f)^(k−1)`, that is at optimizer step
 //! `schedule_offset + q_k − 1`. The planner uses this closed form, so it answers at once for
 //! any number of steps; a test checks it against the state machine step by step. With a

@@ -1,4 +1,4 @@
-//! The bit schedule: MoQ's per-layer state machine (DESIGN.md section 3, "Schedule").
+//! The bit schedule: MoQ's per-layer state machine (the guide's algorithm page (docs/algorithm.md), "Schedule").
 //!
 //! Optimizer steps are numbered from 0. Steps before `schedule_offset` are not quantized; from
 //! then on a counter `q` counts quantizing steps (1, 2, 3, …). Each layer has `bits` (starting
@@ -578,7 +578,7 @@ fn check_eigenvalues(eigenvalues: &[f32], layers: usize) -> Result<()> {
     Ok(())
 }
 
-/// The deadline schedule's window for factor `factor` (DESIGN.md section 3, "Deadline
+/// The deadline schedule's window for factor `factor` (docs/algorithm.md, "Deadline
 /// schedules"): a layer of factor `f` runs MoQ's doubling schedule inside `[S, D]`,
 /// `S = ⌊D·(f−1)/f⌋`, with `D` = `deadline`, the quantizing step every drop is due by: the
 /// whole run for `f = 1`, its last fifth for `f = 5`.

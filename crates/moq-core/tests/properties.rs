@@ -1,4 +1,4 @@
-//! Property tests of the quantizer and the packed formats (DESIGN.md section 5).
+//! Property tests of the quantizer and the packed formats (docs/contributing.md, "Toolchain facts").
 
 use std::collections::BTreeSet;
 

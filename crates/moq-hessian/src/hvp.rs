@@ -1,5 +1,5 @@
 //! Hessian-vector products of one parameter block: exact, through nested autodiff, or by
-//! central finite differences of gradients (DESIGN.md section 4).
+//! central finite differences of gradients (docs/contributing.md, "Toolchain facts").
 //!
 //! Both build the user's model on an autodiff backend from [`HessianLoss::model`], load the
 //! trained weights into it by path (a module mapper), mark the block's parameters as leaves and

@@ -2,7 +2,7 @@
 //!
 //! MoQ's second-order part: the top eigenvalue of the loss Hessian restricted to each layer
 //! (a *block* of parameters), by power iteration, used to stretch that layer's quantization
-//! period by the factor `1 + floor(4e)` of DESIGN.md section 3 (applied by
+//! period by the factor `1 + floor(4e)` of docs/algorithm.md (applied by
 //! [`moq_core::Schedule::set_eigenvalues`]).
 //!
 //! - [`HessianLoss`]: your model, generic over the backend, and its loss on a probe batch.

@@ -1,5 +1,5 @@
 //! Power iteration on one block, and the normalisation of the eigenvalues over blocks
-//! (DESIGN.md section 3, "Eigenvalues").
+//! (the guide's algorithm page (docs/algorithm.md), "Eigenvalues").
 //!
 //! A block's vector is a list of flat tensors, one per parameter of the block, so the iteration
 //! stays on the device; each iteration reads two numbers back (`⟨Hv, v⟩` and `‖Hv‖²`).

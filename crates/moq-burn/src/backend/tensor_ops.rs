@@ -35,7 +35,7 @@ pub fn quantized_matmul_tensor_ops<B: Backend>(
 /// weight to the host each step costs more than these ops there). One scalar is read per call
 /// (the finiteness check); stochastic offsets come from `moq-core`'s generator on the host.
 ///
-/// Results follow the formulas of DESIGN.md section 3 exactly, but not the reference's last-ulp
+/// Results follow the formulas of docs/algorithm.md exactly, but not the reference's last-ulp
 /// refinement: `moq-core` nudges each scale by a few ulps so that requantization is exact, this
 /// path does not, so a value can differ from the reference by a few ulps, and an element sitting
 /// on a rounding tie can land one grid step away.

@@ -1,4 +1,4 @@
-//! Second-order bit allocation in training ([`super::Moq::auto_bits`], DESIGN.md section 3):
+//! Second-order bit allocation in training ([`super::Moq::auto_bits`], docs/algorithm.md):
 //! at the end of the warm-up (the step before the first quantizing one) the wrapper measures
 //! each layer's quantization error at every candidate width on its current weights, asks the
 //! eigenvalue provider for each layer's sensitivity `|λ|` (1 for every layer without one),

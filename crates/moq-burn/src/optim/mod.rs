@@ -1,4 +1,4 @@
-//! The MoQ optimizer wrapper (DESIGN.md section 3, "Where it runs"), one file per stage:
+//! The MoQ optimizer wrapper (the guide's algorithm page (docs/algorithm.md), "Where it runs"), one file per stage:
 //! [`builder`] (what is quantized, in which layers), [`step`] (one training step), [`provider`]
 //! (eigenvalues), [`status`] (the live view), [`record`] (save and resume); the export of the
 //! trained codes is in [`crate::export`].

@@ -1,4 +1,4 @@
-//! One training step of the wrapper (DESIGN.md section 3, "Where it runs"): skip a step whose
+//! One training step of the wrapper (the guide's algorithm page (docs/algorithm.md), "Where it runs"): skip a step whose
 //! gradient is not finite, restore the masters, let the inner optimizer step, advance the
 //! schedule (asking for eigenvalues just before a drop), and write the fake-quantized masters
 //! into the model. With `quantize_training.enabled: false` every step goes to the inner

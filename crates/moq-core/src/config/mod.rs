@@ -5,7 +5,7 @@
 //! [`QuantizeConfig::from_json_str`] reads a whole `ds_config.json` (top-level keys other than
 //! `quantize_training` and `eigenvalue` are ignored) or the section on its own. Unlike DeepSpeed,
 //! nothing is silently ignored inside the section: an unknown key, a value of the wrong type or
-//! out of range is an error that names the key (DESIGN.md section 3 lists the keys).
+//! out of range is an error that names the key (docs/config.md lists the keys).
 //!
 //! ```
 //! use moq_core::{QuantizeConfig, QuantType};
@@ -165,7 +165,7 @@ pub struct QuantizeConfig {
     /// `moq.deadline` (a section of our own beside `quantize_training`): the optimizer step by
     /// which every layer is at its target. With it, the deadline schedule places every drop
     /// (`quantize_period` is not used) and eigenvalue factors decide the order and spacing of
-    /// each layer's drops before it (DESIGN.md section 3, "Deadline schedules").
+    /// each layer's drops before it (the guide's algorithm page (docs/algorithm.md), "Deadline schedules").
     #[serde(default)]
     pub deadline: Option<u64>,
 }
@@ -202,7 +202,7 @@ impl QuantizeConfig {
         }
     }
 
-    /// Checks every rule of DESIGN.md section 3; the error names the key (in DeepSpeed's
+    /// Checks every rule of docs/algorithm.md and docs/config.md; the error names the key (in DeepSpeed's
     /// spelling, relative to the section).
     pub fn validate(&self) -> Result<()> {
         self.validate_with_prefix("")

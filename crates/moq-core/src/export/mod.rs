@@ -1,6 +1,6 @@
 //! The export format: a safetensors file holding a model's quantized tensors as packed codes
 //! with their per-group scales (and zero points), and its other tensors in f32, so other tools
-//! can read it (DESIGN.md section 3, "Export").
+//! can read it (the guide's algorithm page (docs/algorithm.md), "Export").
 //!
 //! For a quantized tensor `name` the file holds `name.codes` (u32 words, moq-core's
 //! [`CodeLayout::Packed32`] layout), `name.scales` (f32 or f16, one per group) and, for

@@ -1,4 +1,4 @@
-//! The group-wise quantizer (DESIGN.md section 3, "Quantizer"), on slices of f32, f16 and bf16.
+//! The group-wise quantizer (the guide's algorithm page (docs/algorithm.md), "Quantizer"), on slices of f32, f16 and bf16.
 //!
 //! A tensor's values, flattened row-major, are split into `groups` equal contiguous groups;
 //! each group gets its own grid:
