@@ -1,5 +1,5 @@
 //! MoQ under data parallelism across processes, with burn-collective (feature `collective`;
-//! the guide's algorithm page (docs/algorithm.md), "Data parallel"; the guide's page docs/distributed.md).
+//! the guide's page docs/distributed.md).
 //!
 //! Each peer (a process, or a device of one) holds a replica of the model and its own
 //! [`MoqOptimizer`](crate::MoqOptimizer). burn does the gradient part:

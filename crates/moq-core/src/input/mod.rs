@@ -1,4 +1,4 @@
-//! Reading what a user supplies, bounded (the guide's algorithm page (docs/algorithm.md), "Input files"): every file is
+//! Reading what a user supplies, bounded (docs/robustness.md, the guide's page on bad input and limits): every file is
 //! checked to be a regular file before it is opened (a FIFO would block the open, a character
 //! device such as `/dev/zero` never ends), sizes are checked before anything is allocated, and
 //! JSON objects may not repeat a key.
