@@ -3,7 +3,7 @@
 //! One file per part: `scale` (the grid arithmetic), `kernels` (the `#[cube]` kernels) and
 //! `launch` (the host side that checks the input and launches them).
 //!
-//! Every operation is the same three steps (DESIGN.md section 3, "Quantizer"):
+//! Every operation is the same three steps (the guide's algorithm page (docs/algorithm.md), "Quantizer"):
 //! 1. **statistics**: one cube per piece of a group (at most [`SPAN`] elements) reduces min,
 //!    max, Σ|x| (or Σ|x| past the ternary threshold), a count and a non-finite count into a
 //!    partial;
