@@ -15,9 +15,9 @@ use moq_burn::moq_core::export::MoqFile;
 use moq_burn::{Moq, MoqBackend, load_dequantized};
 use moq_examples::brown::Brown;
 use moq_examples::charlm::{Batch, CharLm, Corpus, LmConfig, Probe, bits_per_char};
-use moq_examples::study::{Grain, Grid, Outcome, StudyRun, Width};
+use moq_examples::study::{Grid, Outcome, StudyRun};
 use moq_examples::{
-    Experiment, QuantSetup, Rng, Run, Variant, eigen_provider, schedule_note, train, variant_config,
+    Experiment, Rng, Run, Variant, eigen_provider, schedule_note, train, variant_config,
 };
 
 use crate::Args;
@@ -81,31 +81,6 @@ impl Settings {
     }
 }
 
-fn grid(quick: bool) -> Grid {
-    let g128 = |bits| Width {
-        bits,
-        grain: Grain::Group(128),
-    };
-    let tensor = |bits| Width {
-        bits,
-        grain: Grain::Tensor,
-    };
-    if quick {
-        return Grid {
-            widths: vec![g128(3), tensor(4)],
-            longer: vec![g128(3)],
-            budget: 2,
-            sweep: Some((g128(3), vec![3.0])),
-        };
-    }
-    Grid {
-        widths: vec![g128(3), g128(2), tensor(4), tensor(3)],
-        longer: vec![g128(3), tensor(4)],
-        budget: 2,
-        sweep: Some((g128(3), vec![0.3, 3.0])),
-    }
-}
-
 /// The task, its settings and its grid.
 pub struct Study {
     args: Args,
@@ -119,7 +94,7 @@ impl Study {
         let corpus = Corpus::new(&Brown::load(&Brown::dir(args.corpus.as_deref()))?);
         Ok(Self {
             settings: Settings::new(args.quick),
-            grid: grid(args.quick),
+            grid: run::grid(args.quick.then(|| vec![run::g128(3), run::per_tensor(4)])),
             corpus,
             args,
         })
@@ -223,12 +198,7 @@ impl Study {
 impl Study {
     /// How MoQ and MoQ + eigenvalue run at each width of the main table.
     fn schedules(&self) -> Result<String> {
-        let setup = QuantSetup {
-            steps: self.settings.steps,
-            groups: 1,
-            start_bits: 12,
-            reach_by: 0.6,
-        };
+        let setup = run::setup(self.settings.steps);
         let mut notes = Vec::new();
         for w in &self.grid.widths {
             for v in [Variant::Moq, Variant::MoqEigen, Variant::MoqSecondOrder] {
@@ -317,8 +287,8 @@ where
     fn run_cell(&mut self, run: &StudyRun) -> Result<Outcome> {
         let s = self.study.settings.clone();
         let start = self.pretrained()?;
+        let steps = s.steps * run.budget;
         let Some(width) = run.width else {
-            let steps = s.steps * run.budget;
             let r = Run {
                 steps,
                 lr: s.lr * run.lr_factor,
@@ -340,25 +310,12 @@ where
                 seconds: trained.seconds,
             });
         };
-        let setup = QuantSetup {
-            steps: s.steps * run.budget,
-            groups: 1,
-            start_bits: 12,
-            reach_by: 0.6,
+        let eigen = run::EigenBudget {
+            iters: s.eigen_iters,
+            runs: s.eigen_runs,
         };
-        let Some(mut cfg) = variant_config(run.variant, width.bits, setup)? else {
-            bail!("{:?} has no quantized config", run.variant);
-        };
-        cfg.eigenvalue.max_iter = s.eigen_iters;
-        cfg.eigenvalue.gas_boundary_resolution = (setup.steps / s.eigen_runs).max(1);
+        let (cfg, customize) = run::quantized(run, width, steps, eigen, QUANTIZED, LAYERS)?;
         let variant = run.variant;
-        let customize = move |moq: Moq| {
-            let moq = variant.customize(moq.include(QUANTIZED).layers(LAYERS), width.bits);
-            match width.grain {
-                Grain::Group(n) => moq.group_size(n),
-                Grain::Tensor => moq,
-            }
-        };
         let export = self.models.join(format!("{}.safetensors", run.name()));
         if variant == Variant::Ptq {
             let timer = std::time::Instant::now();
@@ -383,7 +340,7 @@ where
         )
         .unzip();
         let r = Run {
-            steps: setup.steps,
+            steps,
             lr: s.lr * run.lr_factor,
             eigenvalues,
             evaluate: None,

@@ -4,9 +4,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
-use moq_examples::study::{Grid, Outcome, Part, StudyRun, Tables, frontier_svg};
-use moq_examples::{Cells, Variant, results_path, write_file, write_section};
+use anyhow::{Result, bail};
+use moq_burn::Moq;
+use moq_burn::moq_core::QuantizeConfig;
+use moq_examples::study::{Grain, Grid, Outcome, Part, StudyRun, Tables, Width, frontier_svg};
+use moq_examples::{
+    Cells, QuantSetup, Variant, results_path, variant_config, write_file, write_section,
+};
 
 use crate::Args;
 
@@ -14,6 +18,89 @@ use crate::Args;
 pub fn workspace() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// `bits` in groups of 128 values.
+pub fn g128(bits: u32) -> Width {
+    Width {
+        bits,
+        grain: Grain::Group(128),
+    }
+}
+
+/// `bits` with one scale per tensor.
+pub fn per_tensor(bits: u32) -> Width {
+    Width {
+        bits,
+        grain: Grain::Tensor,
+    }
+}
+
+/// Every task's grid: 3 and 2 bits in groups of 128, 4 and 3 bits per tensor; twice the steps
+/// at 3-bit groups and 4-bit per tensor; learning rates × 0.3 and × 3 at 3-bit groups. A
+/// quick grid has the columns `quick` and one of each of the rest.
+pub fn grid(quick: Option<Vec<Width>>) -> Grid {
+    match quick {
+        Some(widths) => Grid {
+            widths,
+            longer: vec![g128(3)],
+            budget: 2,
+            sweep: Some((g128(3), vec![3.0])),
+        },
+        None => Grid {
+            widths: vec![g128(3), g128(2), per_tensor(4), per_tensor(3)],
+            longer: vec![g128(3), per_tensor(4)],
+            budget: 2,
+            sweep: Some((g128(3), vec![0.3, 3.0])),
+        },
+    }
+}
+
+/// What every quantized run of `steps` steps shares: MoQ from at most 12 bits, at its target by
+/// 60% of the run; the width's grain comes from [`quantized`]'s wrapper, not `quantize_groups`.
+pub fn setup(steps: u64) -> QuantSetup {
+    QuantSetup {
+        steps,
+        groups: 1,
+        start_bits: 12,
+        reach_by: 0.6,
+    }
+}
+
+/// How the eigenvalues of a run are computed: power iterations per layer, computations a run.
+#[derive(Clone, Copy, Debug)]
+pub struct EigenBudget {
+    /// `eigenvalue.max_iter`.
+    pub iters: u32,
+    /// About this many computations a run (their spacing, `gas_boundary_resolution`).
+    pub runs: u64,
+}
+
+/// The config of quantized `run` at `width` over `steps` steps, and the wrapper's setup:
+/// parameters under `include`, one layer per match of `layers`, the variant's extras, the
+/// width's grain.
+pub fn quantized(
+    run: &StudyRun,
+    width: Width,
+    steps: u64,
+    eigen: EigenBudget,
+    include: &'static str,
+    layers: &'static str,
+) -> Result<(QuantizeConfig, impl Fn(Moq) -> Moq + Copy)> {
+    let Some(mut cfg) = variant_config(run.variant, width.bits, setup(steps))? else {
+        bail!("{:?} has no quantized config", run.variant);
+    };
+    cfg.eigenvalue.max_iter = eigen.iters;
+    cfg.eigenvalue.gas_boundary_resolution = (steps / eigen.runs).max(1);
+    let variant = run.variant;
+    let customize = move |moq: Moq| {
+        let moq = variant.customize(moq.include(include).layers(layers), width.bits);
+        match width.grain {
+            Grain::Group(n) => moq.group_size(n),
+            Grain::Tensor => moq,
+        }
+    };
+    Ok((cfg, customize))
 }
 
 /// Seeds this run does.

@@ -25,10 +25,8 @@ use moq_examples::brown::Brown;
 use moq_examples::minilm::{
     Bert, BertConfig, Encoded, ModelDir, Probe, TextClassifier, accuracy, labels, serve,
 };
-use moq_examples::study::{Grain, Grid, Outcome, StudyRun, Width};
-use moq_examples::{
-    Experiment, QuantSetup, Rng, Run, Variant, eigen_provider, train, variant_config,
-};
+use moq_examples::study::{Grid, Outcome, StudyRun};
+use moq_examples::{Experiment, Rng, Run, Variant, eigen_provider, train};
 
 use crate::run::{self, Report};
 use crate::{Args, Task};
@@ -76,31 +74,6 @@ impl Settings {
     }
 }
 
-fn grid(quick: bool) -> Grid {
-    let g128 = |bits| Width {
-        bits,
-        grain: Grain::Group(128),
-    };
-    let tensor = |bits| Width {
-        bits,
-        grain: Grain::Tensor,
-    };
-    match quick {
-        true => Grid {
-            widths: vec![g128(3)],
-            longer: vec![g128(3)],
-            budget: 2,
-            sweep: Some((g128(3), vec![3.0])),
-        },
-        false => Grid {
-            widths: vec![g128(3), g128(2), tensor(4), tensor(3)],
-            longer: vec![g128(3), tensor(4)],
-            budget: 2,
-            sweep: Some((g128(3), vec![0.3, 3.0])),
-        },
-    }
-}
-
 /// A sentence task: the tokenized sentences, their genres, the encoder's files.
 pub struct TextStudy {
     args: Args,
@@ -139,7 +112,7 @@ impl TextStudy {
             genres: brown.genres.len(),
             train: encode(false, None)?,
             test: encode(true, Some(settings.test))?,
-            grid: grid(args.quick),
+            grid: run::grid(args.quick.then(|| vec![run::g128(3)])),
             settings,
             model,
             args,
@@ -324,25 +297,12 @@ where
                 seconds: trained.seconds,
             });
         };
-        let setup = QuantSetup {
-            steps,
-            groups: 1,
-            start_bits: 12,
-            reach_by: 0.6,
+        let eigen = run::EigenBudget {
+            iters: s.eigen_iters,
+            runs: s.eigen_runs,
         };
-        let Some(mut cfg) = variant_config(run.variant, width.bits, setup)? else {
-            bail!("{:?} has no quantized config", run.variant);
-        };
-        cfg.eigenvalue.max_iter = s.eigen_iters;
-        cfg.eigenvalue.gas_boundary_resolution = (steps / s.eigen_runs).max(1);
+        let (cfg, customize) = run::quantized(run, width, steps, eigen, QUANTIZED, LAYERS)?;
         let variant = run.variant;
-        let customize = move |moq: Moq| {
-            let moq = variant.customize(moq.include(QUANTIZED).layers(LAYERS), width.bits);
-            match width.grain {
-                Grain::Group(n) => moq.group_size(n),
-                Grain::Tensor => moq,
-            }
-        };
         if variant == Variant::Ptq {
             let timer = std::time::Instant::now();
             let Some(fp) = self.full_precision.get(&run.seed).cloned() else {
@@ -359,7 +319,7 @@ where
         let probe_rows = self.rows(run.seed ^ 0x5eed, 0);
         let (eigenvalues, _) =
             eigen_provider::<B, _>(Some(&cfg), || self.probe(&probe_rows), run.seed).unzip();
-        let dir = tempfile_dir()?;
+        let dir = exports_dir()?;
         let export = dir.join(format!("{}.safetensors", run.name()));
         let r = Run {
             steps,
@@ -466,7 +426,8 @@ where
     }
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf> {
+/// Where a run's export waits to be served (it is deleted after).
+fn exports_dir() -> Result<std::path::PathBuf> {
     let dir = run::workspace().join("target/moq-exports/study");
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
