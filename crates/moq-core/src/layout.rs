@@ -22,7 +22,7 @@ use std::ops::RangeInclusive;
 
 use crate::config::QuantType;
 use crate::error::{MoqError, Result};
-use crate::pack::ScaleFormat;
+use serde::{Deserialize, Serialize};
 
 /// Bit widths the `Packed32` layout (and so the export) holds: every width a schedule can end at.
 /// `CodeLayout::Int8` holds 1 to 8.
@@ -39,6 +39,15 @@ pub const MAX_INDEXED: usize = u32::MAX as usize;
 #[inline]
 pub fn codes_per_word(bits: u32) -> usize {
     (32 / bits.clamp(1, 32)) as usize
+}
+
+/// How per-group scales are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScaleFormat {
+    /// f32: unpacking gives the quantizer's scales back exactly.
+    F32,
+    /// f16: half the size; unpacking gives the scales rounded to f16.
+    F16,
 }
 
 impl ScaleFormat {

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::QuantType;
 use crate::error::{MoqError, Result};
+pub use crate::layout::ScaleFormat;
 use crate::layout::{KERNEL_BITS, PACKED_BITS, PackedShape, codes_per_word};
 use crate::quantizer::QuantizedTensor;
 
@@ -49,15 +50,6 @@ pub enum CodeLayout {
     Int8,
     /// `32 / bits` codes per `u32` word, rows padded to whole words.
     Packed32,
-}
-
-/// How per-group scales are stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ScaleFormat {
-    /// f32: unpacking gives the quantizer's scales back exactly.
-    F32,
-    /// f16: half the size; unpacking gives the scales rounded to f16.
-    F16,
 }
 
 /// Stored codes.

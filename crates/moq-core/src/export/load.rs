@@ -1,16 +1,18 @@
 //! Reading an export back: [`MoqFile::load`] (everything, checked) and
 //! [`MoqFile::summarize`] (the same checks, keeping only what `moq inspect` prints).
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use half::f16;
 use safetensors::Dtype;
 
-use super::{Exported, Metadata, MoqFile, VERSION, file_error};
+use super::{Exported, Metadata, MoqFile, TensorMeta, VERSION, file_error};
 use crate::config::QuantType;
 use crate::error::{Result, escape_controls};
-use crate::input::TensorFile;
 use crate::input::json::parse_unique;
+use crate::input::{TensorEntry, TensorFile};
+use crate::layout::PackedShape;
 use crate::pack::{CodeLayout, PackedCodes, PackedScales, PackedTensor};
 
 impl MoqFile {
@@ -30,203 +32,264 @@ impl MoqFile {
     }
 
     fn read(path: &Path, data: Data) -> Result<(Self, Vec<Summary>)> {
-        let mut summaries = Vec::new();
         let st = TensorFile::open(path)?;
-        let text = st
-            .metadata()
-            .and_then(|m| m.get("moq"))
-            .ok_or_else(|| file_error(path, "no `moq` metadata: not a moq export"))?;
-        let meta: Metadata = parse_unique(text)
-            .and_then(serde_json::from_value)
-            .map_err(|e| file_error(path, format!("metadata `moq`: {e}")))?;
-        if meta.version != VERSION {
-            return Err(file_error(
-                path,
-                format!("format version {} (this moq reads {VERSION})", meta.version),
-            ));
-        }
-        let tensor = |name: &str, dtypes: &[Dtype]| {
-            let e = st.get(name).ok_or_else(|| {
-                file_error(
-                    path,
-                    format!("tensor `{}` is missing", escape_controls(name)),
-                )
-            })?;
-            if !dtypes.contains(&e.dtype) {
-                return Err(file_error(
-                    path,
-                    format!(
-                        "tensor `{}` is {:?}, expected {}",
-                        escape_controls(name),
-                        e.dtype,
-                        dtypes
-                            .iter()
-                            .map(|d| format!("{d:?}"))
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    ),
-                ));
-            }
-            Ok(e)
+        let meta = read_metadata(path, &st)?;
+        let mut reader = Reader {
+            path,
+            st: &st,
+            data,
+            owned: HashSet::new(),
         };
+        let mut summaries = Vec::new();
         let mut quantized = Vec::new();
-        let mut owned = std::collections::HashSet::new();
         for (name, m) in &meta.tensors {
-            let shown = escape_controls(name);
-            let bad = |reason: String| file_error(path, format!("`{shown}`: {reason}"));
-            if m.layout != CodeLayout::Packed32 {
-                return Err(bad(format!(
-                    "layout {:?}; exports hold Packed32 codes (u32 words)",
-                    m.layout
-                )));
-            }
-            let len = m
-                .shape
-                .iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .ok_or_else(|| bad(format!("shape {:?} overflows", m.shape)))?;
-            let row_len = *m.shape.last().unwrap_or(&1);
-            // The codes this shape needs, computed checked, before any data is read.
-            let expected =
-                crate::layout::PackedShape::of_flat(len, row_len, m.bits, m.quant_type, m.groups)
-                    .map_err(|e| bad(e.to_string()))?;
-            let codes_name = format!("{name}.codes");
-            let codes_entry = st.get(&codes_name).ok_or_else(|| {
-                file_error(
-                    path,
-                    format!("tensor `{}` is missing", escape_controls(&codes_name)),
-                )
-            })?;
-            if codes_entry.dtype != Dtype::U32 {
-                return Err(bad(format!(
-                    "`{}` is {:?}, expected U32",
-                    escape_controls(&codes_name),
-                    codes_entry.dtype
-                )));
-            }
-            if codes_entry.len != expected.words() {
-                return Err(bad(format!(
-                    "shape {:?} at {} bits needs {} code words, `{}` holds {}",
-                    m.shape,
-                    m.bits,
-                    expected.words(),
-                    escape_controls(&codes_name),
-                    codes_entry.len
-                )));
-            }
-            let codes = match data {
-                Data::All => st.read_values::<u32>(codes_entry)?,
-                Data::ScalesOnly => Vec::new(),
-            };
-            let scales_name = format!("{name}.scales");
-            let scales_entry = tensor(&scales_name, &[Dtype::F32, Dtype::F16])?;
-            let scales = if scales_entry.dtype == Dtype::F16 {
-                PackedScales::F16(st.read_values::<f16>(scales_entry)?)
-            } else {
-                PackedScales::F32(st.read_values::<f32>(scales_entry)?)
-            };
-            let bad_scale = match &scales {
-                PackedScales::F32(s) => s.iter().copied().position(bad_scale_value),
-                PackedScales::F16(s) => s.iter().map(|v| v.to_f32()).position(bad_scale_value),
-            };
-            if let Some(g) = bad_scale {
-                let v = match &scales {
-                    PackedScales::F32(s) => s[g],
-                    PackedScales::F16(s) => s[g].to_f32(),
-                };
-                return Err(bad(format!(
-                    "scale {g} is {v}; scales are finite and not negative"
-                )));
-            }
-            let zero_points: Vec<i32> = if m.quant_type == QuantType::Asymmetric {
-                let zp_name = format!("{name}.zero_points");
-                owned.insert(zp_name.clone());
-                st.read_values::<i32>(tensor(&zp_name, &[Dtype::I32])?)?
-            } else {
-                Vec::new()
-            };
-            // Stored as z − 2^(b−1); the quantizer keeps |z| ≤ 2^30.
-            let offset = 1i64 << m.bits.clamp(1, 16).saturating_sub(1);
-            if let Some(g) = zero_points
-                .iter()
-                .position(|&z| (z as i64 + offset).abs() > MAX_ZERO_POINT)
-            {
-                return Err(bad(format!(
-                    "zero point {g} is {} (stored {}); a quantizer keeps |z| ≤ {MAX_ZERO_POINT}",
-                    zero_points[g] as i64 + offset,
-                    zero_points[g]
-                )));
-            }
-            owned.insert(codes_name);
-            owned.insert(scales_name);
-            let packed = PackedTensor {
-                bits: m.bits,
-                quant_type: m.quant_type,
-                groups: m.groups,
-                len,
-                row_len,
-                codes: PackedCodes::Words(codes),
-                scales,
-                zero_points,
-            };
-            let stored = codes_entry.bytes + scales_entry.bytes + packed.zero_points.len() * 4;
-            match data {
-                Data::All => packed.check(),
-                Data::ScalesOnly => expected.check_parts(
-                    codes_entry.len,
-                    scales_entry.len,
-                    packed.zero_points.len(),
-                ),
-            }
-            .map_err(|e| bad(e.to_string()))?;
-            summaries.push(Summary {
-                name: name.clone(),
-                shape: m.shape.clone(),
-                grid: Some((m.bits, m.quant_type, m.groups)),
-                bytes: stored,
-            });
-            quantized.push(Exported {
-                name: name.clone(),
-                shape: m.shape.clone(),
-                packed,
-            });
+            let (exported, summary) = reader.quantized(name, m)?;
+            summaries.push(summary);
+            quantized.push(exported);
         }
         let mut float = Vec::new();
-        for e in st.entries().iter().filter(|e| !owned.contains(&e.name)) {
-            if e.dtype != Dtype::F32 {
-                return Err(file_error(
-                    path,
-                    format!(
-                        "tensor `{}` is {:?}; plain tensors are f32",
-                        escape_controls(&e.name),
-                        e.dtype
-                    ),
-                ));
-            }
-            summaries.push(Summary {
-                name: e.name.clone(),
-                shape: e.shape.clone(),
-                grid: None,
-                bytes: e.bytes,
-            });
-            // Read for the finiteness check in either mode, kept only by `load`: memory
-            // follows one plain tensor.
-            let values = st.read_values::<f32>(e)?;
-            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                return Err(file_error(
-                    path,
-                    format!(
-                        "tensor `{}`: element {i} is {}; a model's parameters are finite",
-                        escape_controls(&e.name),
-                        values[i]
-                    ),
-                ));
-            }
+        for e in st
+            .entries()
+            .iter()
+            .filter(|e| !reader.owned.contains(&e.name))
+        {
+            let (summary, values) = reader.plain(e)?;
+            summaries.push(summary);
             if data == Data::All {
                 float.push((e.name.clone(), e.shape.clone(), values));
             }
         }
         Ok((Self { quantized, float }, summaries))
+    }
+}
+
+/// The `moq` metadata of `st`, of this format version.
+fn read_metadata(path: &Path, st: &TensorFile) -> Result<Metadata> {
+    let text = st
+        .metadata()
+        .and_then(|m| m.get("moq"))
+        .ok_or_else(|| file_error(path, "no `moq` metadata: not a moq export"))?;
+    let meta: Metadata = parse_unique(text)
+        .and_then(serde_json::from_value)
+        .map_err(|e| file_error(path, format!("metadata `moq`: {e}")))?;
+    if meta.version != VERSION {
+        return Err(file_error(
+            path,
+            format!("format version {} (this moq reads {VERSION})", meta.version),
+        ));
+    }
+    Ok(meta)
+}
+
+/// One read of an export: the file, what to keep, and the tensors the metadata owns so far
+/// (codes, scales, zero points; the rest are plain tensors).
+struct Reader<'a> {
+    path: &'a Path,
+    st: &'a TensorFile,
+    data: Data,
+    owned: HashSet<String>,
+}
+
+impl<'a> Reader<'a> {
+    /// The entry `name`, owned by the metadata from now on.
+    fn entry_any(&mut self, name: &str) -> Result<&'a TensorEntry> {
+        let shown = escape_controls(name);
+        let e = self
+            .st
+            .get(name)
+            .ok_or_else(|| file_error(self.path, format!("tensor `{shown}` is missing")))?;
+        self.owned.insert(name.to_string());
+        Ok(e)
+    }
+
+    /// The entry `name`, of one of `dtypes`, owned by the metadata from now on.
+    fn entry(&mut self, name: &str, dtypes: &[Dtype]) -> Result<&'a TensorEntry> {
+        let e = self.entry_any(name)?;
+        if !dtypes.contains(&e.dtype) {
+            let shown = escape_controls(name);
+            let expected: Vec<String> = dtypes.iter().map(|d| format!("{d:?}")).collect();
+            return Err(file_error(
+                self.path,
+                format!(
+                    "tensor `{shown}` is {:?}, expected {}",
+                    e.dtype,
+                    expected.join(" or ")
+                ),
+            ));
+        }
+        Ok(e)
+    }
+
+    /// The quantized tensor `name` of the metadata, checked, and its summary.
+    fn quantized(&mut self, name: &str, m: &TensorMeta) -> Result<(Exported, Summary)> {
+        let shown = escape_controls(name);
+        let bad = |reason: String| file_error(self.path, format!("`{shown}`: {reason}"));
+        if m.layout != CodeLayout::Packed32 {
+            return Err(bad(format!(
+                "layout {:?}; exports hold Packed32 codes (u32 words)",
+                m.layout
+            )));
+        }
+        let len = m
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| bad(format!("shape {:?} overflows", m.shape)))?;
+        let row_len = *m.shape.last().unwrap_or(&1);
+        // The codes this shape needs, computed checked, before any data is read.
+        let expected = PackedShape::of_flat(len, row_len, m.bits, m.quant_type, m.groups)
+            .map_err(|e| bad(e.to_string()))?;
+        let (codes, codes_len, codes_bytes) = self.codes(name, m, &expected)?;
+        let (scales, scales_len, scales_bytes) = self.scales(name)?;
+        let zero_points = self.zero_points(name, m)?;
+        let packed = PackedTensor {
+            bits: m.bits,
+            quant_type: m.quant_type,
+            groups: m.groups,
+            len,
+            row_len,
+            codes: PackedCodes::Words(codes),
+            scales,
+            zero_points,
+        };
+        match self.data {
+            Data::All => packed.check(),
+            Data::ScalesOnly => {
+                expected.check_parts(codes_len, scales_len, packed.zero_points.len())
+            }
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        let summary = Summary {
+            name: name.to_string(),
+            shape: m.shape.clone(),
+            grid: Some((m.bits, m.quant_type, m.groups)),
+            bytes: codes_bytes + scales_bytes + packed.zero_points.len() * 4,
+        };
+        let exported = Exported {
+            name: name.to_string(),
+            shape: m.shape.clone(),
+            packed,
+        };
+        Ok((exported, summary))
+    }
+
+    /// The code words of `name` (none when only summarizing), their count and stored bytes.
+    fn codes(
+        &mut self,
+        name: &str,
+        m: &TensorMeta,
+        expected: &PackedShape,
+    ) -> Result<(Vec<u32>, usize, usize)> {
+        let codes_name = format!("{name}.codes");
+        let shown = escape_controls(&codes_name);
+        let path = self.path;
+        let bad =
+            |reason: String| file_error(path, format!("`{}`: {reason}", escape_controls(name)));
+        let e = self.entry_any(&codes_name)?;
+        if e.dtype != Dtype::U32 {
+            return Err(bad(format!("`{shown}` is {:?}, expected U32", e.dtype)));
+        }
+        if e.len != expected.words() {
+            return Err(bad(format!(
+                "shape {:?} at {} bits needs {} code words, `{shown}` holds {}",
+                m.shape,
+                m.bits,
+                expected.words(),
+                e.len
+            )));
+        }
+        let codes = match self.data {
+            Data::All => self.st.read_values::<u32>(e)?,
+            Data::ScalesOnly => Vec::new(),
+        };
+        Ok((codes, e.len, e.bytes))
+    }
+
+    /// The scales of `name` (finite, not negative), their count and stored bytes.
+    fn scales(&mut self, name: &str) -> Result<(PackedScales, usize, usize)> {
+        let e = self.entry(&format!("{name}.scales"), &[Dtype::F32, Dtype::F16])?;
+        let scales = if e.dtype == Dtype::F16 {
+            PackedScales::F16(self.st.read_values::<f16>(e)?)
+        } else {
+            PackedScales::F32(self.st.read_values::<f32>(e)?)
+        };
+        let bad = match &scales {
+            PackedScales::F32(s) => s
+                .iter()
+                .copied()
+                .enumerate()
+                .find(|(_, v)| bad_scale_value(*v)),
+            PackedScales::F16(s) => s
+                .iter()
+                .map(|v| v.to_f32())
+                .enumerate()
+                .find(|(_, v)| bad_scale_value(*v)),
+        };
+        if let Some((g, v)) = bad {
+            return Err(file_error(
+                self.path,
+                format!(
+                    "`{}`: scale {g} is {v}; scales are finite and not negative",
+                    escape_controls(name)
+                ),
+            ));
+        }
+        Ok((scales, e.len, e.bytes))
+    }
+
+    /// The zero points of `name` (asymmetric grids only), within the quantizer's range.
+    fn zero_points(&mut self, name: &str, m: &TensorMeta) -> Result<Vec<i32>> {
+        if m.quant_type != QuantType::Asymmetric {
+            return Ok(Vec::new());
+        }
+        let e = self.entry(&format!("{name}.zero_points"), &[Dtype::I32])?;
+        let zero_points = self.st.read_values::<i32>(e)?;
+        // Stored as z − 2^(b−1); the quantizer keeps |z| ≤ 2^30.
+        let offset = 1i64 << m.bits.clamp(1, 16).saturating_sub(1);
+        if let Some(g) = zero_points
+            .iter()
+            .position(|&z| (z as i64 + offset).abs() > MAX_ZERO_POINT)
+        {
+            return Err(file_error(
+                self.path,
+                format!(
+                    "`{}`: zero point {g} is {} (stored {}); a quantizer keeps |z| ≤ \
+                     {MAX_ZERO_POINT}",
+                    escape_controls(name),
+                    zero_points[g] as i64 + offset,
+                    zero_points[g]
+                ),
+            ));
+        }
+        Ok(zero_points)
+    }
+
+    /// A plain tensor: f32 and finite, read in either mode (memory follows one plain tensor).
+    fn plain(&self, e: &TensorEntry) -> Result<(Summary, Vec<f32>)> {
+        let shown = escape_controls(&e.name);
+        if e.dtype != Dtype::F32 {
+            return Err(file_error(
+                self.path,
+                format!("tensor `{shown}` is {:?}; plain tensors are f32", e.dtype),
+            ));
+        }
+        let values = self.st.read_values::<f32>(e)?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(file_error(
+                self.path,
+                format!(
+                    "tensor `{shown}`: element {i} is {}; a model's parameters are finite",
+                    values[i]
+                ),
+            ));
+        }
+        let summary = Summary {
+            name: e.name.clone(),
+            shape: e.shape.clone(),
+            grid: None,
+            bytes: e.bytes,
+        };
+        Ok((summary, values))
     }
 }
 
@@ -267,11 +330,11 @@ impl Summary {
     /// The packed shape of a quantized tensor that `moq_burn::load_codes` serves as codes in a
     /// `MoqLinear`: 2-d, 1 to 8 bits. `None` for a float tensor and for one it serves
     /// dequantized.
-    fn served_shape(&self) -> Option<crate::PackedShape> {
+    fn served_shape(&self) -> Option<PackedShape> {
         let (bits, quant_type, groups) = self.grid?;
         match self.shape[..] {
             [rows, row_len] if crate::KERNEL_BITS.contains(&bits) => {
-                crate::PackedShape::new([rows, row_len], bits, quant_type, groups).ok()
+                PackedShape::new([rows, row_len], bits, quant_type, groups).ok()
             }
             _ => None,
         }

@@ -4,8 +4,7 @@
 //! loop with its target features (16 f32 lanes with AVX-512, 8 with AVX2, 4 with SSE2).
 
 use super::Element;
-use super::apply::{Sink, apply_grid};
-use super::grid::{Grid, min_max};
+use super::apply::{Grid, Sink, apply_grid, min_max};
 use crate::config::Rounding;
 use crate::isa::Isa;
 use crate::noise::NoiseKeys;

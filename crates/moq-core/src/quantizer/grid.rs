@@ -1,45 +1,12 @@
-//! One group's grid ([`Grid`]) and how it is found: the statistics passes ([`plan_grids`]),
+//! How one group's grid ([`Grid`]) is found: the statistics passes ([`plan_grids`]),
 //! the linear grid's scale and zero point, and the search for a scale that reproduces itself.
 
-use super::apply::round_even;
+use super::apply::{Grid, round_even};
 use super::chunks::{Item, items, map_items};
 use super::dispatch::min_max_best;
 use super::{Element, QuantSpec};
 use crate::config::QuantType;
 use crate::error::{MoqError, Result};
-
-/// One group's grid. `code` and `value` are the whole per-element algorithm.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum Grid {
-    /// `q = clamp(round(x·inv + r) + zero, lo, hi)`, value `(q − zero)·scale`.
-    Linear {
-        scale: f32,
-        inv: f32,
-        zero: f32,
-        lo: f32,
-        hi: f32,
-    },
-    /// `q = 1 if x > Δ, −1 if x < −Δ, else 0`, value `q·α`.
-    Ternary { alpha: f32, threshold: f32 },
-    /// `q = 1 if x ≥ 0 else −1`, value `q·α`.
-    Binary { alpha: f32 },
-}
-
-impl Grid {
-    pub(super) fn scale(&self) -> f32 {
-        match *self {
-            Grid::Linear { scale, .. } => scale,
-            Grid::Ternary { alpha, .. } | Grid::Binary { alpha } => alpha,
-        }
-    }
-
-    pub(super) fn zero(&self) -> f32 {
-        match *self {
-            Grid::Linear { zero, .. } => zero,
-            _ => 0.0,
-        }
-    }
-}
 
 /// Statistics of one group (or part of one), combined in a fixed order.
 #[derive(Clone, Copy, Debug)]
@@ -67,40 +34,6 @@ impl Stats {
             count: self.count + o.count,
         }
     }
-}
-
-/// Min and max, and whether every element is finite, in one vectorisable pass (inlined into
-/// each of `dispatch`'s instruction-set wrappers).
-#[inline(always)]
-pub(super) fn min_max<T: Element>(xs: &[T]) -> (f32, f32, bool) {
-    const LANES: usize = 16;
-    let mut lo = [f32::INFINITY; LANES];
-    let mut hi = [f32::NEG_INFINITY; LANES];
-    // x·0 is ±0 for finite x and NaN otherwise; NaN sticks in the sum.
-    let mut check = [0.0f32; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for j in 0..LANES {
-            let x = c[j].to_f32();
-            lo[j] = if x < lo[j] { x } else { lo[j] };
-            hi[j] = if x > hi[j] { x } else { hi[j] };
-            check[j] += x * 0.0;
-        }
-    }
-    for (j, x) in rest.iter().enumerate() {
-        let x = x.to_f32();
-        lo[j] = if x < lo[j] { x } else { lo[j] };
-        hi[j] = if x > hi[j] { x } else { hi[j] };
-        check[j] += x * 0.0;
-    }
-    let lo = lo
-        .iter()
-        .fold(f32::INFINITY, |a, &b| if b < a { b } else { a });
-    let hi = hi
-        .iter()
-        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    (lo, hi, check.iter().all(|c| !c.is_nan()))
 }
 
 pub(super) fn sum_abs<T: Element>(xs: &[T], above: f32) -> (f64, u64) {

@@ -52,10 +52,11 @@ mod chunks;
 mod dispatch;
 mod grid;
 
+use apply::Grid;
 use apply::{Codes, InPlace, Values};
 use chunks::{PARALLEL_MIN, run, split_mut};
 use dispatch::apply_grid_best;
-use grid::{Grid, plan_grids};
+use grid::plan_grids;
 
 /// A float type the quantizer reads and writes. Arithmetic is in f32.
 pub trait Element: Copy + Send + Sync + 'static {
