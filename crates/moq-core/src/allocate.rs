@@ -247,26 +247,7 @@ struct Point {
 /// Chooses one width per layer minimising `Σ s_l · error_l(b_l)` within `budget`, exactly
 /// (see the module docs). Of equal objectives the cheaper choice wins.
 pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
-    if layers.is_empty() {
-        return Err(bad("no layers to allocate".into()));
-    }
-    if layers.len() > Schedule::MAX_LAYERS {
-        return Err(bad(format!(
-            "{} layers: at most {} (Schedule::MAX_LAYERS) are allocated",
-            layers.len(),
-            Schedule::MAX_LAYERS
-        )));
-    }
-    if let Some(l) = layers
-        .iter()
-        .find(|l| l.options.len() > usize::from(u8::MAX))
-    {
-        return Err(bad(format!(
-            "`{}` has {} candidate widths: at most 255",
-            l.name,
-            l.options.len()
-        )));
-    }
+    check_layers(layers)?;
     let params: u64 = layers.iter().map(|l| l.params as u64).sum();
     let capacity = match *budget {
         Budget::AverageBits(b, _) if !(b.is_finite() && b > 0.0) => {
@@ -278,9 +259,46 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
         Budget::Bytes(bytes) => bytes,
         Budget::UniformBytes(bits) => uniform_bytes(layers, bits)?,
     };
+    check_cheapest_fits(layers, budget, capacity)?;
+    let (last, back) = frontiers(layers, budget, capacity);
+    let last = last.ok_or_else(|| bad("no allocation fits the budget".into()))?;
+    let bits = back_track(layers, &back);
+    let code_bits: f64 = layers
+        .iter()
+        .zip(&bits)
+        .map(|(l, &b)| l.params as f64 * b as f64)
+        .sum();
+    Ok(Allocation {
+        objective: natural_objective(layers, &bits),
+        bits,
+        cost: last.cost,
+        capacity,
+        average_bits: code_bits / params.max(1) as f64,
+    })
+}
+
+/// The layers' own limits: how many, their candidate widths, sensitivities and errors.
+fn check_layers(layers: &[LayerCurve]) -> Result<()> {
+    if layers.is_empty() {
+        return Err(bad("no layers to allocate".into()));
+    }
+    if layers.len() > Schedule::MAX_LAYERS {
+        return Err(bad(format!(
+            "{} layers: at most {} (Schedule::MAX_LAYERS) are allocated",
+            layers.len(),
+            Schedule::MAX_LAYERS
+        )));
+    }
     for l in layers {
         if l.options.is_empty() {
             return Err(bad(format!("`{}` has no candidate widths", l.name)));
+        }
+        if l.options.len() > usize::from(u8::MAX) {
+            return Err(bad(format!(
+                "`{}` has {} candidate widths: at most 255",
+                l.name,
+                l.options.len()
+            )));
         }
         if !(l.sensitivity.is_finite() && l.sensitivity >= 0.0) {
             return Err(bad(format!(
@@ -299,7 +317,11 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
             )));
         }
     }
-    // The cheapest choice must fit, or nothing does.
+    Ok(())
+}
+
+/// The cheapest choice must fit, or nothing does: an error that says by how much.
+fn check_cheapest_fits(layers: &[LayerCurve], budget: &Budget, capacity: u64) -> Result<()> {
     let mut cheapest = 0u64;
     for l in layers {
         let c = l
@@ -310,34 +332,40 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
             .ok_or_else(|| bad(no_export(l, "a byte budget")))?;
         cheapest = cheapest.saturating_add(c);
     }
-    if cheapest > capacity {
-        let smallest = layers
-            .iter()
-            .flat_map(|l| l.options.iter().map(|o| o.bits))
-            .min()
-            .unwrap_or(0);
-        return Err(bad(match budget {
-            Budget::AverageBits(b, overhead) => format!(
-                "a budget of {b} bits per weight{} is below the smallest candidate ({smallest} \
-                 bits{}): nothing fits",
-                if *overhead == Overhead::Included {
-                    " with scales and zero points"
-                } else {
-                    ""
-                },
-                if *overhead == Overhead::Included {
-                    " and its scales"
-                } else {
-                    ""
-                }
-            ),
-            Budget::Bytes(_) | Budget::UniformBytes(_) => format!(
-                "a budget of {capacity} bytes is below the smallest export ({cheapest} bytes at \
-                 the narrowest widths)"
-            ),
-        }));
+    if cheapest <= capacity {
+        return Ok(());
     }
+    let smallest = layers
+        .iter()
+        .flat_map(|l| l.options.iter().map(|o| o.bits))
+        .min()
+        .unwrap_or(0);
+    Err(bad(match budget {
+        Budget::AverageBits(b, overhead) => {
+            let (with, and) = if *overhead == Overhead::Included {
+                (" with scales and zero points", " and its scales")
+            } else {
+                ("", "")
+            };
+            format!(
+                "a budget of {b} bits per weight{with} is below the smallest candidate \
+                 ({smallest} bits{and}): nothing fits"
+            )
+        }
+        Budget::Bytes(_) | Budget::UniformBytes(_) => format!(
+            "a budget of {capacity} bytes is below the smallest export ({cheapest} bytes at \
+             the narrowest widths)"
+        ),
+    }))
+}
 
+/// What the back-track needs of one layer's frontier, 5 bytes a point: the point of the
+/// previous frontier each extends, and the option it takes.
+type Back = (Vec<u32>, Vec<u8>);
+
+/// The dynamic programme: the last layer's frontier point of lowest objective (`None` when
+/// nothing fits) and every layer's back-pointers.
+fn frontiers(layers: &[LayerCurve], budget: &Budget, capacity: u64) -> (Option<Point>, Vec<Back>) {
     // The objective is searched in units of the largest sensitivity and the largest error
     // (a positive scale, so the same choice): sensitivities of 1e308 times errors would
     // overflow to infinity and every choice would tie.
@@ -347,9 +375,7 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
     });
     let s_unit = if s_max > 0.0 { s_max } else { 1.0 };
     let e_unit = if e_max > 0.0 { e_max } else { 1.0 };
-    // What the back-track needs of each layer's frontier, 5 bytes a point: the point of the
-    // previous frontier each extends, and the option it takes.
-    let mut back: Vec<(Vec<u32>, Vec<u8>)> = Vec::with_capacity(layers.len());
+    let mut back: Vec<Back> = Vec::with_capacity(layers.len());
     let mut current = vec![Point {
         cost: 0,
         objective: 0.0,
@@ -373,20 +399,7 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
                 }
             }
         }
-        // Keep the Pareto frontier: by cost, each point must beat every cheaper one.
-        next.sort_by(|a, b| {
-            a.cost
-                .cmp(&b.cost)
-                .then(a.objective.total_cmp(&b.objective))
-        });
-        let mut best = f64::INFINITY;
-        next.retain(|p| {
-            let keep = p.objective < best;
-            if keep {
-                best = p.objective;
-            }
-            keep
-        });
+        keep_pareto(&mut next);
         back.push((
             next.iter().map(|p| p.from).collect(),
             next.iter().map(|p| p.option as u8).collect(),
@@ -394,25 +407,44 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
         current = next;
     }
     // The last point has the lowest objective (and, of equals, the lowest cost: it is first).
-    let last = current
-        .last()
-        .copied()
-        .ok_or_else(|| bad("no allocation fits the budget".into()))?;
+    (current.last().copied(), back)
+}
+
+/// Keeps the Pareto frontier of `points`: by cost, each point must beat every cheaper one.
+fn keep_pareto(points: &mut Vec<Point>) {
+    points.sort_by(|a, b| {
+        a.cost
+            .cmp(&b.cost)
+            .then(a.objective.total_cmp(&b.objective))
+    });
+    let mut best = f64::INFINITY;
+    points.retain(|p| {
+        let keep = p.objective < best;
+        if keep {
+            best = p.objective;
+        }
+        keep
+    });
+}
+
+/// The widths of the last frontier's last point, followed back layer by layer.
+fn back_track(layers: &[LayerCurve], back: &[Back]) -> Vec<u32> {
     let mut bits = vec![0u32; layers.len()];
-    let mut at = current.len() - 1;
+    let mut at = back
+        .last()
+        .map_or(0, |(from, _)| from.len().saturating_sub(1));
     for (l, (from, option)) in back.iter().enumerate().rev() {
         bits[l] = layers[l].options[option[at] as usize].bits;
         at = from[at] as usize;
     }
-    let code_bits: f64 = layers
+    bits
+}
+
+/// `Σ s_l · error_l(b_l)` in natural units (infinite if it overflows there).
+fn natural_objective(layers: &[LayerCurve], bits: &[u32]) -> f64 {
+    layers
         .iter()
-        .zip(&bits)
-        .map(|(l, &b)| l.params as f64 * b as f64)
-        .sum();
-    // Summed again in natural units (infinite if it overflows there).
-    let objective = layers
-        .iter()
-        .zip(&bits)
+        .zip(bits)
         .map(|(l, &b)| {
             let o = l
                 .options
@@ -421,14 +453,7 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
                 .map_or(0.0, |o| o.error);
             l.sensitivity * o
         })
-        .fold(0.0, |total, x| total + x);
-    Ok(Allocation {
-        bits,
-        objective,
-        cost: last.cost,
-        capacity,
-        average_bits: code_bits / params.max(1) as f64,
-    })
+        .fold(0.0, |total, x| total + x)
 }
 
 #[cfg(test)]

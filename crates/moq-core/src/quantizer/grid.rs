@@ -67,90 +67,20 @@ pub(super) fn plan_grids<T: Element>(tensor: &str, data: &[T], spec: &QuantSpec)
         });
     }
     let items = items(data.len(), group_len);
-    let per_group = |partials: Vec<Vec<(usize, Stats)>>| {
-        let mut stats = vec![Stats::EMPTY; spec.groups];
-        for (group, s) in partials.into_iter().flatten() {
-            stats[group] = stats[group].merge(s);
-        }
-        stats
+    let pass = Pass {
+        data,
+        items: &items,
+        group_len,
+        groups: spec.groups,
     };
-    let partials = map_items(&items, |item| {
-        item.segments(group_len)
-            .map(|(s, e, group)| {
-                let (min, max, finite) = min_max_best(&data[s..e]);
-                let count = if finite { 0 } else { 1 };
-                (
-                    group,
-                    Stats {
-                        min,
-                        max,
-                        sum_abs: 0.0,
-                        count,
-                    },
-                )
-            })
-            .collect::<Vec<_>>()
-    });
-    let stats = per_group(partials);
-    if stats.iter().any(|s| s.count > 0) {
-        let index = data
-            .iter()
-            .position(|x| !x.to_f32().is_finite())
-            .unwrap_or(0);
-        return Err(MoqError::NonFinite {
-            tensor: tensor.to_string(),
-            index,
-            value: data[index].to_f32(),
-        });
-    }
+    let stats = pass.min_max(tensor)?;
     let grids = match spec.bits {
-        1 | 2 => {
-            let sum_above = |thresholds: &[f32]| {
-                per_group(map_items(&items, |item| {
-                    item.segments(group_len)
-                        .map(|(s, e, group)| {
-                            let (sum_abs, count) = sum_abs(&data[s..e], thresholds[group]);
-                            (
-                                group,
-                                Stats {
-                                    sum_abs,
-                                    count,
-                                    ..Stats::EMPTY
-                                },
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                }))
-            };
-            let all = sum_above(&vec![-1.0; spec.groups]);
-            let means: Vec<f32> = all
-                .iter()
-                .map(|s| (s.sum_abs / group_len as f64) as f32)
-                .collect();
-            if spec.bits == 1 {
-                means
-                    .into_iter()
-                    .map(|alpha| Grid::Binary { alpha })
-                    .collect()
-            } else {
-                let thresholds: Vec<f32> = all
-                    .iter()
-                    .map(|s| (0.7 * s.sum_abs / group_len as f64) as f32)
-                    .collect();
-                let past = sum_above(&thresholds);
-                past.iter()
-                    .zip(&thresholds)
-                    .map(|(p, &threshold)| {
-                        let alpha = if p.count == 0 {
-                            0.0
-                        } else {
-                            (p.sum_abs / p.count as f64) as f32
-                        };
-                        Grid::Ternary { alpha, threshold }
-                    })
-                    .collect()
-            }
-        }
+        1 => pass
+            .mean_abs()
+            .into_iter()
+            .map(|alpha| Grid::Binary { alpha })
+            .collect(),
+        2 => pass.ternary(),
         bits => stats
             .iter()
             .map(|s| linear_grid(s.min, s.max, bits, spec.quant_type))
@@ -161,6 +91,99 @@ pub(super) fn plan_grids<T: Element>(tensor: &str, data: &[T], spec: &QuantSpec)
         items,
         grids,
     })
+}
+
+/// One statistics pass over a tensor's items (pieces of groups, in parallel), summed per group
+/// in a fixed order.
+struct Pass<'a, T> {
+    data: &'a [T],
+    items: &'a [Item],
+    group_len: usize,
+    groups: usize,
+}
+
+impl<T: Element> Pass<'_, T> {
+    /// `stat` of every group piece, merged per group.
+    fn per_group(&self, stat: impl Fn(&[T], usize) -> Stats + Sync + Send) -> Vec<Stats> {
+        let partials = map_items(self.items, |item| {
+            item.segments(self.group_len)
+                .map(|(s, e, group)| (group, stat(&self.data[s..e], group)))
+                .collect::<Vec<_>>()
+        });
+        let mut stats = vec![Stats::EMPTY; self.groups];
+        for (group, s) in partials.into_iter().flatten() {
+            stats[group] = stats[group].merge(s);
+        }
+        stats
+    }
+
+    /// Each group's min and max; an error naming the first non-finite element.
+    fn min_max(&self, tensor: &str) -> Result<Vec<Stats>> {
+        let stats = self.per_group(|xs, _| {
+            let (min, max, finite) = min_max_best(xs);
+            let count = if finite { 0 } else { 1 };
+            Stats {
+                min,
+                max,
+                sum_abs: 0.0,
+                count,
+            }
+        });
+        if stats.iter().any(|s| s.count > 0) {
+            let index = self
+                .data
+                .iter()
+                .position(|x| !x.to_f32().is_finite())
+                .unwrap_or(0);
+            return Err(MoqError::NonFinite {
+                tensor: tensor.to_string(),
+                index,
+                value: self.data[index].to_f32(),
+            });
+        }
+        Ok(stats)
+    }
+
+    /// Per group, the sum and count of |x| above the group's threshold.
+    fn sum_above(&self, thresholds: &[f32]) -> Vec<Stats> {
+        self.per_group(|xs, group| {
+            let (sum_abs, count) = sum_abs(xs, thresholds[group]);
+            Stats {
+                sum_abs,
+                count,
+                ..Stats::EMPTY
+            }
+        })
+    }
+
+    /// Each group's mean |x|: the binary grid's α.
+    fn mean_abs(&self) -> Vec<f32> {
+        self.sum_above(&vec![-1.0; self.groups])
+            .iter()
+            .map(|s| (s.sum_abs / self.group_len as f64) as f32)
+            .collect()
+    }
+
+    /// The ternary grids: threshold Δ = 0.7 · mean |x|, α the mean |x| past it.
+    fn ternary(&self) -> Vec<Grid> {
+        let all = self.sum_above(&vec![-1.0; self.groups]);
+        let thresholds: Vec<f32> = all
+            .iter()
+            .map(|s| (0.7 * s.sum_abs / self.group_len as f64) as f32)
+            .collect();
+        let past = self.sum_above(&thresholds);
+        past.iter()
+            .zip(&thresholds)
+            .map(|(p, &threshold)| {
+                let alpha = if p.count == 0 {
+                    0.0
+                } else {
+                    (p.sum_abs / p.count as f64) as f32
+                };
+                Grid::Ternary { alpha, threshold }
+            })
+            .collect()
+    }
 }
 
 pub(super) const ZERO_LIMIT: f32 = (1u32 << 30) as f32;
