@@ -59,40 +59,17 @@ impl TensorFile {
     pub fn open(path: &Path) -> Result<Self> {
         let bad = |reason: String| MoqError::file(path, reason);
         let (mut file, file_len) = open_regular(path)?;
-        let mut n = [0u8; 8];
-        if file_len < 8 {
-            return Err(bad(format!(
-                "{file_len} bytes: too short for a safetensors file (8-byte header length first)"
-            )));
-        }
-        file.read_exact(&mut n).map_err(|e| bad(e.to_string()))?;
-        let n = u64::from_le_bytes(n);
-        if n > MAX_HEADER_BYTES {
-            return Err(bad(format!(
-                "header length {n} is above the format's limit of {MAX_HEADER_BYTES} bytes"
-            )));
-        }
-        if n > file_len - 8 {
-            return Err(bad(format!(
-                "header length {n} runs past the end of the file ({file_len} bytes)"
-            )));
-        }
-        let mut header = vec![0u8; n as usize];
-        file.read_exact(&mut header)
-            .map_err(|e| bad(e.to_string()))?;
-        let header = std::str::from_utf8(&header)
-            .map_err(|e| bad(format!("the header is not UTF-8: {e}")))?;
+        let header = read_header(&mut file, file_len).map_err(bad)?;
+        let data_start = 8 + header.len() as u64;
         let Value::Object(header) =
-            json::parse_unique(header).map_err(|e| bad(format!("header: {e}")))?
+            json::parse_unique(&header).map_err(|e| bad(format!("header: {e}")))?
         else {
             return Err(bad("the header is not a JSON object".into()));
         };
-        let data_start = 8 + n;
         let data_len = file_len - data_start;
         let mut metadata = None;
         let mut entries = Vec::with_capacity(header.len());
         for (name, value) in header {
-            let shown = escape_controls(&name);
             if name == "__metadata__" {
                 metadata = Some(
                     serde_json::from_value::<BTreeMap<String, String>>(value)
@@ -100,69 +77,12 @@ impl TensorFile {
                 );
                 continue;
             }
-            let info: Info =
-                serde_json::from_value(value).map_err(|e| bad(format!("tensor `{shown}`: {e}")))?;
-            let tensor = |reason: String| bad(format!("tensor `{shown}`: {reason}"));
-            let len = info
-                .shape
-                .iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .ok_or_else(|| tensor(format!("shape {:?} overflows", info.shape)))?;
-            let bits = len
-                .checked_mul(info.dtype.bitsize())
-                .filter(|b| b % 8 == 0)
-                .ok_or_else(|| {
-                    tensor(format!(
-                        "shape {:?} of {:?} is not a whole number of bytes",
-                        info.shape, info.dtype
-                    ))
-                })?;
-            let (begin, end) = info.data_offsets;
-            if begin > end || end > data_len {
-                return Err(tensor(format!(
-                    "data offsets [{begin}, {end}] are outside the {data_len} bytes of data"
-                )));
-            }
-            if end - begin != (bits / 8) as u64 {
-                return Err(tensor(format!(
-                    "shape {:?} of {:?} needs {} bytes, its offsets [{begin}, {end}] hold {}",
-                    info.shape,
-                    info.dtype,
-                    bits / 8,
-                    end - begin
-                )));
-            }
-            entries.push(TensorEntry {
-                name,
-                dtype: info.dtype,
-                shape: info.shape,
-                len,
-                start: data_start + begin,
-                bytes: (bits / 8) as usize,
-            });
+            let shown = escape_controls(&name);
+            let entry = entry(name, value, data_start, data_len)
+                .map_err(|reason| bad(format!("tensor `{shown}`: {reason}")))?;
+            entries.push(entry);
         }
-        // Packed from the start, no gap, no overlap, ending at the end of the file.
-        let mut by_offset: Vec<&TensorEntry> = entries.iter().collect();
-        by_offset.sort_by_key(|e| (e.start, e.bytes));
-        let mut next = data_start;
-        for e in by_offset {
-            if e.start != next {
-                return Err(bad(format!(
-                    "tensor `{}` starts at data byte {}, the previous tensor ends at {}: \
-                     tensors must be packed without gaps or overlaps",
-                    escape_controls(&e.name),
-                    e.start - data_start,
-                    next - data_start
-                )));
-            }
-            next += e.bytes as u64;
-        }
-        if next != file_len {
-            return Err(bad(format!(
-                "the tensors end at data byte {}, the file has {data_len} bytes of data",
-                next - data_start
-            )));
-        }
+        check_packed(&entries, data_start, file_len).map_err(bad)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -296,6 +216,111 @@ pub fn safetensors_header(
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&json);
     Ok(out)
+}
+
+/// The header text of a safetensors file of `file_len` bytes (its length first, within the
+/// format's limit and the file), or why not.
+fn read_header(file: &mut File, file_len: u64) -> std::result::Result<String, String> {
+    if file_len < 8 {
+        return Err(format!(
+            "{file_len} bytes: too short for a safetensors file (8-byte header length first)"
+        ));
+    }
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n).map_err(|e| e.to_string())?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER_BYTES {
+        return Err(format!(
+            "header length {n} is above the format's limit of {MAX_HEADER_BYTES} bytes"
+        ));
+    }
+    if n > file_len - 8 {
+        return Err(format!(
+            "header length {n} runs past the end of the file ({file_len} bytes)"
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|e| e.to_string())?;
+    String::from_utf8(header).map_err(|e| format!("the header is not UTF-8: {}", e.utf8_error()))
+}
+
+/// One tensor's header entry, its size checked against its shape and the data, or why not.
+fn entry(
+    name: String,
+    value: Value,
+    data_start: u64,
+    data_len: u64,
+) -> std::result::Result<TensorEntry, String> {
+    let info: Info = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let len = info
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("shape {:?} overflows", info.shape))?;
+    let bits = len
+        .checked_mul(info.dtype.bitsize())
+        .filter(|b| b % 8 == 0)
+        .ok_or_else(|| {
+            format!(
+                "shape {:?} of {:?} is not a whole number of bytes",
+                info.shape, info.dtype
+            )
+        })?;
+    let (begin, end) = info.data_offsets;
+    if begin > end || end > data_len {
+        return Err(format!(
+            "data offsets [{begin}, {end}] are outside the {data_len} bytes of data"
+        ));
+    }
+    if end - begin != (bits / 8) as u64 {
+        return Err(format!(
+            "shape {:?} of {:?} needs {} bytes, its offsets [{begin}, {end}] hold {}",
+            info.shape,
+            info.dtype,
+            bits / 8,
+            end - begin
+        ));
+    }
+    Ok(TensorEntry {
+        name,
+        dtype: info.dtype,
+        shape: info.shape,
+        len,
+        start: data_start + begin,
+        bytes: (bits / 8) as usize,
+    })
+}
+
+/// The tensors are packed from the start of the data, no gap, no overlap, ending at the end
+/// of the file; or why not.
+fn check_packed(
+    entries: &[TensorEntry],
+    data_start: u64,
+    file_len: u64,
+) -> std::result::Result<(), String> {
+    let mut by_offset: Vec<&TensorEntry> = entries.iter().collect();
+    by_offset.sort_by_key(|e| (e.start, e.bytes));
+    let mut next = data_start;
+    for e in by_offset {
+        if e.start != next {
+            return Err(format!(
+                "tensor `{}` starts at data byte {}, the previous tensor ends at {}: \
+                 tensors must be packed without gaps or overlaps",
+                escape_controls(&e.name),
+                e.start - data_start,
+                next - data_start
+            ));
+        }
+        next += e.bytes as u64;
+    }
+    if next != file_len {
+        return Err(format!(
+            "the tensors end at data byte {}, the file has {} bytes of data",
+            next - data_start,
+            file_len - data_start
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
