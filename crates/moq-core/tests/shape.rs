@@ -24,7 +24,6 @@ const ALLOWED: &[(&str, &str, usize, &str)] = &[
     ("crates/moq-core/src/schedule.rs", "", 624, "issue 30: to split"),
     ("crates/moq-core/src/config/mod.rs", "validate_with_prefix", 115, "issue 30: one table of keys"),
     ("crates/moq-core/src/config/parse.rs", "parse_section", 88, "issue 30: one table of keys"),
-    ("crates/moq-core/src/export/mod.rs", "save", 85, "issue 30: to split"),
     ("crates/moq-core/src/matmul/block.rs", "gemv", 83, "issue 30/31: the CPU kernel's redesign"),
     ("crates/moq-core/src/matmul/mod.rs", "matmul_with", 81, "issue 30/31: the CPU kernel's redesign"),
     ("crates/moq-burn/src/optim/auto_bits.rs", "allocate_bits", 135, "issue 30: to split"),

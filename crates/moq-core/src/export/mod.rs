@@ -93,54 +93,12 @@ fn bytes_of<T: Copy>(values: &[T], to: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
 impl MoqFile {
     /// Writes the file whole: to a temporary file next to `path`, then renamed over it.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut tensors: Vec<Stored> = Vec::new();
         let mut meta = BTreeMap::new();
         for e in &self.quantized {
-            let p = &e.packed;
-            let PackedCodes::Words(words) = &p.codes else {
-                return Err(file_error(
-                    path,
-                    format!("`{}`: only Packed32 codes are exported", e.name),
-                ));
-            };
-            if e.shape.iter().product::<usize>() != p.len || e.shape.last() != Some(&p.row_len) {
-                return Err(file_error(
-                    path,
-                    format!(
-                        "`{}`: shape {:?} does not match {} elements in rows of {}",
-                        e.name, e.shape, p.len, p.row_len
-                    ),
-                ));
-            }
-            tensors.push((
-                format!("{}.codes", e.name),
-                Dtype::U32,
-                vec![words.len()],
-                bytes_of(words, |w| w.to_le_bytes().to_vec()),
-            ));
-            let (dtype, scales) = match &p.scales {
-                PackedScales::F32(s) => (Dtype::F32, bytes_of(s, |v| v.to_le_bytes().to_vec())),
-                PackedScales::F16(s) => (Dtype::F16, bytes_of(s, |v| v.to_le_bytes().to_vec())),
-            };
-            tensors.push((format!("{}.scales", e.name), dtype, vec![p.groups], scales));
-            if p.quant_type == QuantType::Asymmetric {
-                tensors.push((
-                    format!("{}.zero_points", e.name),
-                    Dtype::I32,
-                    vec![p.zero_points.len()],
-                    bytes_of(&p.zero_points, |v| v.to_le_bytes().to_vec()),
-                ));
-            }
-            meta.insert(
-                e.name.clone(),
-                TensorMeta {
-                    shape: e.shape.clone(),
-                    bits: p.bits,
-                    quant_type: p.quant_type,
-                    groups: p.groups,
-                    layout: CodeLayout::Packed32,
-                },
-            );
+            let stored = e.stored().map_err(|reason| file_error(path, reason))?;
+            tensors.extend(stored);
+            meta.insert(e.name.clone(), e.meta());
         }
         for (name, shape, values) in &self.float {
             if shape.iter().product::<usize>() != values.len() {
@@ -176,6 +134,59 @@ impl MoqFile {
         let bytes = safetensors::serialize(views, Some(info))
             .map_err(|e| file_error(path, e.to_string()))?;
         write_whole(path, &bytes)
+    }
+}
+
+/// A tensor as the file stores it: name, dtype, shape and little-endian bytes.
+type Stored = (String, Dtype, Vec<usize>, Vec<u8>);
+
+impl Exported {
+    /// Its codes, scales and (asymmetric grids) zero points as stored tensors, or why it
+    /// cannot be exported.
+    fn stored(&self) -> std::result::Result<Vec<Stored>, String> {
+        let (name, p) = (&self.name, &self.packed);
+        let PackedCodes::Words(words) = &p.codes else {
+            return Err(format!("`{name}`: only Packed32 codes are exported"));
+        };
+        if self.shape.iter().product::<usize>() != p.len || self.shape.last() != Some(&p.row_len) {
+            return Err(format!(
+                "`{name}`: shape {:?} does not match {} elements in rows of {}",
+                self.shape, p.len, p.row_len
+            ));
+        }
+        let (dtype, scales) = match &p.scales {
+            PackedScales::F32(s) => (Dtype::F32, bytes_of(s, |v| v.to_le_bytes().to_vec())),
+            PackedScales::F16(s) => (Dtype::F16, bytes_of(s, |v| v.to_le_bytes().to_vec())),
+        };
+        let mut stored = vec![
+            (
+                format!("{name}.codes"),
+                Dtype::U32,
+                vec![words.len()],
+                bytes_of(words, |w| w.to_le_bytes().to_vec()),
+            ),
+            (format!("{name}.scales"), dtype, vec![p.groups], scales),
+        ];
+        if p.quant_type == QuantType::Asymmetric {
+            stored.push((
+                format!("{name}.zero_points"),
+                Dtype::I32,
+                vec![p.zero_points.len()],
+                bytes_of(&p.zero_points, |v| v.to_le_bytes().to_vec()),
+            ));
+        }
+        Ok(stored)
+    }
+
+    /// Its entry in the `moq` metadata.
+    fn meta(&self) -> TensorMeta {
+        TensorMeta {
+            shape: self.shape.clone(),
+            bits: self.packed.bits,
+            quant_type: self.packed.quant_type,
+            groups: self.packed.groups,
+            layout: CodeLayout::Packed32,
+        }
     }
 }
 
