@@ -33,90 +33,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{MAX_BITS, QuantizeConfig};
+use crate::config::QuantizeConfig;
 use crate::error::{MoqError, Result};
 
-/// Where one layer's schedule starts and ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerSpec {
-    /// Bits at the first quantizing step.
-    pub start_bits: u32,
-    /// Bits the schedule stops at.
-    pub target_bits: u32,
-    /// Quantizing steps before the first drop.
-    pub period: u64,
-}
+mod deadline;
+mod layer;
+mod saved;
 
-impl LayerSpec {
-    /// The spec every layer gets from a config.
-    pub fn from_config(config: &QuantizeConfig) -> Self {
-        Self {
-            start_bits: config.start_bits,
-            target_bits: config.target_bits,
-            period: config.period,
-        }
-    }
-
-    /// Whether the layer has bits to lose (MoQ: start above target); a layer without (basic
-    /// QAT: start = target) trains at one width throughout.
-    pub fn has_schedule(&self) -> bool {
-        self.start_bits > self.target_bits
-    }
-
-    fn validate(&self, layer: usize) -> Result<()> {
-        let ok = (1..=MAX_BITS).contains(&self.start_bits)
-            && (1..=self.start_bits).contains(&self.target_bits)
-            && self.period > 0;
-        if ok {
-            Ok(())
-        } else {
-            Err(MoqError::Schedule {
-                reason: format!(
-                    "layer {layer}: start_bits {} / target_bits {} / period {} is not a valid \
-                     schedule (need 1 ≤ target ≤ start ≤ 16 and period ≥ 1)",
-                    self.start_bits, self.target_bits, self.period
-                ),
-            })
-        }
-    }
-}
-
-/// One layer's evolving state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerState {
-    /// Current bit width.
-    pub bits: u32,
-    /// Quantizing-step count at which the next drop happens (`T`).
-    pub threshold: u64,
-    /// Quantizing steps since the last drop (or since the start): drives the mixing ratio.
-    pub steps_since_drop: u64,
-    /// With a deadline: the start `S` of the window the layer's drops are planned in (see
-    /// [`deadline_window`]); 0 without one.
-    #[serde(default)]
-    pub window_start: u64,
-}
-
-/// A layer that lost a bit at this step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BitDrop {
-    /// Layer index.
-    pub layer: usize,
-    /// Bits before the drop.
-    pub from: u32,
-    /// Bits after the drop.
-    pub to: u32,
-}
-
-/// What happened at one optimizer step.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StepReport {
-    /// The optimizer step (numbered from 0).
-    pub step: u64,
-    /// Whether this step quantizes (it is at or past `schedule_offset`).
-    pub quantize: bool,
-    /// Layers whose bits dropped at this step.
-    pub drops: Vec<BitDrop>,
-}
+pub use deadline::{deadline_threshold, deadline_window, eigen_factor};
+pub use layer::{BitDrop, LayerSpec, LayerState, StepReport};
+use saved::{ScheduleState, check_eigenvalues};
 
 /// The per-layer bit schedule of one run. Deserializing checks the state (a checkpoint is user
 /// input): layer counts must agree and every layer must be a valid schedule.
@@ -142,93 +68,6 @@ pub struct Schedule {
     /// `u64::MAX`, so `T` itself is kept to be given back as it was set).
     #[serde(rename = "deadline_step")]
     deadline: Option<u64>,
-}
-
-/// The serialized form of a [`Schedule`], checked on the way in.
-#[derive(Deserialize)]
-struct ScheduleState {
-    specs: Vec<LayerSpec>,
-    schedule_offset: u64,
-    mixing: Option<f64>,
-    step: u64,
-    quantizing_steps: u64,
-    layers: Vec<LayerState>,
-    eigenvalues: Option<Vec<f32>>,
-    #[serde(default)]
-    deadline: Option<u64>,
-    /// Absent from states saved before it existed: derived from `deadline` then.
-    #[serde(default)]
-    deadline_step: Option<u64>,
-}
-
-impl TryFrom<ScheduleState> for Schedule {
-    type Error = MoqError;
-
-    fn try_from(s: ScheduleState) -> Result<Self> {
-        let bad = |reason: String| {
-            Err(MoqError::Schedule {
-                reason: format!("saved state: {reason}"),
-            })
-        };
-        if s.specs.is_empty() || s.specs.len() != s.layers.len() {
-            return bad(format!(
-                "{} layer specs for {} layer states",
-                s.specs.len(),
-                s.layers.len()
-            ));
-        }
-        for (layer, (spec, state)) in s.specs.iter().zip(&s.layers).enumerate() {
-            spec.validate(layer)?;
-            if !(spec.target_bits..=spec.start_bits).contains(&state.bits) {
-                return bad(format!(
-                    "layer {layer} is at {} bits, outside its schedule",
-                    state.bits
-                ));
-            }
-        }
-        if s.quantizing_steps > s.step {
-            return bad(format!(
-                "{} quantizing steps in {} steps",
-                s.quantizing_steps, s.step
-            ));
-        }
-        if s.mixing.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
-            return bad("mixing change ratio outside (0, 1]".into());
-        }
-        if let Some(d) = s.deadline {
-            // Every pending drop must still fit before the deadline, one per step.
-            for (layer, (spec, state)) in s.specs.iter().zip(&s.layers).enumerate() {
-                let left = u64::from(state.bits - spec.target_bits);
-                if left > 0
-                    && (state.threshold <= s.quantizing_steps
-                        || state.threshold.saturating_add(left - 1) > d)
-                {
-                    return bad(format!(
-                        "layer {layer}: next drop at quantizing step {} with {left} drops left \
-                         does not fit the deadline (quantizing step {d})",
-                        state.threshold
-                    ));
-                }
-            }
-        }
-        if let Some(e) = &s.eigenvalues {
-            check_eigenvalues(e, s.layers.len())?;
-        }
-        Ok(Schedule {
-            specs: s.specs,
-            schedule_offset: s.schedule_offset,
-            mixing: s.mixing,
-            step: s.step,
-            quantizing_steps: s.quantizing_steps,
-            layers: s.layers,
-            eigenvalues: s.eigenvalues,
-            deadline: s.deadline_step.or_else(|| {
-                s.deadline
-                    .map(|d| s.schedule_offset.saturating_add(d.saturating_sub(1)))
-            }),
-            quantizing_deadline: s.deadline,
-        })
-    }
 }
 
 impl Schedule {
@@ -554,71 +393,6 @@ impl Schedule {
     /// Each layer's current state.
     pub fn layers(&self) -> &[LayerState] {
         &self.layers
-    }
-}
-
-fn check_eigenvalues(eigenvalues: &[f32], layers: usize) -> Result<()> {
-    if eigenvalues.len() != layers {
-        return Err(MoqError::Schedule {
-            reason: format!(
-                "{} eigenvalues given for {layers} layers",
-                eigenvalues.len()
-            ),
-        });
-    }
-    if let Some((layer, e)) = eigenvalues
-        .iter()
-        .enumerate()
-        .find(|(_, e)| !(0.0..=1.0).contains(*e))
-    {
-        return Err(MoqError::Schedule {
-            reason: format!("layer {layer}: normalized eigenvalue {e} is not in [0, 1]"),
-        });
-    }
-    Ok(())
-}
-
-/// The deadline schedule's window for factor `factor` (docs/algorithm.md, "Deadline
-/// schedules"): a layer of factor `f` runs MoQ's doubling schedule inside `[S, D]`,
-/// `S = ⌊D·(f−1)/f⌋`, with `D` = `deadline`, the quantizing step every drop is due by: the
-/// whole run for `f = 1`, its last fifth for `f = 5`.
-pub fn deadline_window(deadline: u64, factor: u64) -> u64 {
-    let (d, f) = (u128::from(deadline), u128::from(factor.max(1)));
-    (d * (f - 1) / f) as u64
-}
-
-/// The deadline schedule: the quantizing step of a layer's next drop, at quantizing step `q`,
-/// with `left ≥ 1` drops to go in the window `[window_start, deadline]`.
-///
-/// The drop with `left` to go comes at `S + ⌈(D − S) / 2^(left−1)⌉`: the last at `D`, the one
-/// before half way through the window, and so on. It is kept after `q` and early enough for the
-/// drops after it (one per step): in `q + 1 ..= D − left + 1`.
-///
-/// ```
-/// use moq_core::schedule::{deadline_threshold, deadline_window};
-/// // 4 drops by quantizing step 80: at 10, 20, 40, 80 with factor 1; in the last half with 2.
-/// let drops = |f| {
-///     let (mut q, start) = (0, deadline_window(80, f));
-///     (1..=4).rev().map(|left| { q = deadline_threshold(80, start, q, left); q }).collect::<Vec<_>>()
-/// };
-/// assert_eq!(drops(1), [10, 20, 40, 80]);
-/// assert_eq!(drops(2), [45, 50, 60, 80]);
-/// ```
-pub fn deadline_threshold(deadline: u64, window_start: u64, q: u64, left: u32) -> u64 {
-    let d = u128::from(deadline);
-    let start = u128::from(window_start).min(d);
-    let shift = (left.max(1) - 1).min(127);
-    let planned = start + (d - start).div_ceil(1u128 << shift);
-    let latest = d.saturating_sub(u128::from(left.max(1)) - 1);
-    let earliest = u128::from(q) + 1;
-    planned.min(latest).max(earliest) as u64
-}
-
-/// `1 + floor(4e)`, or 1 without an eigenvalue.
-pub fn eigen_factor(eigenvalue: Option<f32>) -> u64 {
-    match eigenvalue {
-        Some(e) => 1 + (4.0 * e.clamp(0.0, 1.0)).floor() as u64,
-        None => 1,
     }
 }
 
