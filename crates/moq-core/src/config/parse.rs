@@ -184,26 +184,10 @@ fn parse_section(section: &Map<String, Value>, p: &str) -> Result<QuantizeConfig
         cfg.quantizer_kernel = as_bool(v, &key("quantizer_kernel"))?;
     }
     if let Some(v) = section.get("quantize_bits") {
-        let path = key("quantize_bits");
-        let obj = as_object(v, &path)?;
-        check_keys(obj, &format!("{path}."), BITS_KEYS)?;
-        if let Some(v) = obj.get("start_bits") {
-            cfg.start_bits = as_bits(v, &format!("{path}.start_bits"))?;
-        }
-        if let Some(v) = obj.get("target_bits") {
-            cfg.target_bits = as_bits(v, &format!("{path}.target_bits"))?;
-        }
+        parse_bits(v, &key("quantize_bits"), &mut cfg)?;
     }
     if let Some(v) = section.get("quantize_schedule") {
-        let path = key("quantize_schedule");
-        let obj = as_object(v, &path)?;
-        check_keys(obj, &format!("{path}."), SCHEDULE_KEYS)?;
-        if let Some(v) = obj.get("quantize_period") {
-            cfg.period = as_u64(v, &format!("{path}.quantize_period"))?;
-        }
-        if let Some(v) = obj.get("schedule_offset") {
-            cfg.schedule_offset = as_u64(v, &format!("{path}.schedule_offset"))?;
-        }
+        parse_schedule(v, &key("quantize_schedule"), &mut cfg)?;
     }
     if let Some(v) = section.get("quantize_groups") {
         cfg.groups = as_usize(v, &key("quantize_groups"))?;
@@ -212,23 +196,10 @@ fn parse_section(section: &Map<String, Value>, p: &str) -> Result<QuantizeConfig
         Some(v) => Some(as_quant_type(v, &key("quantize_type"))?),
         None => None,
     };
-    let mut inner_type = None;
-    if let Some(v) = section.get("quantize_algo") {
-        let path = key("quantize_algo");
-        let obj = as_object(v, &path)?;
-        check_keys(obj, &format!("{path}."), ALGO_KEYS)?;
-        if let Some(v) = obj.get("q_type") {
-            inner_type = Some(as_quant_type(v, &format!("{path}.q_type"))?);
-        }
-        if let Some(v) = obj.get("rounding") {
-            let k = format!("{path}.rounding");
-            cfg.rounding = match as_str(v, &k)? {
-                "nearest" => Rounding::Nearest,
-                "stochastic" => Rounding::Stochastic,
-                other => return Err(bad_choice(&k, other, &["nearest", "stochastic"])),
-            };
-        }
-    }
+    let inner_type = match section.get("quantize_algo") {
+        Some(v) => parse_algo(v, &key("quantize_algo"), &mut cfg)?,
+        None => None,
+    };
     cfg.quant_type = match (outer_type, inner_type) {
         (Some(a), Some(b)) if a != b => {
             return Err(MoqError::Conflict {
@@ -241,15 +212,7 @@ fn parse_section(section: &Map<String, Value>, p: &str) -> Result<QuantizeConfig
         (a, b) => a.or(b).unwrap_or(QuantType::Symmetric),
     };
     if let Some(v) = section.get("fp16_mixed_quantize") {
-        let path = key("fp16_mixed_quantize");
-        let obj = as_object(v, &path)?;
-        check_keys(obj, &format!("{path}."), MIXING_KEYS)?;
-        if let Some(v) = obj.get("enabled") {
-            cfg.mixing.enabled = as_bool(v, &format!("{path}.enabled"))?;
-        }
-        if let Some(v) = obj.get("quantize_change_ratio") {
-            cfg.mixing.change_ratio = as_f64(v, &format!("{path}.quantize_change_ratio"))?;
-        }
+        parse_mixing(v, &key("fp16_mixed_quantize"), &mut cfg)?;
     }
     if let Some(v) = section.get("eigenvalue") {
         let path = key("eigenvalue");
@@ -257,6 +220,64 @@ fn parse_section(section: &Map<String, Value>, p: &str) -> Result<QuantizeConfig
         cfg.eigenvalue = partial.merge(PartialEigen::default(), "", "")?;
     }
     Ok(cfg)
+}
+
+/// `quantize_bits` (at `path`): start and target bits.
+fn parse_bits(v: &Value, path: &str, cfg: &mut QuantizeConfig) -> Result<()> {
+    let obj = as_object(v, path)?;
+    check_keys(obj, &format!("{path}."), BITS_KEYS)?;
+    if let Some(v) = obj.get("start_bits") {
+        cfg.start_bits = as_bits(v, &format!("{path}.start_bits"))?;
+    }
+    if let Some(v) = obj.get("target_bits") {
+        cfg.target_bits = as_bits(v, &format!("{path}.target_bits"))?;
+    }
+    Ok(())
+}
+
+/// `quantize_schedule` (at `path`): the period and the offset.
+fn parse_schedule(v: &Value, path: &str, cfg: &mut QuantizeConfig) -> Result<()> {
+    let obj = as_object(v, path)?;
+    check_keys(obj, &format!("{path}."), SCHEDULE_KEYS)?;
+    if let Some(v) = obj.get("quantize_period") {
+        cfg.period = as_u64(v, &format!("{path}.quantize_period"))?;
+    }
+    if let Some(v) = obj.get("schedule_offset") {
+        cfg.schedule_offset = as_u64(v, &format!("{path}.schedule_offset"))?;
+    }
+    Ok(())
+}
+
+/// `quantize_algo` (at `path`): the rounding, and the grid type it names, if any.
+fn parse_algo(v: &Value, path: &str, cfg: &mut QuantizeConfig) -> Result<Option<QuantType>> {
+    let obj = as_object(v, path)?;
+    check_keys(obj, &format!("{path}."), ALGO_KEYS)?;
+    let mut inner_type = None;
+    if let Some(v) = obj.get("q_type") {
+        inner_type = Some(as_quant_type(v, &format!("{path}.q_type"))?);
+    }
+    if let Some(v) = obj.get("rounding") {
+        let k = format!("{path}.rounding");
+        cfg.rounding = match as_str(v, &k)? {
+            "nearest" => Rounding::Nearest,
+            "stochastic" => Rounding::Stochastic,
+            other => return Err(bad_choice(&k, other, &["nearest", "stochastic"])),
+        };
+    }
+    Ok(inner_type)
+}
+
+/// `fp16_mixed_quantize` (at `path`): mixing on or off, and its change ratio.
+fn parse_mixing(v: &Value, path: &str, cfg: &mut QuantizeConfig) -> Result<()> {
+    let obj = as_object(v, path)?;
+    check_keys(obj, &format!("{path}."), MIXING_KEYS)?;
+    if let Some(v) = obj.get("enabled") {
+        cfg.mixing.enabled = as_bool(v, &format!("{path}.enabled"))?;
+    }
+    if let Some(v) = obj.get("quantize_change_ratio") {
+        cfg.mixing.change_ratio = as_f64(v, &format!("{path}.quantize_change_ratio"))?;
+    }
+    Ok(())
 }
 
 /// The eigenvalue keys as given in one place (absent keys are `None`).
