@@ -209,65 +209,79 @@ impl QuantizeConfig {
     }
 
     fn validate_with_prefix(&self, p: &str) -> Result<()> {
-        let invalid = |key: &str, value: String, reason: &str| MoqError::InvalidValue {
-            key: format!("{p}{key}"),
-            value,
-            reason: reason.to_string(),
-        };
-        for (key, bits) in [
-            ("quantize_bits.start_bits", self.start_bits),
-            ("quantize_bits.target_bits", self.target_bits),
-        ] {
-            if !(1..=MAX_BITS).contains(&bits) {
-                return Err(invalid(
-                    key,
-                    bits.to_string(),
-                    "bits must be between 1 and 16",
-                ));
-            }
-        }
-        if self.target_bits > self.start_bits {
-            return Err(invalid(
-                "quantize_bits.target_bits",
-                self.target_bits.to_string(),
-                &format!("must not exceed start_bits ({})", self.start_bits),
-            ));
-        }
+        self.validate_bits(p)?;
         if self.period == 0 {
             return Err(invalid(
+                p,
                 "quantize_schedule.quantize_period",
                 "0".into(),
                 "must be at least 1",
             ));
         }
         if self.groups == 0 {
-            return Err(invalid("quantize_groups", "0".into(), "must be at least 1"));
-        }
-        if self.target_bits <= 2 && self.quant_type == QuantType::Asymmetric {
             return Err(invalid(
-                "quantize_bits.target_bits",
-                self.target_bits.to_string(),
-                "1- and 2-bit quantization is symmetric only, but q_type is asymmetric",
-            ));
-        }
-        if self.target_bits <= 2 && self.rounding == Rounding::Stochastic {
-            return Err(invalid(
-                "quantize_bits.target_bits",
-                self.target_bits.to_string(),
-                "1- and 2-bit quantization rounds to nearest only, but rounding is stochastic",
+                p,
+                "quantize_groups",
+                "0".into(),
+                "must be at least 1",
             ));
         }
         let ratio = self.mixing.change_ratio;
         if !(ratio > 0.0 && ratio <= 1.0) {
             return Err(invalid(
+                p,
                 "fp16_mixed_quantize.quantize_change_ratio",
                 ratio.to_string(),
                 "must be in (0, 1]",
             ));
         }
+        self.validate_eigenvalue(p)?;
+        self.validate_deadline()
+    }
+
+    /// Start and target bits, and what the narrowest widths allow.
+    fn validate_bits(&self, p: &str) -> Result<()> {
+        for (key, bits) in [
+            ("quantize_bits.start_bits", self.start_bits),
+            ("quantize_bits.target_bits", self.target_bits),
+        ] {
+            if !(1..=MAX_BITS).contains(&bits) {
+                return Err(invalid(
+                    p,
+                    key,
+                    bits.to_string(),
+                    "bits must be between 1 and 16",
+                ));
+            }
+        }
+        let target = |reason: &str| {
+            Err(invalid(
+                p,
+                "quantize_bits.target_bits",
+                self.target_bits.to_string(),
+                reason,
+            ))
+        };
+        if self.target_bits > self.start_bits {
+            return target(&format!("must not exceed start_bits ({})", self.start_bits));
+        }
+        if self.target_bits <= 2 && self.quant_type == QuantType::Asymmetric {
+            return target("1- and 2-bit quantization is symmetric only, but q_type is asymmetric");
+        }
+        if self.target_bits <= 2 && self.rounding == Rounding::Stochastic {
+            return target(
+                "1- and 2-bit quantization rounds to nearest only, but rounding is stochastic",
+            );
+        }
+        Ok(())
+    }
+
+    /// The eigenvalue settings.
+    fn validate_eigenvalue(&self, p: &str) -> Result<()> {
         let e = &self.eigenvalue;
         if e.max_iter == 0 {
             return Err(invalid(
+                p,
                 "eigenvalue.max_iter",
                 "0".into(),
                 "must be at least 1",
@@ -275,6 +289,7 @@ impl QuantizeConfig {
         }
         if !(e.tol.is_finite() && e.tol > 0.0) {
             return Err(invalid(
+                p,
                 "eigenvalue.tol",
                 e.tol.to_string(),
                 "must be positive",
@@ -282,6 +297,7 @@ impl QuantizeConfig {
         }
         if !(e.stability.is_finite() && e.stability >= 0.0) {
             return Err(invalid(
+                p,
                 "eigenvalue.stability",
                 e.stability.to_string(),
                 "must be ≥ 0",
@@ -289,37 +305,44 @@ impl QuantizeConfig {
         }
         if e.gas_boundary_resolution == 0 {
             return Err(invalid(
+                p,
                 "eigenvalue.gas_boundary_resolution",
                 "0".into(),
                 "must be at least 1",
             ));
         }
-        if let Some(deadline) = self.deadline {
-            // The key lives outside the section: its path does not take the section's prefix.
-            let invalid = |reason: String| MoqError::InvalidValue {
-                key: "moq.deadline".into(),
-                value: deadline.to_string(),
-                reason,
-            };
-            let Some(quantizing) = deadline
-                .checked_sub(self.schedule_offset)
-                .map(|n| n.saturating_add(1))
-            else {
-                return Err(invalid(format!(
-                    "comes before quantization starts (schedule_offset {})",
-                    self.schedule_offset
-                )));
-            };
-            if quantizing < u64::from(self.drops()) {
-                return Err(invalid(format!(
-                    "leaves {quantizing} quantizing steps (steps {}..={deadline}) for {} drops \
-                     ({} → {} bits), one drop per step at most",
-                    self.schedule_offset,
-                    self.drops(),
-                    self.start_bits,
-                    self.target_bits
-                )));
-            }
+        Ok(())
+    }
+
+    /// The deadline: after quantization starts, with a step for every drop.
+    fn validate_deadline(&self) -> Result<()> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        // The key lives outside the section: its path does not take the section's prefix.
+        let invalid = |reason: String| MoqError::InvalidValue {
+            key: "moq.deadline".into(),
+            value: deadline.to_string(),
+            reason,
+        };
+        let Some(quantizing) = deadline
+            .checked_sub(self.schedule_offset)
+            .map(|n| n.saturating_add(1))
+        else {
+            return Err(invalid(format!(
+                "comes before quantization starts (schedule_offset {})",
+                self.schedule_offset
+            )));
+        };
+        if quantizing < u64::from(self.drops()) {
+            return Err(invalid(format!(
+                "leaves {quantizing} quantizing steps (steps {}..={deadline}) for {} drops \
+                 ({} → {} bits), one drop per step at most",
+                self.schedule_offset,
+                self.drops(),
+                self.start_bits,
+                self.target_bits
+            )));
         }
         Ok(())
     }
@@ -327,5 +350,14 @@ impl QuantizeConfig {
     /// Number of bit drops from start to target.
     pub fn drops(&self) -> u32 {
         self.start_bits - self.target_bits
+    }
+}
+
+/// A config value that is out of range: `key` under the section prefix `p`.
+fn invalid(p: &str, key: &str, value: String, reason: &str) -> MoqError {
+    MoqError::InvalidValue {
+        key: format!("{p}{key}"),
+        value,
+        reason: reason.to_string(),
     }
 }
