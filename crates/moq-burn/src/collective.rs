@@ -38,7 +38,7 @@ fn from_root<B: Backend, const D: usize>(
         .map_err(|err| MoqBurnError::Collective {
             operation: "all-reduce",
             what: what.to_string(),
-            reason: format!("{err:?}"),
+            reason: format!("{err}"),
         })?;
     Ok(Tensor::from_primitive(TensorPrimitive::Float(shared)))
 }
@@ -182,7 +182,7 @@ impl<B: Backend, P> RootEigenvalues<B, P> {
             .map_err(|err| MoqBurnError::Collective {
                 operation: "all-reduce",
                 what: what.to_string(),
-                reason: format!("{err:?}"),
+                reason: format!("{err}"),
             })?;
         match received[0] {
             0.0 => Ok(None),

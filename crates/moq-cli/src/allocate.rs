@@ -6,7 +6,9 @@ use std::io::{self, Write};
 
 use anyhow::{Context, Result, bail};
 use half::{bf16, f16};
-use moq_core::allocate::{Budget, DEFAULT_CANDIDATES, LayerCurve, Overhead, allocate, measure};
+use moq_core::allocate::{
+    Allocation, Budget, DEFAULT_CANDIDATES, LayerCurve, Overhead, allocate, measure,
+};
 use moq_core::error::escape_controls;
 use moq_core::input::{MAX_CONFIG_BYTES, TensorEntry, TensorFile, json, read_limited};
 use moq_core::{QuantSpec, QuantType};
@@ -17,40 +19,12 @@ use crate::{AllocateArgs, TypeArg, file_reason};
 
 /// Runs the subcommand.
 pub fn run(args: &AllocateArgs) -> Result<()> {
-    let budget = match (args.budget, args.budget_bytes) {
-        (Some(b), None) => Budget::AverageBits(
-            b,
-            if args.count_scales {
-                Overhead::Included
-            } else {
-                Overhead::Excluded
-            },
-        ),
-        (None, Some(bytes)) => Budget::Bytes(bytes),
-        _ => bail!("give one of --budget (average bits) and --budget-bytes"),
-    };
+    let budget = budget(args)?;
     let quant_type = match args.quant_type {
         Some(TypeArg::Asymmetric) => QuantType::Asymmetric,
         _ => QuantType::Symmetric,
     };
-    let candidates = match &args.bits {
-        Some(bits) => bits.clone(),
-        // The default widths a grid can use, as training's `auto_bits` does: asymmetric grids
-        // have no 1- or 2-bit form.
-        None if quant_type == QuantType::Asymmetric => {
-            let (usable, left): (Vec<u32>, Vec<u32>) =
-                DEFAULT_CANDIDATES.iter().partition(|&&b| b >= 3);
-            eprintln!(
-                "moq allocate: leaving out {left:?} bits of the default widths: asymmetric grids \
-                 are 3 bits or more"
-            );
-            usable
-        }
-        None => DEFAULT_CANDIDATES.to_vec(),
-    };
-    if let Some(b) = candidates.iter().find(|b| !(1..=16).contains(*b)) {
-        bail!("--bits: {b} is outside 1..=16");
-    }
+    let candidates = candidates(args, quant_type)?;
     let groups = args.groups.unwrap_or(1);
     if groups == 0 {
         bail!("--groups must be at least 1");
@@ -79,14 +53,8 @@ pub fn run(args: &AllocateArgs) -> Result<()> {
         let weights = floats(&file, entry)?;
         let cols = *entry.shape.last().unwrap_or(&1);
         let rows = entry.len / cols.max(1);
-        curves.push(measure(
-            &entry.name,
-            &weights,
-            [rows, cols],
-            s,
-            &base,
-            &candidates,
-        )?);
+        let curve = measure(&entry.name, &weights, [rows, cols], s, &base, &candidates)?;
+        curves.push(curve);
     }
     if let Some(name) = sensitivity.keys().next() {
         bail!(
@@ -96,6 +64,53 @@ pub fn run(args: &AllocateArgs) -> Result<()> {
         );
     }
     let plan = allocate(&curves, &budget)?;
+    let out = table(&curves, &plan, &others);
+    match io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// The budget the arguments give: average bits or bytes, one of them.
+fn budget(args: &AllocateArgs) -> Result<Budget> {
+    Ok(match (args.budget, args.budget_bytes) {
+        (Some(b), None) => {
+            let overhead = if args.count_scales {
+                Overhead::Included
+            } else {
+                Overhead::Excluded
+            };
+            Budget::AverageBits(b, overhead)
+        }
+        (None, Some(bytes)) => Budget::Bytes(bytes),
+        _ => bail!("give one of --budget (average bits) and --budget-bytes"),
+    })
+}
+
+/// The candidate widths: `--bits`, or the default widths the grid can use, as training's
+/// `auto_bits` does (asymmetric grids have no 1- or 2-bit form).
+fn candidates(args: &AllocateArgs, quant_type: QuantType) -> Result<Vec<u32>> {
+    let candidates = match &args.bits {
+        Some(bits) => bits.clone(),
+        None if quant_type == QuantType::Asymmetric => {
+            let (usable, left): (Vec<u32>, Vec<u32>) =
+                DEFAULT_CANDIDATES.iter().partition(|&&b| b >= 3);
+            eprintln!(
+                "moq allocate: leaving out {left:?} bits of the default widths: asymmetric grids \
+                 are 3 bits or more"
+            );
+            usable
+        }
+        None => DEFAULT_CANDIDATES.to_vec(),
+    };
+    if let Some(b) = candidates.iter().find(|b| !(1..=16).contains(*b)) {
+        bail!("--bits: {b} is outside 1..=16");
+    }
+    Ok(candidates)
+}
+
+/// The CSV table of the allocation, the tensors left unquantized and the average width.
+fn table(curves: &[LayerCurve], plan: &Allocation, others: &[&TensorEntry]) -> String {
     let mut out = String::from("tensor,params,bits,error\n");
     for (curve, bits) in curves.iter().zip(&plan.bits) {
         let error = curve
@@ -109,14 +124,11 @@ pub fn run(args: &AllocateArgs) -> Result<()> {
             curve.params
         ));
     }
-    for e in &others {
+    for e in others {
         out.push_str(&format!("unquantized: {}\n", escape_controls(&e.name)));
     }
     out.push_str(&format!("average bits = {:.4}\n", plan.average_bits));
-    match io::stdout().lock().write_all(out.as_bytes()) {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
-        _ => Ok(()),
-    }
+    out
 }
 
 /// A tensor's values in f32 (the quantizer's precision).

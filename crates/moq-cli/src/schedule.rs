@@ -85,57 +85,9 @@ fn timing(config: &QuantizeConfig) -> String {
 }
 
 fn summary(args: &ScheduleArgs, config: &QuantizeConfig, plan: &Plan) -> String {
-    let mut out = String::new();
-    let mut line = |s: String| {
-        out.push_str(&s);
-        out.push('\n');
-    };
-    let eigen = match &args.eigenvalues {
-        Some(_) => "fixed eigenvalues (--eigenvalues)".to_string(),
-        None => "eigenvalues off".to_string(),
-    };
-    line(format!("config: {}", args.config.display()));
-    let timing = match config.deadline {
-        Some(step) => format!("deadline step {step} (moq.deadline; quantize_period not used)"),
-        None => format!("quantize_period {}", config.period),
-    };
-    line(format!(
-        "schedule: {} → {} bits, {timing}, schedule_offset {}, {} groups, {}, {} rounding, {eigen}",
-        config.start_bits,
-        config.target_bits,
-        config.schedule_offset,
-        config.groups,
-        config.quant_type.as_str(),
-        config.rounding.as_str(),
-    ));
-    line(format!(
-        "run: {} optimizer steps, {} layer(s)",
-        plan.steps,
-        plan.layers.len()
-    ));
-    if !config.enabled {
-        line("note: quantize_training.enabled is false: DeepSpeed and the MoQ optimizer wrapper would not quantize".into());
-    }
-    if config.eigenvalue.enabled && args.eigenvalues.is_none() {
-        let effect = match config.deadline {
-            Some(_) => {
-                "places each layer's drops later by its measured eigenvalue, all before the deadline"
-            }
-            None => "stretches periods by measured eigenvalues",
-        };
-        line(format!(
-            "note: eigenvalue.enabled is true: the real schedule {effect}; planned here without \
-             them (pass --eigenvalues to fix them)"
-        ));
-    }
-    if let (Some(_), Some(step)) = (&args.eigenvalues, config.deadline) {
-        line(format!(
-            "deadline: a layer of factor f = 1 + floor(4e) drops in the last 1/f of the \
-             quantizing steps before step {step}"
-        ));
-    }
-    line(String::new());
-    line(format!(
+    let mut lines = header(args, config, plan);
+    lines.push(String::new());
+    lines.push(format!(
         "{:<6} {:<8} {:<7} {:<22} bits@step",
         "layer", "eigen", "final", "target"
     ));
@@ -147,7 +99,7 @@ fn summary(args: &ScheduleArgs, config: &QuantizeConfig, plan: &Plan) -> String 
             None => format!("{} bits NOT REACHED", l.spec.target_bits),
         };
         let widths: Vec<String> = l.reached.iter().map(|(b, s)| format!("{b}@{s}")).collect();
-        line(format!(
+        lines.push(format!(
             "{:<6} {:<8} {:<7} {:<22} {}",
             l.layer,
             eigen,
@@ -156,26 +108,74 @@ fn summary(args: &ScheduleArgs, config: &QuantizeConfig, plan: &Plan) -> String 
             widths.join(" ")
         ));
     }
-    let mut warnings = Vec::new();
-    for l in &plan.layers {
-        if l.target_step().is_none() {
-            warnings.push(warning(plan, l));
-        }
-    }
-    if !warnings.is_empty() {
-        line(String::new());
-        warnings.dedup();
-        for w in warnings {
-            line(w);
-        }
-    } else {
-        line(String::new());
-        line(format!(
+    let mut warnings: Vec<String> = plan
+        .layers
+        .iter()
+        .filter(|l| l.target_step().is_none())
+        .map(|l| warning(plan, l))
+        .collect();
+    lines.push(String::new());
+    if warnings.is_empty() {
+        lines.push(format!(
             "every layer reaches its target within {} steps",
             plan.steps
         ));
+    } else {
+        warnings.dedup();
+        lines.extend(warnings);
     }
-    out
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// The summary's first lines: the config, the schedule, the run and its notes.
+fn header(args: &ScheduleArgs, config: &QuantizeConfig, plan: &Plan) -> Vec<String> {
+    let eigen = match &args.eigenvalues {
+        Some(_) => "fixed eigenvalues (--eigenvalues)",
+        None => "eigenvalues off",
+    };
+    let timing = match config.deadline {
+        Some(step) => format!("deadline step {step} (moq.deadline; quantize_period not used)"),
+        None => format!("quantize_period {}", config.period),
+    };
+    let mut lines = vec![
+        format!("config: {}", args.config.display()),
+        format!(
+            "schedule: {} → {} bits, {timing}, schedule_offset {}, {} groups, {}, {} rounding, {eigen}",
+            config.start_bits,
+            config.target_bits,
+            config.schedule_offset,
+            config.groups,
+            config.quant_type.as_str(),
+            config.rounding.as_str(),
+        ),
+        format!(
+            "run: {} optimizer steps, {} layer(s)",
+            plan.steps,
+            plan.layers.len()
+        ),
+    ];
+    if !config.enabled {
+        lines.push("note: quantize_training.enabled is false: DeepSpeed and the MoQ optimizer wrapper would not quantize".into());
+    }
+    if config.eigenvalue.enabled && args.eigenvalues.is_none() {
+        let effect = match config.deadline {
+            Some(_) => {
+                "places each layer's drops later by its measured eigenvalue, all before the deadline"
+            }
+            None => "stretches periods by measured eigenvalues",
+        };
+        lines.push(format!(
+            "note: eigenvalue.enabled is true: the real schedule {effect}; planned here without \
+             them (pass --eigenvalues to fix them)"
+        ));
+    }
+    if let (Some(_), Some(step)) = (&args.eigenvalues, config.deadline) {
+        lines.push(format!(
+            "deadline: a layer of factor f = 1 + floor(4e) drops in the last 1/f of the \
+             quantizing steps before step {step}"
+        ));
+    }
+    lines
 }
 
 fn warning(plan: &Plan, l: &LayerPlan) -> String {

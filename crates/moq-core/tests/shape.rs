@@ -27,8 +27,6 @@ const ALLOWED: &[(&str, &str, usize, &str)] = &[
     ("crates/moq-burn/src/optim/builder.rs", "init", 160, "issue 30: to split"),
     ("crates/moq-burn/src/serve/load.rs", "value", 87, "issue 30: one packed-weight type"),
     ("crates/moq-burn/src/backend/tensor_ops.rs", "fake_quantize_tensor_ops", 88, "issue 30: to split"),
-    ("crates/moq-cli/src/allocate.rs", "run", 102, "issue 30: to split"),
-    ("crates/moq-cli/src/schedule.rs", "summary", 93, "issue 30: to split"),
     ("crates/moq-hessian/src/lib.rs", "compute", 101, "issue 30: to split"),
     ("kernels-cubecl/src/matmul.rs", "launch", 98, "issue 30: one packed-weight type"),
     ("kernels-cubecl/src/matmul.rs", "gemv_kernel", 106, "issue 30: kernel, to justify or split"),

@@ -54,7 +54,7 @@ pub mod packed;
 pub mod tensor_ops;
 
 pub use host::fake_quantize_on_host;
-pub use packed::{PackedWeight, dequantize_packed};
+pub use packed::{Matmul, PackedWeight, dequantize_packed};
 pub use tensor_ops::{fake_quantize_tensor_ops, quantized_matmul_tensor_ops};
 
 /// A burn backend that can run MoQ's quantization operations.

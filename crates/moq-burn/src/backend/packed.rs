@@ -8,6 +8,10 @@ use moq_core::{MoqError, PackedShape, QuantType};
 
 use crate::error::{MoqBurnError, Result};
 
+/// A low-bit matmul `x · dequant(W)`: [`super::MoqBackend::quantized_matmul`] of the backend
+/// the codes were loaded on, as a served weight keeps it ([`crate::serve::MoqWeight`]).
+pub type Matmul<B> = fn(FloatTensor<B>, PackedWeight<B>) -> Result<FloatTensor<B>>;
+
 /// A weight `W` `[k, n]` in `moq-core`'s `Packed32` layout, held in burn tensors: what
 /// [`super::MoqBackend::quantized_matmul`] multiplies with.
 #[derive(Debug)]

@@ -14,7 +14,7 @@ use moq_hessian::path::{NamedMapper, map_named};
 
 use super::pending;
 use super::report::{Held, LoadReport, LoadedTensor};
-use super::weight::Matmul;
+use crate::backend::Matmul;
 use crate::backend::MoqBackend;
 use crate::burn_quant::{burn_scheme, to_burn_data};
 use crate::error::{MoqBurnError, Result};

@@ -20,8 +20,9 @@ pub(crate) mod pending;
 mod report;
 mod weight;
 
+pub use crate::backend::Matmul;
 pub(crate) use load::load_all_dequantized;
 pub use load::{Unservable, load_burn_quantized, load_codes};
 pub use moq_linear::MoqLinear;
 pub use report::{DeviceBytes, Held, LoadReport, LoadedTensor};
-pub use weight::{Matmul, MoqWeight};
+pub use weight::MoqWeight;

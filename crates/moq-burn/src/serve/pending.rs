@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use burn::module::ParamId;
 use burn::tensor::backend::Backend;
 
-use super::weight::Matmul;
+use crate::backend::Matmul;
 use crate::linear::QuantizedLinear;
 
 thread_local! {

@@ -29,13 +29,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 
-use crate::backend::{PackedWeight, quantized_matmul_tensor_ops};
+use crate::backend::{Matmul, quantized_matmul_tensor_ops};
 use crate::error::Result;
 use crate::linear::QuantizedLinear;
-
-/// A low-bit matmul `x · dequant(W)`: [`crate::MoqBackend::quantized_matmul`] of the backend
-/// the codes were loaded on.
-pub type Matmul<B> = fn(FloatTensor<B>, PackedWeight<B>) -> Result<FloatTensor<B>>;
 
 /// The weight `[d_input, d_output]` of a [`super::MoqLinear`].
 #[derive(Clone, Debug)]
