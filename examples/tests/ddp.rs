@@ -67,6 +67,48 @@ impl Processes {
     }
 }
 
+impl Processes {
+    /// Kills process `index` (0 is the orchestrator, then the ranks) at once (SIGKILL).
+    fn kill(&mut self, index: usize) {
+        let (_, child, _) = &mut self.0[index];
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Waits at most `within` for process `index` to exit, and returns whether it succeeded
+    /// and its log.
+    fn exit_of(&mut self, index: usize, within: Duration) -> (bool, String) {
+        let start = Instant::now();
+        let (name, child, log) = &mut self.0[index];
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.success(), std::fs::read_to_string(log).unwrap());
+            }
+            if start.elapsed() > within {
+                panic!("{name} did not exit within {within:?}:\n{}", tail(log));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Waits until `log` has a line containing `text` (at most [`DEADLINE`]).
+fn wait_for_line(log: &Path, text: &str) {
+    let start = Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(text)
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "`{text}` not in {} within {DEADLINE:?}:\n{}",
+            log.display(),
+            tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -86,17 +128,28 @@ fn free_ports(n: usize) -> Vec<u16> {
 /// Runs the `ddp` example on `nodes` processes (one, without burn-collective, when `nodes` is
 /// 1) and returns each rank's dump.
 fn run(nodes: u32, out: &Path, extra: &[&str]) -> Vec<Value> {
+    let (mut processes, _) = start(nodes, out, extra);
+    processes.wait(usize::from(nodes > 1));
+    (0..nodes)
+        .map(|rank| {
+            let path = out.join(format!("rank{rank}.json"));
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// Starts the `ddp` example on `nodes` processes (the orchestrator first when `nodes` > 1,
+/// then the ranks in order) and returns them with their ports (the orchestrator's first).
+fn start(nodes: u32, out: &Path, extra: &[&str]) -> (Processes, Vec<u16>) {
     std::fs::create_dir_all(out).unwrap();
     let ports = free_ports(nodes as usize + 1);
     let mut processes = Processes(Vec::new());
-    let mut skip = 0;
     if nodes > 1 {
         processes.start(
             "the orchestrator",
             &["orchestrator".into(), "--port".into(), ports[0].to_string()],
             out.join("orchestrator.log"),
         );
-        skip = 1;
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", ports[0])).is_err() {
             assert!(
@@ -131,13 +184,7 @@ fn run(nodes: u32, out: &Path, extra: &[&str]) -> Vec<Value> {
             out.join(format!("rank{rank}.log")),
         );
     }
-    processes.wait(skip);
-    (0..nodes)
-        .map(|rank| {
-            let path = out.join(format!("rank{rank}.json"));
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-        })
-        .collect()
+    (processes, ports)
 }
 
 /// What "the same replica" compares: bits, schedule state, masters and quantized weights, as
@@ -373,4 +420,104 @@ fn values_of<B: Backend>(model: &Mlp<B>) -> Vec<Vec<u32>> {
     let mut collect = Collect(Vec::new());
     visit_named(model, &mut collect);
     collect.0
+}
+
+/// The fault tests' network timeout (`--timeout`), and how long past it a survivor may take to
+/// exit (loaded CI machines are slow to start and stop processes).
+const FAULT_TIMEOUT: u64 = 5;
+const FAULT_SLACK: Duration = Duration::from_secs(30);
+
+/// A run long enough to be killed in: rank 0 saves a checkpoint after step 20 of 3,000.
+const LONG_RUN: [&str; 6] = ["--steps", "3000", "--save-at", "20", "--timeout", "5"];
+
+/// A survivor's log: an error that names the node, what failed and where, and no panic.
+fn assert_clean_error(log: &str, names: &[&str]) {
+    for name in names {
+        assert!(log.contains(name), "`{name}` not in the log:\n{log}");
+    }
+    assert!(!log.contains("panicked"), "a thread panicked:\n{log}");
+}
+
+/// A peer killed mid-run: the survivor fails its next all-reduce with an error that names its
+/// rank, the step and the dead peer's address, within the timeout, without a panic; rank 0's
+/// checkpoint resumes both ranks.
+#[test]
+fn a_killed_rank_fails_the_other_with_its_address_and_the_checkpoint_resumes() {
+    assert_eq!(LONG_RUN[5], FAULT_TIMEOUT.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    for killed in [1usize, 0] {
+        let out = dir.path().join(format!("kill-rank{killed}"));
+        let (mut processes, ports) = start(2, &out, &LONG_RUN);
+        wait_for_line(&out.join("rank0.log"), "saved a checkpoint after step 20");
+        processes.kill(1 + killed);
+        let survivor = 1 - killed;
+        let (ok, log) = processes.exit_of(
+            1 + survivor,
+            Duration::from_secs(FAULT_TIMEOUT) + FAULT_SLACK,
+        );
+        assert!(!ok, "rank {survivor} succeeded:\n{log}");
+        let dead = format!("localhost:{}", ports[1 + killed]);
+        let who = format!("rank {survivor}/2: gradient all-reduce at step");
+        assert_clean_error(&log, &[&who, &dead]);
+
+        let checkpoint = out.join("checkpoint");
+        let resumed = run(
+            2,
+            &out.join("resumed"),
+            &[
+                "--steps",
+                "3000",
+                "--stop-after",
+                "40",
+                "--resume",
+                checkpoint.to_str().unwrap(),
+            ],
+        );
+        assert_replicas(&resumed);
+    }
+}
+
+/// The orchestrator killed after registration: the nodes train on (tensors go between them),
+/// write their results, and then fail to leave the collective with an error, not a hang.
+#[test]
+fn a_killed_orchestrator_ends_both_ranks_with_an_error_after_their_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kill-orchestrator");
+    let (mut processes, _) = start(2, &out, &["--steps", "100", "--timeout", "5"]);
+    for rank in 0..2 {
+        wait_for_line(&out.join(format!("rank{rank}.log")), "registered with");
+    }
+    processes.kill(0);
+    for rank in 0..2 {
+        let (ok, log) = processes.exit_of(1 + rank, DEADLINE);
+        assert!(!ok, "rank {rank} succeeded:\n{log}");
+        assert_clean_error(&log, &[&format!("rank {rank}/2: leaving the collective")]);
+        assert!(log.contains("orchestrator"), "{log}");
+        assert!(out.join(format!("rank{rank}.json")).exists());
+    }
+}
+
+/// No orchestrator at all: registering fails within the timeout, naming the address.
+#[test]
+fn an_absent_orchestrator_is_an_error_within_the_timeout() {
+    let ports = free_ports(2);
+    let orchestrator = format!("ws://localhost:{}", ports[0]);
+    let start = Instant::now();
+    let output = Command::new(DDP)
+        .args(["node", "--nodes", "2", "--rank", "0", "--timeout", "2"])
+        .args([
+            "--orchestrator",
+            &orchestrator,
+            "--port",
+            &ports[1].to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(2) + FAULT_SLACK);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_clean_error(
+        &stderr,
+        &["registering with the orchestrator", &orchestrator],
+    );
 }

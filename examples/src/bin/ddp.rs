@@ -14,7 +14,7 @@
 //! `--nodes 1` it trains alone over the same global batches, without burn-collective.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use burn::collective::{CollectiveConfig, PeerId, ReduceOperation, finish_collective, register};
@@ -91,12 +91,20 @@ struct NodeArgs {
     /// Resume from a checkpoint directory written by `--save-at` (every rank reads the same).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Stop after this step, as if the job's time ran out: the schedule still plans for
+    /// `--steps`, and a later `--resume` goes on from a checkpoint.
+    #[arg(long)]
+    stop_after: Option<u64>,
     /// Where `rank<R>.json` (and the checkpoint) go.
     #[arg(long, default_value = "target/ddp")]
     out: PathBuf,
     /// Backend: ndarray, flex, tch (CPU), wgpu or cuda (all but ndarray need their feature).
     #[arg(long, default_value = "ndarray")]
     backend: String,
+    /// How many seconds a wait on a peer or the orchestrator may take (registering, each
+    /// tensor download and sync, leaving) before the node fails with an error that names it.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
     /// The UCI digits file (default: the copy in the examples crate).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -167,10 +175,11 @@ where
             .with_num_nodes(args.nodes)
             .with_global_address(parse_address(&args.orchestrator)?)
             .with_node_address(parse_address(&format!("ws://{}:{}", args.host, args.port))?)
-            .with_data_service_port(args.port);
+            .with_data_service_port(args.port)
+            .with_global_timeout(Duration::from_secs(args.timeout));
         register::<B::InnerBackend>(peer, device.clone(), config).map_err(|err| {
             anyhow::anyhow!(
-                "{who}: registering with the orchestrator at {} failed: {err:?}",
+                "{who}: registering with the orchestrator at {} failed: {err}",
                 args.orchestrator
             )
         })?;
@@ -262,7 +271,8 @@ where
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let started = Instant::now();
     // ANCHOR: step
-    for step in start..args.steps {
+    let end = args.stop_after.map_or(args.steps, |s| s.min(args.steps));
+    for step in start..end {
         let rows = global_batch(args.seed, step);
         let mine = &rows[args.rank as usize * share..(args.rank as usize + 1) * share];
         let (x, y) = train_set.tensors::<B>(mine, device);
@@ -273,7 +283,7 @@ where
             grads = grads
                 .all_reduce::<B::InnerBackend>(peer, ReduceOperation::Mean)
                 .map_err(|err| {
-                    anyhow::anyhow!("{who}: gradient all-reduce at step {step}: {err:?}")
+                    anyhow::anyhow!("{who}: gradient all-reduce at step {step}: {err}")
                 })?;
         }
         model = optim.step(2e-3, model, grads);
@@ -319,7 +329,7 @@ where
     println!("{who}: wrote {}", path.display());
     if distributed {
         finish_collective::<B::InnerBackend>(peer)
-            .map_err(|err| anyhow::anyhow!("{who}: leaving the collective: {err:?}"))?;
+            .map_err(|err| anyhow::anyhow!("{who}: leaving the collective: {err}"))?;
     }
     Ok(())
 }

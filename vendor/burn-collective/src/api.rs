@@ -45,6 +45,19 @@ pub enum CollectiveError {
     Other(String),
 }
 
+// New in the vendored copy (see vendor/README.md): the errors read as sentences.
+impl core::fmt::Display for CollectiveError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Global(err) => write!(f, "global collective: {err}"),
+            Self::Other(what) => f.write_str(what),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl std::error::Error for CollectiveError {}
+
 /// Registers a device. `num_devices` must be the same for every register,
 /// and `device_id` must be unique.
 ///

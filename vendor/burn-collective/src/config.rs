@@ -1,4 +1,4 @@
-use std::fmt::Display;
+use std::{fmt::Display, time::Duration};
 
 use burn_communication::Address;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,19 @@ pub struct CollectiveConfig {
     pub(crate) global_all_reduce_strategy: Option<AllReduceStrategy>,
     pub(crate) global_reduce_strategy: Option<ReduceStrategy>,
     pub(crate) global_broadcast_strategy: Option<BroadcastStrategy>,
+
+    /// How long a global operation waits for a peer or the orchestrator (new in the vendored
+    /// copy; see vendor/README.md).
+    #[serde(default = "default_global_timeout")]
+    pub(crate) global_timeout: Duration,
+}
+
+/// How long a global operation waits for a peer or the orchestrator unless
+/// [`CollectiveConfig::with_global_timeout`] says otherwise.
+pub const DEFAULT_GLOBAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn default_global_timeout() -> Duration {
+    DEFAULT_GLOBAL_TIMEOUT
 }
 
 impl Default for CollectiveConfig {
@@ -44,6 +57,7 @@ impl Display for CollectiveConfig {
         let global_all_reduce_strategy = self.global_all_reduce_strategy;
         let global_reduce_strategy = self.global_reduce_strategy;
         let global_broadcast_strategy = self.global_broadcast_strategy;
+        let global_timeout = self.global_timeout;
 
         write!(
             f,
@@ -60,6 +74,7 @@ CollectiveConfig {{
     global_all_reduce_strategy: {global_all_reduce_strategy:?},
     global_reduce_strategy: {global_reduce_strategy:?},
     global_broadcast_strategy: {global_broadcast_strategy:?},
+    global_timeout: {global_timeout:?},
 }}
 "#
         )
@@ -81,6 +96,7 @@ impl CollectiveConfig {
             global_all_reduce_strategy: Some(AllReduceStrategy::Ring),
             global_reduce_strategy: Some(ReduceStrategy::Tree(2)),
             global_broadcast_strategy: Some(BroadcastStrategy::Tree(2)),
+            global_timeout: DEFAULT_GLOBAL_TIMEOUT,
         }
     }
 
@@ -176,6 +192,17 @@ impl CollectiveConfig {
         self
     }
 
+    /// How long a global operation waits for a peer or the orchestrator before it fails with
+    /// [`GlobalCollectiveError::Timeout`](crate::GlobalCollectiveError::Timeout):
+    /// registering (all nodes must have registered), each tensor download, each sync and the
+    /// final unregister. [`DEFAULT_GLOBAL_TIMEOUT`] (60 s) unless set.
+    ///
+    /// This parameter is a global parameter and only matters in multi-node contexts
+    pub fn with_global_timeout(mut self, timeout: Duration) -> Self {
+        self.global_timeout = timeout;
+        self
+    }
+
     /// Returns whether the config is valid. If only some required global-level parameters are
     /// defined and others are not, the config is invalid.  
     pub fn is_valid(&self) -> bool {
@@ -212,6 +239,7 @@ impl CollectiveConfig {
                     global_address: global_addr.clone(),
                     node_address: node_addr.clone(),
                     data_service_port,
+                    timeout: self.global_timeout,
                 })
             }
             // Config is invalid!
@@ -235,6 +263,9 @@ pub struct GlobalRegisterParams {
 
     /// The number of nodes globally. Should be the same between different nodes
     pub num_nodes: u32,
+
+    /// How long a global operation waits for a peer or the orchestrator
+    pub timeout: Duration,
 }
 
 /// Parameters for an all-reduce that should be the same between all devices

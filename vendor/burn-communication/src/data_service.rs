@@ -9,7 +9,7 @@ use crate::base::Protocol;
 use crate::base::{Address, CommunicationChannel, ProtocolClient, ProtocolServer};
 use burn_tensor::{TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
-use std::{collections::HashMap, marker::PhantomData, sync::Arc};
+use std::{collections::HashMap, marker::PhantomData, sync::Arc, time::Duration};
 use tokio::sync::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,8 @@ pub struct TensorDataService<B: Backend, P: Protocol<Client: ProtocolClient>> {
     pub new_tensor_notify: Arc<Notify>,
 
     cancel_token: CancellationToken,
+    /// How long a download waits for its peer.
+    timeout: Duration,
 
     _phantom_data: PhantomData<B>,
 }
@@ -82,6 +84,7 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
             channels: Mutex::new(HashMap::new()),
             new_tensor_notify: Arc::new(Notify::new()),
             cancel_token,
+            timeout: DEFAULT_TIMEOUT,
             _phantom_data: PhantomData::<B>,
         }
     }
@@ -121,88 +124,90 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
     }
 
     pub async fn close(&self) {
-        // Send a closing message to every open WebSocket stream
-
+        // Send a closing message to every open WebSocket stream. A peer that is already gone
+        // has nothing to be told: its stream is dropped (0.21.0 panicked on it).
         let mut streams = self.channels.lock().await;
-        for (_, stream) in streams.drain() {
+        for (address, stream) in streams.drain() {
             let mut stream = stream.lock().await;
-
-            stream
-                .close()
-                .await
-                .expect("Failed to close WebSocket stream");
-        }
-    }
-
-    /// Downloads a tensor that is exposed on another server. Requires a Tokio 1.x runtime
-    ///
-    /// Returns None if the peer closes the connection
-    pub async fn download_tensor(
-        &self,
-        remote: Address,
-        transfer_id: TensorTransferId,
-    ) -> Option<TensorData> {
-        log::info!("Downloading tensor from {remote:?}");
-
-        let stream = self.get_data_stream(remote).await;
-        let mut stream = stream.lock().await;
-
-        // Send the download request with the download id
-        let bytes: bytes::Bytes =
-            rmp_serde::to_vec(&DataServiceMessage::TensorRequest(transfer_id))
-                .unwrap()
-                .into();
-        stream
-            .send(Message::new(bytes))
-            .await
-            .expect("Failed to send download id");
-
-        if let Ok(msg) = stream.recv().await {
-            let Some(msg) = msg else {
-                log::warn!("Received None message from the websocket, closing connection.");
-                return None;
-            };
-
-            let DataServiceMessage::Tensor(data) = rmp_serde::from_slice(&msg.data)
-                .expect("Can deserialize messages from the websocket.")
-            else {
-                panic!("Message should have been TensorData")
-            };
-            return Some(data);
-        }
-        log::warn!("Closed connection");
-        None
-    }
-
-    /// Get the WebSocket stream for the given address, or create a new one if it doesn't exist.
-    async fn get_data_stream(
-        &self,
-        address: Address,
-    ) -> Arc<Mutex<<P::Client as ProtocolClient>::Channel>> {
-        let mut streams = self.channels.lock().await;
-        match streams.get(&address) {
-            Some(stream) => stream.clone(),
-            None => {
-                // Open a new WebSocket connection to the address
-                let stream = P::Client::connect(address.clone(), "data").await;
-
-                let Some(stream) = stream else {
-                    panic!("Failed to connect to data server at {address:?}");
-                };
-
-                let stream = Arc::new(Mutex::new(stream));
-                streams.insert(address.clone(), stream.clone());
-
-                stream
+            if let Err(err) = stream.close().await {
+                log::warn!("Closing the data stream to {address:?} failed: {err:?}");
             }
         }
     }
 
-    /// Get the requested exposed tensor data, and update download counter
-    async fn get_exposed_tensor_bytes(
+    /// How long a download waits for its peer (connecting, sending the request and receiving
+    /// the tensor, together) before it gives up: [`DEFAULT_TIMEOUT`] unless set.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Downloads a tensor that is exposed on another server. Requires a Tokio 1.x runtime
+    ///
+    /// Fails when the peer cannot be reached, closes or loses the connection, sends something
+    /// else, or sends nothing within the timeout ([`Self::with_timeout`]). A failed download
+    /// forgets its connection, so a later one connects anew.
+    pub async fn download_tensor(
         &self,
+        remote: Address,
         transfer_id: TensorTransferId,
-    ) -> Option<bytes::Bytes> {
+    ) -> Result<TensorData, DownloadError> {
+        log::info!("Downloading tensor from {remote:?}");
+        let result = tokio::time::timeout(self.timeout, self.download(&remote, transfer_id))
+            .await
+            .unwrap_or(Err(DownloadError::Timeout(self.timeout)));
+        if let Err(err) = &result {
+            log::warn!("Download from {remote:?} failed: {err}");
+            self.channels.lock().await.remove(&remote);
+        }
+        result
+    }
+
+    async fn download(
+        &self,
+        remote: &Address,
+        transfer_id: TensorTransferId,
+    ) -> Result<TensorData, DownloadError> {
+        let stream = self.get_data_stream(remote).await?;
+        let mut stream = stream.lock().await;
+
+        // Send the download request with the download id
+        let request = rmp_serde::to_vec(&DataServiceMessage::TensorRequest(transfer_id))
+            .map_err(|err| DownloadError::InvalidMessage(err.to_string()))?;
+        stream
+            .send(Message::new(request.into()))
+            .await
+            .map_err(|err| DownloadError::Closed(format!("{err:?}")))?;
+
+        let msg = stream
+            .recv()
+            .await
+            .map_err(|err| DownloadError::Closed(format!("{err:?}")))?
+            .ok_or_else(|| DownloadError::Closed("the peer closed the connection".into()))?;
+        match rmp_serde::from_slice(&msg.data) {
+            Ok(DataServiceMessage::Tensor(data)) => Ok(data),
+            Ok(other) => Err(DownloadError::InvalidMessage(format!("{other:?}"))),
+            Err(err) => Err(DownloadError::InvalidMessage(err.to_string())),
+        }
+    }
+
+    /// Get the WebSocket stream for the given address, or create a new one if it doesn't exist.
+    async fn get_data_stream(&self, address: &Address) -> Result<ClientChannelRef<P::Client>, DownloadError> {
+        let mut streams = self.channels.lock().await;
+        if let Some(stream) = streams.get(address) {
+            return Ok(stream.clone());
+        }
+        // Open a new WebSocket connection to the address
+        let stream = P::Client::connect(address.clone(), "data")
+            .await
+            .ok_or(DownloadError::Unreachable)?;
+        let stream = Arc::new(Mutex::new(stream));
+        streams.insert(address.clone(), stream.clone());
+        Ok(stream)
+    }
+
+    /// Get the requested exposed tensor data, and update download counter
+    async fn get_exposed_tensor_bytes(&self, transfer_id: TensorTransferId) -> bytes::Bytes {
         loop {
             // Created before the map is checked: `notify_waiters` wakes a `Notified` from its
             // creation on, so a tensor exposed between the check and the wait is not missed.
@@ -221,7 +226,7 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
                         exposed_tensors.insert(transfer_id, exposed_state);
                         bytes
                     };
-                    return Some(bytes);
+                    return bytes;
                 }
             }
             // No matching tensor, wait for a new one to come in.
@@ -229,7 +234,8 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
         }
     }
 
-    /// Handle incoming connections for downloading tensors.
+    /// Handle incoming connections for downloading tensors. A peer that goes away, or sends
+    /// something else than a request, ends its connection, not the process (0.21.0 panicked).
     pub(crate) async fn handle_data_channel(
         &self,
         mut channel: <P::Server as ProtocolServer>::Channel,
@@ -237,27 +243,60 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
         log::info!("[Data Handler] New connection for download.");
 
         while !self.cancel_token.is_cancelled() {
-            match channel.recv().await {
-                Ok(message) => {
-                    if let Some(msg) = message {
-                        let bytes = msg.data;
-                        let msg: DataServiceMessage = rmp_serde::from_slice(&bytes)
-                            .expect("Can deserialize messages from the websocket.");
-                        let DataServiceMessage::TensorRequest(transfer_id) = msg else {
-                            panic!("Received a message that wasn't a tensor request! {msg:?}");
-                        };
-
-                        let bytes = self.get_exposed_tensor_bytes(transfer_id).await.unwrap();
-
-                        channel.send(Message::new(bytes)).await.unwrap();
-                    } else {
-                        log::info!("Closed connection");
-                        return;
-                    }
+            let msg = match channel.recv().await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => {
+                    log::info!("Closed connection");
+                    return;
                 }
-                Err(err) => panic!("Failed to receive message from websocket: {err:?}"),
+                Err(err) => {
+                    log::warn!("[Data Handler] The peer's connection failed: {err:?}");
+                    return;
+                }
             };
+            let transfer_id = match rmp_serde::from_slice(&msg.data) {
+                Ok(DataServiceMessage::TensorRequest(transfer_id)) => transfer_id,
+                other => {
+                    log::warn!("[Data Handler] Expected a tensor request, got {other:?}");
+                    return;
+                }
+            };
+            let bytes = self.get_exposed_tensor_bytes(transfer_id).await;
+            if let Err(err) = channel.send(Message::new(bytes)).await {
+                log::warn!("[Data Handler] Sending a tensor failed: {err:?}");
+                return;
+            }
         }
         log::info!("[Data Service] Closing connection for download.");
     }
 }
+
+/// How long a download waits for its peer unless [`TensorDataService::with_timeout`] says
+/// otherwise (PyTorch's process groups wait minutes; a peer on a network answers in seconds).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why [`TensorDataService::download_tensor`] got no tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownloadError {
+    /// No connection could be made to the peer's data server.
+    Unreachable,
+    /// The peer closed or lost the connection before the tensor came (with the cause).
+    Closed(String),
+    /// The peer sent something that is not the tensor.
+    InvalidMessage(String),
+    /// Nothing came within the timeout.
+    Timeout(Duration),
+}
+
+impl core::fmt::Display for DownloadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Unreachable => write!(f, "cannot connect to the peer's data server"),
+            Self::Closed(cause) => write!(f, "the connection closed: {cause}"),
+            Self::InvalidMessage(what) => write!(f, "expected a tensor, got {what}"),
+            Self::Timeout(after) => write!(f, "no tensor within {after:?}"),
+        }
+    }
+}
+
+impl std::error::Error for DownloadError {}

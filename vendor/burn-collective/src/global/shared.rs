@@ -1,7 +1,7 @@
-use std::{collections::HashMap, sync::atomic::AtomicU32};
+use std::{collections::HashMap, sync::atomic::AtomicU32, time::Duration};
 
 use crate::{NodeId, PeerId};
-use burn_communication::{Address, CommunicationError};
+use burn_communication::{Address, CommunicationError, data_service::DownloadError};
 use burn_std::id::IdGenerator;
 use serde::{Deserialize, Serialize};
 
@@ -123,7 +123,54 @@ pub enum GlobalCollectiveError {
     WrongOrchestratorResponse,
     /// Node couldn't connect to coordinator
     OrchestratorUnreachable,
+
+    // The three below are new in the vendored copy (see vendor/README.md): a dead peer or
+    // orchestrator is an error, not a panic or a hang.
+    /// A peer could not be reached, or lost the connection, during an operation
+    PeerFailed {
+        /// The peer's address
+        address: Address,
+        /// What went wrong
+        cause: String,
+    },
+    /// Nothing came within the configured timeout
+    /// ([`with_global_timeout`](crate::CollectiveConfig::with_global_timeout))
+    Timeout {
+        /// What the node was waiting for (names the peers or the orchestrator)
+        waiting_for: String,
+        /// How long it waited
+        after: Duration,
+    },
+    /// The connection to the orchestrator was lost (with the cause)
+    OrchestratorLost(String),
 }
+
+impl GlobalCollectiveError {
+    /// A download from the peer at `address` failed (new in the vendored copy).
+    pub(crate) fn download(address: &Address, err: DownloadError) -> Self {
+        Self::PeerFailed {
+            address: address.clone(),
+            cause: format!("downloading a tensor: {err}"),
+        }
+    }
+}
+
+impl core::fmt::Display for GlobalCollectiveError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::PeerFailed { address, cause } => write!(f, "peer {address}: {cause}"),
+            Self::Timeout { waiting_for, after } => {
+                write!(f, "timed out after {after:?} waiting for {waiting_for}")
+            }
+            Self::OrchestratorLost(cause) => write!(f, "lost the orchestrator: {cause}"),
+            Self::Server(cause) => write!(f, "orchestrator error: {cause}"),
+            Self::PeerLost(node) => write!(f, "lost peer node {node:?}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl std::error::Error for GlobalCollectiveError {}
 
 impl<E: CommunicationError> From<E> for GlobalCollectiveError {
     fn from(err: E) -> Self {

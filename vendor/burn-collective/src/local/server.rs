@@ -292,7 +292,11 @@ impl<B: Backend> LocalCollectiveServer<B> {
             && self.global_client.is_none()
         {
             let server = WsServer::new(global_params.data_service_port);
-            let client = Node::new(&global_params.global_address, server);
+            let client = Node::new(
+                &global_params.global_address,
+                server,
+                global_params.timeout,
+            );
             self.global_client = Some(client)
         }
 
@@ -484,12 +488,15 @@ impl<B: Backend> LocalCollectiveServer<B> {
         // Remove registered with id
         self.peers.retain(|x| *x != id);
 
+        // The last local peer unregisters the node: a lost orchestrator is its error now
+        // (new in the vendored copy; 0.21.0 logged it, or hung, and returned Ok).
+        let mut result = Ok(());
         if self.peers.is_empty()
             && let Some(mut global_client) = self.global_client.take()
         {
-            global_client.finish().await;
+            result = global_client.finish().await.map_err(CollectiveError::Global);
         }
 
-        callback.send(Ok(())).unwrap();
+        callback.send(result).unwrap();
     }
 }

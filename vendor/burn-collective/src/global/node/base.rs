@@ -3,7 +3,7 @@ use burn_communication::Protocol;
 use burn_communication::data_service::TensorDataServer;
 use burn_communication::{Address, ProtocolServer, data_service::TensorDataService};
 use std::collections::HashMap;
-use std::{marker::PhantomData, sync::Arc};
+use std::{marker::PhantomData, sync::Arc, time::Duration};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
@@ -48,11 +48,13 @@ where
     B: Backend,
     P: Protocol,
 {
-    pub fn new(global_address: &Address, comms_server: P::Server) -> Self {
+    /// `timeout` bounds every wait on a peer or the orchestrator (new in the vendored copy).
+    pub fn new(global_address: &Address, comms_server: P::Server, timeout: Duration) -> Self {
         let state = Arc::new(tokio::sync::RwLock::new(None));
         let cancel_token = CancellationToken::new();
-        let data_service = Arc::new(TensorDataService::new(cancel_token.clone()));
-        let sync_service = Arc::new(SyncService::new(state.clone()));
+        let data_service =
+            Arc::new(TensorDataService::new(cancel_token.clone()).with_timeout(timeout));
+        let sync_service = Arc::new(SyncService::new(state.clone(), timeout));
 
         let runtime = get_collective_server_runtime();
         let server = comms_server
@@ -70,7 +72,8 @@ where
 
         runtime.spawn(server);
 
-        let worker = GlobalClientWorker::new(&runtime, cancel_token.clone(), global_address);
+        let worker =
+            GlobalClientWorker::new(&runtime, cancel_token.clone(), global_address, timeout);
 
         Self {
             state,
@@ -91,7 +94,7 @@ where
             num_nodes: global_params.num_nodes,
             peers,
         };
-        match self.worker.request(req).await {
+        match self.worker.request(req).await? {
             RemoteResponse::Register {
                 node_id,
                 nodes,
@@ -191,11 +194,14 @@ where
         unimplemented!("Global broadcast unimplemented");
     }
 
-    pub async fn finish(&mut self) {
+    /// Unregisters from the orchestrator and closes the data connections. Returns when the
+    /// orchestrator is gone, with the error (the vendored copy; 0.21.0 hung).
+    pub async fn finish(&mut self) -> Result<(), GlobalCollectiveError> {
         let res = self.worker.close_connection().await;
-        if let Err(err) = res {
-            log::error!("Global collective client error: {err:?}");
+        if let Err(err) = &res {
+            log::error!("Global collective client error: {err}");
         }
         self.data_service.close().await;
+        res
     }
 }

@@ -107,7 +107,7 @@ where
     .await?;
 
     // Wait for all nodes to finish
-    sync_service.sync().await;
+    sync_service.sync().await?;
 
     // merge slices
     Ok(B::float_cat(slices, slice_dim))
@@ -155,14 +155,19 @@ where
             tokio::spawn(async move { data_client.download_tensor(next_node, transfer_id).await })
         };
 
-        upload.await.unwrap();
-        let download = download.await.unwrap();
+        let task_failed = |err: tokio::task::JoinError| GlobalCollectiveError::PeerFailed {
+            address: prev_node.clone(),
+            cause: format!("the transfer task failed: {err}"),
+        };
+        upload.await.map_err(task_failed)?;
+        let download = download
+            .await
+            .map_err(task_failed)?
+            .map_err(|err| GlobalCollectiveError::download(&prev_node, err))?;
+        let tensor = B::float_from_data(download, device);
         if is_phase_one {
-            let download = download.expect("Peer closed download connection");
-            let tensor = B::float_from_data(download, device);
             slices[recv_slice_idx] = B::float_add(slices[recv_slice_idx].clone(), tensor);
         } else {
-            let tensor = B::float_from_data(download.unwrap(), device);
             let old_shape = slices[recv_slice_idx].shape();
             if old_shape != tensor.shape() {
                 return Err(GlobalCollectiveError::PeerSentIncoherentTensor);

@@ -1,6 +1,7 @@
 use std::{
     marker::PhantomData,
     sync::{Arc, Mutex},
+    time::Duration,
     vec,
 };
 
@@ -8,7 +9,7 @@ use burn_communication::{CommunicationChannel, Message, Protocol, ProtocolClient
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, RwLock};
 
-use crate::{NodeId, node::base::NodeState};
+use crate::{GlobalCollectiveError, NodeId, node::base::NodeState};
 
 /// Handles the status of sync requests from other nodes
 pub(crate) struct SyncService<P: Protocol> {
@@ -18,6 +19,8 @@ pub(crate) struct SyncService<P: Protocol> {
     syncing_peers: Mutex<Vec<NodeId>>,
     /// Notification on each incoming sync request
     sync_notif: Notify,
+    /// How long a sync waits for the other nodes (new in the vendored copy).
+    timeout: Duration,
 
     _p: PhantomData<P>,
 }
@@ -26,27 +29,30 @@ pub(crate) struct SyncService<P: Protocol> {
 struct SyncRequest(NodeId);
 
 impl<P: Protocol> SyncService<P> {
-    pub fn new(node_state: Arc<RwLock<Option<NodeState>>>) -> Self {
+    pub fn new(node_state: Arc<RwLock<Option<NodeState>>>, timeout: Duration) -> Self {
         Self {
             node_state,
             syncing_peers: Mutex::new(vec![]),
             sync_notif: Notify::new(),
+            timeout,
             _p: PhantomData,
         }
     }
 
     fn add_syncing_peer(&self, peer: NodeId) {
-        let mut syncing_peers = self.syncing_peers.lock().unwrap();
+        // A poisoned lock still holds a valid list: the push cannot be half done.
+        let mut syncing_peers = self.syncing_peers.lock().unwrap_or_else(|e| e.into_inner());
         syncing_peers.push(peer);
     }
 
-    /// Sync with all peers.
-    pub async fn sync(&self) {
+    /// Sync with all peers. Fails when a peer cannot be told, or when not every node has
+    /// asked within the timeout (0.21.0 panicked or waited forever).
+    pub async fn sync(&self) -> Result<(), GlobalCollectiveError> {
         // we can't sync while we register
         let node_state = self.node_state.read().await;
-        let node_state = node_state
-            .as_ref()
-            .expect("Trying to sync a node before having registered to the orchestrator");
+        let Some(node_state) = node_state.as_ref() else {
+            return Err(GlobalCollectiveError::AllReduceBeforeRegister);
+        };
 
         // this peer is syncing
         self.add_syncing_peer(node_state.node_id);
@@ -54,19 +60,45 @@ impl<P: Protocol> SyncService<P> {
             if *id == node_state.node_id {
                 continue;
             }
-
-            let mut connection = P::Client::connect(addr.clone(), "sync")
+            let failed = |cause: String| GlobalCollectiveError::PeerFailed {
+                address: addr.clone(),
+                cause,
+            };
+            let told = async {
+                let mut connection = P::Client::connect(addr.clone(), "sync")
+                    .await
+                    .ok_or_else(|| failed("cannot connect to its sync server".into()))?;
+                let sync_bytes = rmp_serde::to_vec(&SyncRequest(node_state.node_id))
+                    .map_err(|err| failed(err.to_string()))?;
+                connection
+                    .send(Message::new(sync_bytes.into()))
+                    .await
+                    .map_err(|err| failed(format!("sending the sync request failed: {err:?}")))
+            };
+            tokio::time::timeout(self.timeout, told)
                 .await
-                .expect("Couldn't connect to peer for sync");
-            let msg = SyncRequest(node_state.node_id);
-            let sync_bytes = rmp_serde::to_vec(&msg).unwrap();
-            connection
-                .send(Message::new(sync_bytes.into()))
-                .await
-                .expect("Peer closed connection unexpectedly");
+                .map_err(|_| failed(format!("no sync connection within {:?}", self.timeout)))??;
         }
         let mut all_node_ids = node_state.nodes.keys().cloned().collect::<Vec<_>>();
         all_node_ids.sort();
+        let waited = tokio::time::timeout(self.timeout, self.wait_for_all(&all_node_ids)).await;
+        waited.map_err(|_| {
+            let syncing = self.syncing_peers.lock().unwrap_or_else(|e| e.into_inner());
+            let missing = node_state
+                .nodes
+                .iter()
+                .filter(|(id, _)| !syncing.contains(id))
+                .map(|(_, address)| address.to_string())
+                .collect::<Vec<_>>();
+            GlobalCollectiveError::Timeout {
+                waiting_for: format!("the sync of the nodes at {}", missing.join(", ")),
+                after: self.timeout,
+            }
+        })
+    }
+
+    /// Waits until every node of `all_node_ids` has asked to sync.
+    async fn wait_for_all(&self, all_node_ids: &[NodeId]) {
         loop {
             // Created before the check: `notify_waiters` wakes a `Notified` from its creation
             // on, so a request arriving between the check and the wait is not missed.
@@ -76,11 +108,13 @@ impl<P: Protocol> SyncService<P> {
                 // out of the shared list (burn-collective 0.21.0 cleared a copy of it, so the
                 // second sync never completed; see vendor/README.md). A node already asking
                 // for the next sync keeps its request.
-                let mut syncing_peers = self.syncing_peers.lock().unwrap();
+                let mut syncing_peers =
+                    self.syncing_peers.lock().unwrap_or_else(|e| e.into_inner());
                 if all_node_ids.iter().all(|id| syncing_peers.contains(id)) {
-                    for id in &all_node_ids {
-                        let at = syncing_peers.iter().position(|p| p == id).unwrap();
-                        syncing_peers.remove(at);
+                    for id in all_node_ids {
+                        if let Some(at) = syncing_peers.iter().position(|p| p == id) {
+                            syncing_peers.remove(at);
+                        }
                     }
                     return;
                 }
@@ -90,13 +124,24 @@ impl<P: Protocol> SyncService<P> {
         }
     }
 
+    /// A peer's sync request. A peer that goes away or sends something else is logged and
+    /// ignored (0.21.0 panicked); its node then times out in `sync`.
     pub async fn handle_sync_connection<C: CommunicationChannel>(&self, mut channel: C) {
-        let msg = channel.recv().await.unwrap();
-        let Some(msg) = msg else {
-            return;
+        let msg = match channel.recv().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return,
+            Err(err) => {
+                log::warn!("A sync connection failed: {err:?}");
+                return;
+            }
         };
-
-        let msg = rmp_serde::from_slice::<SyncRequest>(&msg.data).unwrap();
+        let msg = match rmp_serde::from_slice::<SyncRequest>(&msg.data) {
+            Ok(msg) => msg,
+            Err(err) => {
+                log::warn!("Expected a sync request: {err}");
+                return;
+            }
+        };
 
         self.add_syncing_peer(msg.0);
 

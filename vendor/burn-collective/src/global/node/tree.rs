@@ -44,7 +44,7 @@ where
                     let data = data_service
                         .download_tensor(child_addr.clone(), 0.into())
                         .await
-                        .ok_or(GlobalCollectiveError::PeerLost(*child))?;
+                        .map_err(|err| GlobalCollectiveError::download(&child_addr, err))?;
                     Ok::<B::FloatTensorPrimitive, GlobalCollectiveError>(B::float_from_data(
                         data, device,
                     ))
@@ -53,7 +53,10 @@ where
             .collect::<FuturesUnordered<_>>();
 
         for _ in children {
-            let res = downloads.next().await.unwrap().unwrap();
+            let Some(res) = downloads.next().await else {
+                break;
+            };
+            let res = res?;
             if res.shape() != shape {
                 return Err(GlobalCollectiveError::PeerSentIncoherentTensor);
             }
@@ -70,7 +73,7 @@ where
         let data = data_service
             .download_tensor(parent_addr.clone(), 1.into())
             .await
-            .ok_or(GlobalCollectiveError::PeerLost(*parent))?;
+            .map_err(|err| GlobalCollectiveError::download(&parent_addr, err))?;
 
         let parent_tensor = B::float_from_data(data, device);
         if parent_tensor.shape() != shape {
@@ -89,7 +92,7 @@ where
     }
 
     // Final barrier
-    sync_service.sync().await;
+    sync_service.sync().await?;
 
     Ok(result)
 }
