@@ -11,7 +11,7 @@ use moq_core::allocate::{
 };
 use moq_core::error::escape_controls;
 use moq_core::input::{MAX_CONFIG_BYTES, TensorEntry, TensorFile, json, read_limited};
-use moq_core::{QuantSpec, QuantType};
+use moq_core::{QuantSpec, QuantType, Schedule};
 use safetensors::Dtype;
 use serde_json::Value;
 
@@ -41,6 +41,16 @@ pub fn run(args: &AllocateArgs) -> Result<()> {
         bail!(
             "`{}` has no float tensor of rank ≥ 2 to allocate",
             input.display()
+        );
+    }
+    // Refused before any tensor is read or measured (allocate refuses it too, but only after).
+    if layers.len() > Schedule::MAX_LAYERS {
+        bail!(
+            "`{}` has {} float tensors of rank ≥ 2: at most {} (Schedule::MAX_LAYERS) are \
+             allocated",
+            input.display(),
+            layers.len(),
+            Schedule::MAX_LAYERS
         );
     }
     let mut sensitivity = match &args.sensitivity {

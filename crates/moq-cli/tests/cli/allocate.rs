@@ -219,6 +219,39 @@ fn allocate_refuses_what_cannot_be_allocated() {
     );
 }
 
+/// More layers than a schedule holds: refused by name before any tensor is measured (a file of
+/// 65,537 one-weight tensors).
+#[test]
+fn more_layers_than_a_schedule_holds_are_refused_before_measuring() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let count = moq_core::Schedule::MAX_LAYERS + 1;
+    let names: Vec<String> = (0..count).map(|i| format!("l{i}")).collect();
+    let one = 0.5f32.to_le_bytes();
+    let views = names.iter().map(|n| {
+        (
+            n.as_str(),
+            TensorView::new(Dtype::F32, vec![1, 1], &one).unwrap(),
+        )
+    });
+    let input = d.join("many.safetensors");
+    std::fs::write(&input, safetensors::serialize(views, None).unwrap()).unwrap();
+    let before = std::fs::read_dir(d).unwrap().count();
+    let args = [
+        "allocate",
+        "--input",
+        input.to_str().unwrap(),
+        "--budget",
+        "4",
+    ];
+    assert_bad(
+        &moq(&args),
+        "has 65537 float tensors of rank ≥ 2: at most 65536 (Schedule::MAX_LAYERS)",
+        d,
+        before,
+    );
+}
+
 #[test]
 fn asymmetric_grids_leave_out_the_default_widths_they_cannot_use() {
     let dir = tempfile::tempdir().unwrap();
