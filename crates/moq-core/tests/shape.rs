@@ -23,15 +23,9 @@ const ALLOWED: &[(&str, &str, usize, &str)] = &[
     // when the test was written, so it cannot grow and no new one can join it.
     ("crates/moq-core/src/matmul/block.rs", "gemv", 83, "issue 30/31: the CPU kernel's redesign"),
     ("crates/moq-core/src/matmul/mod.rs", "matmul_with", 81, "issue 30/31: the CPU kernel's redesign"),
-    ("crates/moq-burn/src/optim/auto_bits.rs", "allocate_bits", 135, "issue 30: to split"),
-    ("crates/moq-burn/src/optim/builder.rs", "init", 160, "issue 30: to split"),
-    ("crates/moq-burn/src/serve/load.rs", "value", 87, "issue 30: one packed-weight type"),
-    ("crates/moq-burn/src/backend/tensor_ops.rs", "fake_quantize_tensor_ops", 88, "issue 30: to split"),
-    ("crates/moq-hessian/src/lib.rs", "compute", 101, "issue 30: to split"),
     ("kernels-cubecl/src/matmul.rs", "launch", 98, "issue 30: one packed-weight type"),
     ("kernels-cubecl/src/matmul.rs", "gemv_kernel", 106, "issue 30: kernel, to justify or split"),
     ("kernels-cubecl/src/matmul.rs", "tiled_kernel", 133, "issue 30: kernel, to justify or split"),
-    ("kernels-cubecl/src/quant/launch.rs", "device_grids", 111, "issue 30: to split"),
 ];
 
 /// Import circles still to break (issue 30), each `(crate source root, its sorted modules)`.

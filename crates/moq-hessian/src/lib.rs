@@ -240,20 +240,7 @@ impl<B: Backend, L: HessianLoss> HessianEigenvalues<B, L> {
         let mut products = Products::new(&self.loss);
         let mut results = Vec::with_capacity(blocks.len());
         for (b, (block, indices)) in blocks.iter().zip(&resolved).enumerate() {
-            let numels: Vec<usize> = block
-                .params
-                .iter()
-                .map(|p| weights.shape(p).map_or(0, |s| s.iter().product()))
-                .collect();
-            let warm = self
-                .previous
-                .get(&block.name)
-                .filter(|v| self.warm_start && v.iter().map(Vec::len).eq(numels.iter().copied()));
-            let start = match warm {
-                Some(v) => v.iter().map(|v| upload(v.clone(), &device)).collect(),
-                None => random_start(&numels, self.seed, self.computations, b, &device),
-            };
-            let is_warm = warm.is_some();
+            let (start, is_warm) = self.start_vector(weights, block, b, &device);
             let (exact, step) = match self.method {
                 HvpMethod::Exact => (true, 0.0),
                 HvpMethod::FiniteDifference { relative_step } => (false, relative_step),
@@ -286,18 +273,7 @@ impl<B: Backend, L: HessianLoss> HessianEigenvalues<B, L> {
             }
             let pair = pair?;
             if self.verbose {
-                log::info!(
-                    "MoQ eigenvalue: block {} λ = {:.6e} ({} iterations, {}{})",
-                    block.name,
-                    pair.value,
-                    pair.iterations,
-                    if is_warm { "warm" } else { "cold" },
-                    if pair.converged {
-                        ""
-                    } else {
-                        ", not converged"
-                    }
-                );
+                log_eigenpair(&block.name, &pair, is_warm);
             }
             results.push((
                 BlockEigenvalue {
@@ -312,6 +288,38 @@ impl<B: Backend, L: HessianLoss> HessianEigenvalues<B, L> {
             ));
         }
         self.computations += 1;
+        Ok(self.keep_vectors(results))
+    }
+
+    /// The start of power iteration on block number `b`: the block's previous eigenvector
+    /// (warm, when warm starts are on and the shapes still fit) or a seeded random vector.
+    fn start_vector(
+        &self,
+        weights: &Weights<B>,
+        block: &Block,
+        b: usize,
+        device: &B::Device,
+    ) -> (Vec<Tensor<B, 1>>, bool) {
+        let numels: Vec<usize> = block
+            .params
+            .iter()
+            .map(|p| weights.shape(p).map_or(0, |s| s.iter().product()))
+            .collect();
+        let warm = self
+            .previous
+            .get(&block.name)
+            .filter(|v| self.warm_start && v.iter().map(Vec::len).eq(numels.iter().copied()));
+        match warm {
+            Some(v) => (v.iter().map(|v| upload(v.clone(), device)).collect(), true),
+            None => (
+                random_start(&numels, self.seed, self.computations, b, device),
+                false,
+            ),
+        }
+    }
+
+    /// Keeps each block's eigenvector (on the host) for the next warm start, and reports.
+    fn keep_vectors(&mut self, results: Vec<(BlockEigenvalue, Vec<Tensor<B, 1>>)>) -> EigenReport {
         let mut report = Vec::with_capacity(results.len());
         for (result, vector) in results {
             let host = vector
@@ -322,15 +330,30 @@ impl<B: Backend, L: HessianLoss> HessianEigenvalues<B, L> {
             report.push(result);
         }
         let raw: Vec<f32> = report.iter().map(|b| b.eigenvalue).collect();
-        Ok(EigenReport {
+        EigenReport {
             normalized: normalize_eigenvalues(&raw),
             blocks: report,
-        })
+        }
     }
 }
 
 /// A start vector uniform in (−½, ½) from moq-core's counter-based generator: reproducible per
 /// (seed, computation, block) and independent of any other random stream.
+/// The verbose line of one block's eigenvalue.
+fn log_eigenpair<B: Backend>(block: &str, pair: &Eigenpair<B>, warm: bool) {
+    log::info!(
+        "MoQ eigenvalue: block {block} λ = {:.6e} ({} iterations, {}{})",
+        pair.value,
+        pair.iterations,
+        if warm { "warm" } else { "cold" },
+        if pair.converged {
+            ""
+        } else {
+            ", not converged"
+        }
+    );
+}
+
 fn random_start<B: Backend>(
     numels: &[usize],
     seed: u64,

@@ -81,32 +81,102 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
     let groups = spec.groups;
     let width = vector_width::<R>(client, input, size_of::<F>(), group_len);
     let pieces = group_len.div_ceil(SPAN).max(1);
-    let total = groups * pieces;
-    let partials = client.empty(total * PARTIAL * size_of::<f32>());
-    let grids = client.empty(groups.max(1) * GRID * size_of::<f32>());
-    let bad = client.create_from_slice(u32::as_bytes(&[0]));
-    let stats = |past_threshold: bool| {
-        // SAFETY: `input` holds `len` elements (checked above), read as `len / width` vectors
-        // (`width` divides the group length, hence `len`); `grids` and `partials` were
-        // allocated here with the lengths given; every index is below `total` pieces.
+    let passes = GridPasses {
+        client,
+        input,
+        len,
+        groups,
+        group_len,
+        pieces,
+        width,
+        grids: client.empty(groups.max(1) * GRID * size_of::<f32>()),
+        bad: client.create_from_slice(u32::as_bytes(&[0])),
+        spec,
+    };
+    let kind = GridKind::of(spec.bits);
+    if len > 0 {
+        let merged = passes.stats::<F>(false);
+        match kind {
+            GridKind::Binary => passes.grid(merged, GridStep::Binary),
+            GridKind::Ternary => {
+                passes.grid(merged, GridStep::TernaryThreshold);
+                passes.grid(passes.stats::<F>(true), GridStep::TernaryAlpha);
+            }
+            GridKind::Linear => passes.grid(merged, GridStep::Linear),
+        }
+        let bad = read::<R, u32>(client, passes.bad.clone())?;
+        if bad[0] != 0 {
+            return Err(KernelError::NonFinite {
+                tensor: name.to_string(),
+            });
+        }
+    }
+    let keys = match spec.rounding {
+        Rounding::Stochastic => {
+            let k = spec.noise.keys();
+            (k.k0, k.k1)
+        }
+        Rounding::Nearest => (0, 0),
+    };
+    Ok(DeviceGrids {
+        grids: passes.grids,
+        groups,
+        group_len,
+        kind,
+        keys,
+        width,
+    })
+}
+
+/// The statistics and grid passes of [`device_grids`] over one checked input: `len` elements
+/// in `groups` groups of `group_len`, each read in `pieces` pieces of `width`-element vectors.
+struct GridPasses<'a, R: Runtime> {
+    client: &'a ComputeClient<R>,
+    input: &'a Handle,
+    len: usize,
+    groups: usize,
+    group_len: usize,
+    pieces: usize,
+    width: usize,
+    /// One grid record per group.
+    grids: Handle,
+    /// The non-finite flag.
+    bad: Handle,
+    spec: &'a QuantSpec,
+}
+
+impl<R: Runtime> GridPasses<'_, R> {
+    /// One statistics pass (of |x| past each group's threshold when `past_threshold`): every
+    /// piece's partial, merged to one per group.
+    fn stats<F: Float + CubeElement>(&self, past_threshold: bool) -> Handle {
+        let (client, groups, total) = (self.client, self.groups, self.groups * self.pieces);
+        let partials = client.empty(total * PARTIAL * size_of::<f32>());
+        // SAFETY: `input` holds `len` elements (checked by `device_grids`), read as
+        // `len / width` vectors (`width` divides the group length, hence `len`); `grids` and
+        // `partials` were allocated with the lengths given; every index is below `total`.
         unsafe {
             stats_kernel::launch_unchecked::<F, R>(
                 client,
                 cube_count(client, total * UNITS as usize, UNITS),
                 CubeDim::new_1d(UNITS),
-                width,
-                ArrayArg::from_raw_parts(input.clone(), len / width),
-                ArrayArg::from_raw_parts(grids.clone(), groups * GRID),
+                self.width,
+                ArrayArg::from_raw_parts(self.input.clone(), self.len / self.width),
+                ArrayArg::from_raw_parts(self.grids.clone(), groups * GRID),
                 ArrayArg::from_raw_parts(partials.clone(), total * PARTIAL),
-                group_len as u32,
-                pieces as u32,
+                self.group_len as u32,
+                self.pieces as u32,
                 total as u32,
                 past_threshold,
-                width as u32,
+                self.width as u32,
             )
         };
-        // Merge each group's partials, 256 at a time, down to one.
-        let (mut current, mut count) = (partials.clone(), pieces);
+        self.merge(partials)
+    }
+
+    /// Each group's `pieces` partials merged, 256 at a time, down to one.
+    fn merge(&self, partials: Handle) -> Handle {
+        let (client, groups) = (self.client, self.groups);
+        let (mut current, mut count) = (partials, self.pieces);
         while count > 1 {
             let next_count = count.div_ceil(UNITS as usize);
             let next = client.empty(groups * next_count * PARTIAL * size_of::<f32>());
@@ -127,57 +197,29 @@ pub(crate) fn device_grids<R: Runtime, F: Float + CubeElement>(
             (current, count) = (next, next_count);
         }
         current
-    };
-    // SAFETY: `merged` holds one partial per group and `grids` one record per group, both
-    // allocated here; units past `groups` return at once.
-    let grid = |merged: Handle, step: GridStep| unsafe {
-        grid_kernel::launch_unchecked::<R>(
-            client,
-            cube_count(client, groups, 64),
-            CubeDim::new_1d(64),
-            ArrayArg::from_raw_parts(merged, groups * PARTIAL),
-            ArrayArg::from_raw_parts(grids.clone(), groups * GRID),
-            ArrayArg::from_raw_parts(bad.clone(), 1),
-            groups as u32,
-            group_len as u32,
-            step,
-            spec.bits.max(3),
-            spec.quant_type == QuantType::Symmetric,
-        )
-    };
-    let kind = GridKind::of(spec.bits);
-    if len > 0 {
-        let merged = stats(false);
-        match kind {
-            GridKind::Binary => grid(merged, GridStep::Binary),
-            GridKind::Ternary => {
-                grid(merged, GridStep::TernaryThreshold);
-                grid(stats(true), GridStep::TernaryAlpha);
-            }
-            GridKind::Linear => grid(merged, GridStep::Linear),
-        }
-        let bad = read::<R, u32>(client, bad)?;
-        if bad[0] != 0 {
-            return Err(KernelError::NonFinite {
-                tensor: name.to_string(),
-            });
+    }
+
+    /// One grid step from the merged statistics into `grids`.
+    fn grid(&self, merged: Handle, step: GridStep) {
+        let groups = self.groups;
+        // SAFETY: `merged` holds one partial per group and `grids` one record per group, both
+        // allocated for `groups`; units past `groups` return at once.
+        unsafe {
+            grid_kernel::launch_unchecked::<R>(
+                self.client,
+                cube_count(self.client, groups, 64),
+                CubeDim::new_1d(64),
+                ArrayArg::from_raw_parts(merged, groups * PARTIAL),
+                ArrayArg::from_raw_parts(self.grids.clone(), groups * GRID),
+                ArrayArg::from_raw_parts(self.bad.clone(), 1),
+                groups as u32,
+                self.group_len as u32,
+                step,
+                self.spec.bits.max(3),
+                self.spec.quant_type == QuantType::Symmetric,
+            )
         }
     }
-    let keys = match spec.rounding {
-        Rounding::Stochastic => {
-            let k = spec.noise.keys();
-            (k.k0, k.k1)
-        }
-        Rounding::Nearest => (0, 0),
-    };
-    Ok(DeviceGrids {
-        grids,
-        groups,
-        group_len,
-        kind,
-        keys,
-        width,
-    })
 }
 
 /// Reads a buffer back to the host.

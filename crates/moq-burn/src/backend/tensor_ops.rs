@@ -68,57 +68,11 @@ pub fn fake_quantize_tensor_ops<B: Backend>(
         let r: Vec<f32> = (0..numel as u64).map(|i| keys.offset(i)).collect();
         Tensor::<B, 2>::from_data(TensorData::new(r, [groups, len]), &device)
     });
-    let scaled = |x: Tensor<B, 2>, inv: Tensor<B, 2>| {
-        let y = x * inv;
-        match &offsets {
-            Some(r) => (y + r.clone()).round(),
-            None => y.round(),
-        }
-    };
-    let recip_or_zero = |s: Tensor<B, 2>| s.clone().recip().mask_fill(s.equal_elem(0.0), 0.0);
     let value = match (spec.bits, spec.quant_type) {
-        (1, _) => {
-            let alpha = x.clone().abs().mean_dim(1);
-            let sign = x
-                .clone()
-                .greater_equal_elem(0.0)
-                .float()
-                .mul_scalar(2.0)
-                .sub_scalar(1.0);
-            sign * alpha
-        }
-        (2, _) => {
-            let a = x.clone().abs();
-            let threshold = a.clone().mean_dim(1).mul_scalar(0.7).expand([groups, len]);
-            let past = a.clone().greater(threshold).float();
-            let count = past.clone().sum_dim(1);
-            let alpha = (a * past.clone()).sum_dim(1) / count.clamp_min(1.0);
-            x.clone().sign() * past * alpha
-        }
-        (bits, QuantType::Symmetric) => {
-            let qmax = ((1u32 << (bits - 1)) - 1) as f32;
-            let (min, max) = (x.clone().min_dim(1), x.clone().max_dim(1));
-            let m = min.clone().abs().max_pair(max.clone().abs());
-            // All values equal: code ±1 with scale |x| reproduces them exactly.
-            let s = m.clone().div_scalar(qmax).mask_where(min.equal(max), m);
-            let q = scaled(x.clone(), recip_or_zero(s.clone())).clamp(-qmax, qmax);
-            q * s
-        }
-        (bits, QuantType::Asymmetric) => {
-            let n = ((1u64 << bits) - 1) as f32;
-            let limit = (1u32 << 30) as f32;
-            let (min, max) = (x.clone().min_dim(1), x.clone().max_dim(1));
-            let equal = min.clone().equal(max.clone());
-            let s = (max - min.clone())
-                .div_scalar(n)
-                .mask_where(equal.clone(), min.clone().abs());
-            let z = (min.clone().neg() / s.clone())
-                .round()
-                .clamp(-limit, limit)
-                .mask_where(equal, min.lower_elem(0.0).float());
-            let q = (scaled(x.clone(), recip_or_zero(s.clone())) + z.clone()).clamp(0.0, n);
-            (q - z) * s
-        }
+        (1, _) => binary(x.clone()),
+        (2, _) => ternary(x.clone()),
+        (bits, QuantType::Symmetric) => symmetric(x.clone(), bits, offsets.as_ref()),
+        (bits, QuantType::Asymmetric) => asymmetric(x.clone(), bits, offsets.as_ref()),
     };
     let out = if mix_ratio == 0.0 {
         value
@@ -126,4 +80,80 @@ pub fn fake_quantize_tensor_ops<B: Backend>(
         x.mul_scalar(mix_ratio) + value.mul_scalar(1.0 - mix_ratio)
     };
     Ok(B::float_reshape(out.into_primitive().tensor(), shape))
+}
+
+/// `round(x · inv (+ r))`: nearest, or stochastic with the offsets `r`.
+fn round_scaled<B: Backend>(
+    x: Tensor<B, 2>,
+    inv: Tensor<B, 2>,
+    offsets: Option<&Tensor<B, 2>>,
+) -> Tensor<B, 2> {
+    let y = x * inv;
+    match offsets {
+        Some(r) => (y + r.clone()).round(),
+        None => y.round(),
+    }
+}
+
+/// `1 / s`, and 0 where `s` is 0.
+fn recip_or_zero<B: Backend>(s: Tensor<B, 2>) -> Tensor<B, 2> {
+    s.clone().recip().mask_fill(s.equal_elem(0.0), 0.0)
+}
+
+/// 1 bit per group row: `sign(x) · mean |x|`.
+fn binary<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let alpha = x.clone().abs().mean_dim(1);
+    let sign = x
+        .greater_equal_elem(0.0)
+        .float()
+        .mul_scalar(2.0)
+        .sub_scalar(1.0);
+    sign * alpha
+}
+
+/// 2 bits (ternary): `sign(x) · α` past the threshold `0.7 · mean |x|`, α the mean |x| there.
+fn ternary<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [groups, len] = x.dims();
+    let a = x.clone().abs();
+    let threshold = a.clone().mean_dim(1).mul_scalar(0.7).expand([groups, len]);
+    let past = a.clone().greater(threshold).float();
+    let count = past.clone().sum_dim(1);
+    let alpha = (a * past.clone()).sum_dim(1) / count.clamp_min(1.0);
+    x.sign() * past * alpha
+}
+
+/// The symmetric linear grid of `bits`.
+fn symmetric<B: Backend>(
+    x: Tensor<B, 2>,
+    bits: u32,
+    offsets: Option<&Tensor<B, 2>>,
+) -> Tensor<B, 2> {
+    let qmax = ((1u32 << (bits - 1)) - 1) as f32;
+    let (min, max) = (x.clone().min_dim(1), x.clone().max_dim(1));
+    let m = min.clone().abs().max_pair(max.clone().abs());
+    // All values equal: code ±1 with scale |x| reproduces them exactly.
+    let s = m.clone().div_scalar(qmax).mask_where(min.equal(max), m);
+    let q = round_scaled(x, recip_or_zero(s.clone()), offsets).clamp(-qmax, qmax);
+    q * s
+}
+
+/// The asymmetric linear grid of `bits` (zero points within the quantizer's ±2³⁰).
+fn asymmetric<B: Backend>(
+    x: Tensor<B, 2>,
+    bits: u32,
+    offsets: Option<&Tensor<B, 2>>,
+) -> Tensor<B, 2> {
+    let n = ((1u64 << bits) - 1) as f32;
+    let limit = (1u32 << 30) as f32;
+    let (min, max) = (x.clone().min_dim(1), x.clone().max_dim(1));
+    let equal = min.clone().equal(max.clone());
+    let s = (max - min.clone())
+        .div_scalar(n)
+        .mask_where(equal.clone(), min.clone().abs());
+    let z = (min.clone().neg() / s.clone())
+        .round()
+        .clamp(-limit, limit)
+        .mask_where(equal, min.lower_elem(0.0).float());
+    let q = (round_scaled(x, recip_or_zero(s.clone()), offsets) + z.clone()).clamp(0.0, n);
+    (q - z) * s
 }

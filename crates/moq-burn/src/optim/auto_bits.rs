@@ -87,28 +87,7 @@ where
         if let Some(e) = collect.error {
             return Err(e);
         }
-        // Widths the run's grid and rounding can use.
-        let usable: Vec<u32> = auto
-            .candidates
-            .iter()
-            .copied()
-            .filter(|&b| {
-                self.params.iter().all(|p| {
-                    p.spec(&self.config, b)
-                        .check(&p.path, p.shape.iter().product())
-                        .is_ok()
-                })
-            })
-            .collect();
-        if usable.len() < auto.candidates.len() {
-            log::warn!(
-                "MoQ: bit allocation leaves out widths {:?}: the run's grid cannot use them",
-                auto.candidates
-                    .iter()
-                    .filter(|b| !usable.contains(b))
-                    .collect::<Vec<_>>()
-            );
-        }
+        let usable = self.usable_widths(&auto.candidates);
         let sensitivities = match self.eigenvalues.as_ref().map(|p| p.lock()) {
             Some(Ok(mut provider)) => provider.sensitivities(module, &self.layers)?,
             _ => None,
@@ -120,50 +99,7 @@ where
                 reason: format!("{} sensitivities for {} layers", s.len(), self.layers.len()),
             }));
         }
-        // A layer's curve: its parameters' curves summed.
-        let mut curves: Vec<LayerCurve> = self
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(l, layer)| LayerCurve {
-                name: layer.name.clone(),
-                params: 0,
-                sensitivity: sensitivities.as_ref().map_or(1.0, |s| s[l] as f64),
-                options: usable
-                    .iter()
-                    .map(|&bits| WidthOption {
-                        bits,
-                        error: 0.0,
-                        overhead_bits: 0,
-                        export_bytes: Some(0),
-                    })
-                    .collect(),
-            })
-            .collect();
-        for p in self.params.iter() {
-            let values = collect
-                .values
-                .get(&p.id)
-                .ok_or_else(|| MoqBurnError::Record {
-                    reason: format!("`{}` is not in the model", p.path),
-                })?;
-            let cols = *p.shape.last().unwrap_or(&1);
-            let part = measure(
-                &p.path,
-                values,
-                [values.len() / cols.max(1), cols],
-                curves[p.layer].sensitivity,
-                &p.spec(&self.config, self.config.start_bits),
-                &usable,
-            )?;
-            let curve = &mut curves[p.layer];
-            curve.params += part.params;
-            for (total, o) in curve.options.iter_mut().zip(part.options) {
-                total.error += o.error;
-                total.overhead_bits += o.overhead_bits;
-                total.export_bytes = total.export_bytes.zip(o.export_bytes).map(|(a, b)| a + b);
-            }
-        }
+        let curves = self.layer_curves(&collect.values, sensitivities.as_deref(), &usable)?;
         let plan = allocate(&curves, &auto.budget)?;
         // A scheduled layer (MoQ) starting below its allocated width stays at its start; one
         // without a schedule (QAT: start = target) trains at its allocated width from now on,
@@ -192,8 +128,91 @@ where
                 bits,
             })
             .collect();
+        self.log_allocation(&report, plan.average_bits, plan.objective);
+        self.allocation = Some(std::sync::Arc::new(report));
+        Ok(())
+    }
+
+    /// The widths of `candidates` the run's grid and rounding can use, with a warning naming
+    /// the others.
+    fn usable_widths(&self, candidates: &[u32]) -> Vec<u32> {
+        let usable: Vec<u32> = candidates
+            .iter()
+            .copied()
+            .filter(|&b| {
+                self.params.iter().all(|p| {
+                    p.spec(&self.config, b)
+                        .check(&p.path, p.shape.iter().product())
+                        .is_ok()
+                })
+            })
+            .collect();
+        if usable.len() < candidates.len() {
+            log::warn!(
+                "MoQ: bit allocation leaves out widths {:?}: the run's grid cannot use them",
+                candidates
+                    .iter()
+                    .filter(|b| !usable.contains(b))
+                    .collect::<Vec<_>>()
+            );
+        }
+        usable
+    }
+
+    /// Each layer's error curve at the `usable` widths: its parameters' curves summed.
+    fn layer_curves(
+        &self,
+        values: &HashMap<ParamId, Vec<f32>>,
+        sensitivities: Option<&[f32]>,
+        usable: &[u32],
+    ) -> Result<Vec<LayerCurve>> {
+        let mut curves: Vec<LayerCurve> = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, layer)| LayerCurve {
+                name: layer.name.clone(),
+                params: 0,
+                sensitivity: sensitivities.map_or(1.0, |s| s[l] as f64),
+                options: usable
+                    .iter()
+                    .map(|&bits| WidthOption {
+                        bits,
+                        error: 0.0,
+                        overhead_bits: 0,
+                        export_bytes: Some(0),
+                    })
+                    .collect(),
+            })
+            .collect();
+        for p in self.params.iter() {
+            let values = values.get(&p.id).ok_or_else(|| MoqBurnError::Record {
+                reason: format!("`{}` is not in the model", p.path),
+            })?;
+            let cols = *p.shape.last().unwrap_or(&1);
+            let part = measure(
+                &p.path,
+                values,
+                [values.len() / cols.max(1), cols],
+                curves[p.layer].sensitivity,
+                &p.spec(&self.config, self.config.start_bits),
+                usable,
+            )?;
+            let curve = &mut curves[p.layer];
+            curve.params += part.params;
+            for (total, o) in curve.options.iter_mut().zip(part.options) {
+                total.error += o.error;
+                total.overhead_bits += o.overhead_bits;
+                total.export_bytes = total.export_bytes.zip(o.export_bytes).map(|(a, b)| a + b);
+            }
+        }
+        Ok(curves)
+    }
+
+    /// The allocation in the log: each layer when verbose, the average always.
+    fn log_allocation(&self, report: &[LayerAllocation], average_bits: f64, objective: f64) {
         if self.config.verbose {
-            for a in &report {
+            for a in report {
                 log::info!(
                     "MoQ bit allocation: layer {} (s = {:.4e}, {} weights) → {} bits",
                     a.layer,
@@ -205,11 +224,9 @@ where
         }
         log::info!(
             "MoQ bit allocation: {:.3} bits per weight on average ({} layers, objective {:.4e})",
-            plan.average_bits,
+            average_bits,
             report.len(),
-            plan.objective
+            objective
         );
-        self.allocation = Some(std::sync::Arc::new(report));
-        Ok(())
     }
 }

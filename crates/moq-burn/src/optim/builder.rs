@@ -135,130 +135,21 @@ impl Moq {
             );
         }
         let found = float_params(model);
-        let example = found.first().map_or_else(
-            || "(the model has no float parameter)".to_string(),
-            |p| p.path.clone(),
-        );
-        let parse_all = |patterns: &[String], role: &'static str| -> Result<Vec<PathPattern>> {
-            patterns
-                .iter()
-                .map(|p| {
-                    let pattern = PathPattern::parse(p, false)?;
-                    if !found.iter().any(|f| pattern.matches(&f.path)) {
-                        return Err(MoqBurnError::NoMatch {
-                            pattern: p.clone(),
-                            role,
-                            example: example.clone(),
-                        });
-                    }
-                    Ok(pattern)
-                })
-                .collect()
-        };
-        let include = parse_all(&self.include, "include")?;
-        let exclude = parse_all(&self.exclude, "exclude")?;
-        let group_patterns: Vec<String> = self.bit_groups.iter().map(|g| g.0.clone()).collect();
-        let groups = parse_all(&group_patterns, "bits_for")?;
-        let layer_pattern = match &self.layers {
-            Some(p) => {
-                let pattern = PathPattern::parse(p, true)?;
-                if !found.iter().any(|f| pattern.matches(&f.path)) {
-                    return Err(MoqBurnError::NoMatch {
-                        pattern: p.clone(),
-                        role: "layers",
-                        example,
-                    });
-                }
-                Some(pattern)
-            }
-            None => None,
-        };
-
+        let patterns = self.patterns(&found)?;
         let selected: Vec<&NamedParam> = found
             .iter()
             .filter(|f| f.shape.len() >= self.min_rank)
-            .filter(|f| include.is_empty() || include.iter().any(|p| p.matches(&f.path)))
-            .filter(|f| !exclude.iter().any(|p| p.matches(&f.path)))
+            .filter(|f| {
+                patterns.include.is_empty() || patterns.include.iter().any(|p| p.matches(&f.path))
+            })
+            .filter(|f| !patterns.exclude.iter().any(|p| p.matches(&f.path)))
             .collect();
         if selected.is_empty() {
             return Err(MoqBurnError::NothingSelected {
                 params: found.len(),
             });
         }
-
-        // Layers: pattern layers by index first, then one layer per remaining parameter.
-        let mut layer_of_index: Vec<usize> = selected
-            .iter()
-            .filter_map(|f| layer_pattern.as_ref().and_then(|p| p.capture(&f.path)))
-            .collect();
-        layer_of_index.sort_unstable();
-        layer_of_index.dedup();
-        let mut layers: Vec<MoqLayer> = layer_of_index
-            .iter()
-            .map(|i| MoqLayer {
-                name: layer_pattern
-                    .as_ref()
-                    .map_or(String::new(), |p| p.as_str().replace("{i}", &i.to_string())),
-                spec: LayerSpec::from_config(&self.config),
-                params: Vec::new(),
-            })
-            .collect();
-        let base = QuantSpec::from_config(&self.config, self.config.start_bits);
-        let mut params = Vec::with_capacity(selected.len());
-        for (stream, f) in selected.iter().enumerate() {
-            let numel: usize = f.shape.iter().product();
-            let param_groups = self.groups_of(&f.path, numel)?;
-            QuantSpec {
-                groups: param_groups,
-                ..base
-            }
-            .check(&f.path, numel)?;
-            let layer = match layer_pattern.as_ref().and_then(|p| p.capture(&f.path)) {
-                Some(i) => layer_of_index
-                    .binary_search(&i)
-                    .expect("index collected above"),
-                None => {
-                    layers.push(MoqLayer {
-                        name: f.path.clone(),
-                        spec: LayerSpec::from_config(&self.config),
-                        params: Vec::new(),
-                    });
-                    layers.len() - 1
-                }
-            };
-            let spec = match groups.iter().position(|g| g.matches(&f.path)) {
-                Some(g) => {
-                    let (_, start_bits, target_bits) = self.bit_groups[g];
-                    LayerSpec {
-                        start_bits,
-                        target_bits,
-                        period: self.config.period,
-                    }
-                }
-                None => LayerSpec::from_config(&self.config),
-            };
-            let entry = &mut layers[layer];
-            if entry.params.is_empty() {
-                entry.spec = spec;
-            } else if entry.spec != spec {
-                return Err(MoqBurnError::BadPattern {
-                    pattern: group_patterns.join(", "),
-                    reason: format!(
-                        "layer `{}` has parameters in different bit groups",
-                        entry.name
-                    ),
-                });
-            }
-            entry.params.push(f.path.clone());
-            params.push(QuantParam {
-                id: f.id,
-                path: f.path.clone(),
-                shape: f.shape.clone(),
-                layer,
-                stream: stream as u64,
-                groups: param_groups,
-            });
-        }
+        let (layers, params) = self.assign_layers(&selected, &patterns)?;
         let schedule =
             Schedule::with_layers(&self.config, layers.iter().map(|l| l.spec).collect())?;
         Ok(MoqOptimizer {
@@ -279,6 +170,132 @@ impl Moq {
             _types: PhantomData,
         }
         .indexed())
+    }
+
+    /// The builder's path patterns, parsed, each required to match a parameter of `found`.
+    fn patterns(&self, found: &[NamedParam]) -> Result<Patterns> {
+        let example = found.first().map_or_else(
+            || "(the model has no float parameter)".to_string(),
+            |p| p.path.clone(),
+        );
+        let parse = |pattern: &str, captures: bool, role: &'static str| {
+            let parsed = PathPattern::parse(pattern, captures)?;
+            if !found.iter().any(|f| parsed.matches(&f.path)) {
+                return Err(MoqBurnError::NoMatch {
+                    pattern: pattern.to_string(),
+                    role,
+                    example: example.clone(),
+                });
+            }
+            Ok(parsed)
+        };
+        let all = |patterns: &[String], role| {
+            patterns
+                .iter()
+                .map(|p| parse(p, false, role))
+                .collect::<Result<Vec<_>>>()
+        };
+        let group_patterns: Vec<String> = self.bit_groups.iter().map(|g| g.0.clone()).collect();
+        Ok(Patterns {
+            include: all(&self.include, "include")?,
+            exclude: all(&self.exclude, "exclude")?,
+            groups: all(&group_patterns, "bits_for")?,
+            layers: self
+                .layers
+                .as_ref()
+                .map(|p| parse(p, true, "layers"))
+                .transpose()?,
+        })
+    }
+
+    /// The layers of the schedule and the quantized parameters: pattern layers by index
+    /// first, then one layer per remaining parameter.
+    fn assign_layers(
+        &self,
+        selected: &[&NamedParam],
+        patterns: &Patterns,
+    ) -> Result<(Vec<MoqLayer>, Vec<QuantParam>)> {
+        let capture = |path: &str| patterns.layers.as_ref().and_then(|p| p.capture(path));
+        let mut layer_of_index: Vec<usize> =
+            selected.iter().filter_map(|f| capture(&f.path)).collect();
+        layer_of_index.sort_unstable();
+        layer_of_index.dedup();
+        let new_layer = |name: String| MoqLayer {
+            name,
+            spec: LayerSpec::from_config(&self.config),
+            params: Vec::new(),
+        };
+        let mut layers: Vec<MoqLayer> = layer_of_index
+            .iter()
+            .map(|i| {
+                new_layer(
+                    patterns
+                        .layers
+                        .as_ref()
+                        .map_or(String::new(), |p| p.as_str().replace("{i}", &i.to_string())),
+                )
+            })
+            .collect();
+        let base = QuantSpec::from_config(&self.config, self.config.start_bits);
+        let mut params = Vec::with_capacity(selected.len());
+        for (stream, f) in selected.iter().enumerate() {
+            let numel: usize = f.shape.iter().product();
+            let param_groups = self.groups_of(&f.path, numel)?;
+            QuantSpec {
+                groups: param_groups,
+                ..base
+            }
+            .check(&f.path, numel)?;
+            let layer = match capture(&f.path) {
+                Some(i) => layer_of_index
+                    .binary_search(&i)
+                    .expect("index collected above"),
+                None => {
+                    layers.push(new_layer(f.path.clone()));
+                    layers.len() - 1
+                }
+            };
+            self.add_to_layer(&mut layers[layer], &f.path, patterns)?;
+            params.push(QuantParam {
+                id: f.id,
+                path: f.path.clone(),
+                shape: f.shape.clone(),
+                layer,
+                stream: stream as u64,
+                groups: param_groups,
+            });
+        }
+        Ok((layers, params))
+    }
+
+    /// Adds parameter `path` to `layer`, whose bits it sets (its `bits_for` group's, or the
+    /// config's); an error when the layer's parameters are in different bit groups.
+    fn add_to_layer(&self, layer: &mut MoqLayer, path: &str, patterns: &Patterns) -> Result<()> {
+        let spec = match patterns.groups.iter().position(|g| g.matches(path)) {
+            Some(g) => {
+                let (_, start_bits, target_bits) = self.bit_groups[g];
+                LayerSpec {
+                    start_bits,
+                    target_bits,
+                    period: self.config.period,
+                }
+            }
+            None => LayerSpec::from_config(&self.config),
+        };
+        if layer.params.is_empty() {
+            layer.spec = spec;
+        } else if layer.spec != spec {
+            let patterns: Vec<String> = self.bit_groups.iter().map(|g| g.0.clone()).collect();
+            return Err(MoqBurnError::BadPattern {
+                pattern: patterns.join(", "),
+                reason: format!(
+                    "layer `{}` has parameters in different bit groups",
+                    layer.name
+                ),
+            });
+        }
+        layer.params.push(path.to_string());
+        Ok(())
     }
 }
 
@@ -308,4 +325,14 @@ pub struct MoqLayer {
     pub spec: LayerSpec,
     /// Paths of its parameters.
     pub params: Vec<String>,
+}
+
+/// The builder's path patterns, parsed ([`Moq::init`]).
+struct Patterns {
+    include: Vec<PathPattern>,
+    exclude: Vec<PathPattern>,
+    /// One per `bits_for` group, in order.
+    groups: Vec<PathPattern>,
+    /// The `layers("…{i}…")` pattern.
+    layers: Option<PathPattern>,
 }

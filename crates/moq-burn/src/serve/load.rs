@@ -165,6 +165,23 @@ fn load<B: Backend, M: Module<B>>(
     Ok((model, LoadReport { tensors: report }))
 }
 
+/// The report's line of tensor `path` of `shape`.
+fn loaded(
+    path: &str,
+    shape: &[usize],
+    held: Held,
+    bits: Option<u32>,
+    device_bytes: usize,
+) -> LoadedTensor {
+    LoadedTensor {
+        name: path.to_string(),
+        shape: shape.to_vec(),
+        bits,
+        held,
+        device_bytes,
+    }
+}
+
 /// A tensor of the file.
 enum Source<'a> {
     Quantized(&'a Exported),
@@ -235,22 +252,27 @@ impl<'a, B: Backend> Loader<'a, B> {
                 reason: format!("`{path}`: the file has shape {shape:?}, the model {expected:?}"),
             });
         }
-        let float_bytes = size_of::<B::FloatElem>();
-        let loaded = |held: Held, bits: Option<u32>, device_bytes: usize| LoadedTensor {
-            name: path.to_string(),
-            shape: expected.clone(),
-            bits,
-            held,
-            device_bytes,
-        };
-        let e = match source {
+        match *source {
             Source::Float(shape, values) => {
                 let data = TensorData::new(values.to_vec(), shape.to_vec());
-                let held = loaded(Held::Float, None, values.len() * float_bytes);
-                return Ok(Some((Tensor::from_data(data, device), held)));
+                let bytes = values.len() * size_of::<B::FloatElem>();
+                let held = loaded(path, &expected, Held::Float, None, bytes);
+                Ok(Some((Tensor::from_data(data, device), held)))
             }
-            Source::Quantized(e) => *e,
-        };
+            Source::Quantized(e) => self.quantized(path, param.id, e, device),
+        }
+    }
+
+    /// The quantized tensor `e` for parameter `id`: left as codes for its `MoqWeight` (then
+    /// `None`), as burn's quantized tensor, or dequantized, as the mode and the policy say.
+    fn quantized<const D: usize>(
+        &mut self,
+        path: &str,
+        id: ParamId,
+        e: &Exported,
+        device: &B::Device,
+    ) -> Result<Option<(Tensor<B, D>, LoadedTensor)>> {
+        let float_bytes = size_of::<B::FloatElem>();
         let bits = e.packed.bits;
         let policy = self.unservable;
         let unservable = |reason: String| -> Result<Held> {
@@ -274,9 +296,10 @@ impl<'a, B: Backend> Loader<'a, B> {
             Mode::Codes(matmul) => {
                 let layer = QuantizedLinear::<B>::from_export(e, None, device)?;
                 let bytes = e.packed.shape()?.device_bytes(float_bytes);
-                pending::put(param.id, layer, matmul);
-                self.waiting.push((param.id, path.to_string()));
-                self.report.push(loaded(Held::Codes, Some(bits), bytes));
+                pending::put(id, layer, matmul);
+                self.waiting.push((id, path.to_string()));
+                self.report
+                    .push(loaded(path, &e.shape, Held::Codes, Some(bits), bytes));
                 return Ok(None);
             }
             // The layouts are compared first (cheap); the codes are converted only to be held.
@@ -289,7 +312,7 @@ impl<'a, B: Backend> Loader<'a, B> {
                 Ok(_) => {
                     let data = to_burn_data(&e.packed, &e.shape)?;
                     let bytes = data.bytes.len();
-                    let held = loaded(Held::BurnQuantized, Some(bits), bytes);
+                    let held = loaded(path, &e.shape, Held::BurnQuantized, Some(bits), bytes);
                     return Ok(Some((Tensor::from_data(data, device), held)));
                 }
             },
@@ -298,7 +321,7 @@ impl<'a, B: Backend> Loader<'a, B> {
         let mut v = vec![0.0f32; e.packed.len];
         moq_core::dequantize(&q, &mut v)?;
         let data = TensorData::new(v, e.shape.clone());
-        let held = loaded(held, Some(bits), e.packed.len * float_bytes);
+        let held = loaded(path, &e.shape, held, Some(bits), e.packed.len * float_bytes);
         Ok(Some((Tensor::from_data(data, device), held)))
     }
 }

@@ -27,10 +27,8 @@ use burn::module::{
 };
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::FloatTensor;
 
 use crate::backend::{Matmul, quantized_matmul_tensor_ops};
-use crate::error::Result;
 use crate::linear::QuantizedLinear;
 
 /// The weight `[d_input, d_output]` of a [`super::MoqLinear`].
