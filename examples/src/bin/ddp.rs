@@ -40,6 +40,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// burn-collective's global orchestrator: the nodes register with it and learn each

@@ -61,7 +61,7 @@ pub struct LayerState {
     /// Quantizing steps since the last drop (or since the start): drives the mixing ratio.
     pub steps_since_drop: u64,
     /// With a deadline: the start `S` of the window the layer's drops are planned in (see
-    /// [`deadline_window`]); 0 without one.
+    /// [`deadline_window`](super::deadline_window)); 0 without one.
     #[serde(default)]
     pub window_start: u64,
 }
