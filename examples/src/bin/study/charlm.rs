@@ -143,6 +143,7 @@ impl Experiment for Study {
             study: self,
             test,
             models: run::models(&self.args, &cells),
+            pretrained_path: cells.dir().join("pretrained"),
             device,
             pretrained: None,
             full_precision: HashMap::new(),
@@ -222,6 +223,9 @@ struct Runner<'a, B: AutodiffBackend> {
     test: Vec<Batch<B::InnerBackend>>,
     device: B::Device,
     models: PathBuf,
+    /// The pretrained model, kept (committed) beside the cells of its configuration: every
+    /// later run, on any clone, continues from the same model.
+    pretrained_path: PathBuf,
     pretrained: Option<CharLm<B>>,
     full_precision: HashMap<u64, CharLm<B>>,
 }
@@ -246,17 +250,20 @@ where
         }
     }
 
-    /// The full-precision model every run starts from: trained once, kept in `models`.
+    /// The full-precision model every run starts from: trained once, kept beside the cells.
     fn pretrained(&mut self) -> Result<CharLm<B>> {
         if let Some(m) = &self.pretrained {
             return Ok(m.clone());
         }
         let s = self.study.settings.clone();
-        let path = self.models.join("pretrained");
+        // The runs' own models (full precision per seed, exports) go to `models`.
+        std::fs::create_dir_all(&self.models)
+            .with_context(|| format!("cannot create `{}`", self.models.display()))?;
+        let path = &self.pretrained_path;
         B::seed(&self.device, 0);
         let fresh = CharLm::<B>::new(&s.lm, &self.device);
         let model = if path.with_extension("mpk").exists() {
-            fresh.load_file(&path, &Recorder::new(), &self.device)?
+            fresh.load_file(path, &Recorder::new(), &self.device)?
         } else {
             println!(
                 "  pretraining in full precision: {} steps",
@@ -270,9 +277,11 @@ where
                 export: None,
             };
             let trained = train(fresh, None, |m| m, run, self.loss(u64::MAX))?;
-            std::fs::create_dir_all(&self.models)
-                .with_context(|| format!("cannot create `{}`", self.models.display()))?;
-            trained.model.clone().save_file(&path, &Recorder::new())?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create `{}`", dir.display()))?;
+            }
+            trained.model.clone().save_file(path, &Recorder::new())?;
             println!(
                 "  pretrained: {:.4} held-out bits per character ({:.0} s)",
                 bits_per_char(&trained.model.valid(), &self.test),
