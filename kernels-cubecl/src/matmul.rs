@@ -135,94 +135,127 @@ fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
     out: &Handle,
 ) {
     let asymmetric = w.quant_type == QuantType::Asymmetric;
-    let zero_len = if asymmetric { w.groups } else { 1 };
     let per_word = w.shape().codes_per_word();
-    let words_per_row = w.words_per_row();
     let group_size = w.group_size();
-    // Every word lies in one group: one scale per word.
-    let word_groups = group_size.is_multiple_of(per_word) && w.n.is_multiple_of(per_word);
-    // SAFETY (the three arguments): the lengths are those checked in `matmul` (`x`) and when the
-    // weights were built (scales, zero points).
-    let x_arg = || unsafe { ArrayArg::from_raw_parts(x.clone(), m * w.k) };
-    let scales = || unsafe { ArrayArg::from_raw_parts(w.scales.clone(), w.groups) };
-    let zero_points = || unsafe { ArrayArg::from_raw_parts(w.zero_points.clone(), zero_len) };
+    let launch = Launch {
+        client,
+        x,
+        m,
+        w,
+        out,
+        asymmetric,
+        zero_len: if asymmetric { w.groups } else { 1 },
+        // Every word lies in one group: one scale per word.
+        word_groups: group_size.is_multiple_of(per_word) && w.n.is_multiple_of(per_word),
+    };
     match plan(m, w.k, w.n, w.bits) {
         Plan::Gemv {
             rows,
             vec,
             splits,
             k_per_split,
-        } => {
-            let partials = client.empty(splits as usize * m * w.n * size_of::<f32>());
-            let vectors_per_row = words_per_row / vec as usize;
-            // SAFETY: `matmul` checked that `x` holds `m · k` elements, and the weights' buffers
-            // were checked against their shape when built (`DeviceWeights`); `partials` and
-            // `out` were allocated here with the lengths given; `vec` divides the words per row,
-            // and units outside `m`, the row's vectors or their slice of `k` read nothing.
-            unsafe {
-                gemv_kernel::launch_unchecked::<F, S, R>(
-                    client,
-                    CubeCount::Static(
-                        vectors_per_row.div_ceil(GEMV_COLUMNS as usize) as u32,
-                        m.div_ceil(rows as usize) as u32,
-                        splits,
-                    ),
-                    CubeDim::new_2d(GEMV_COLUMNS, GEMV_LANES),
-                    vec as usize,
-                    x_arg(),
-                    ArrayArg::from_raw_parts(w.words.clone(), w.words_len / vec as usize),
-                    scales(),
-                    zero_points(),
-                    ArrayArg::from_raw_parts(partials.clone(), splits as usize * m * w.n),
-                    m as u32,
-                    w.k as u32,
-                    w.n as u32,
-                    vectors_per_row as u32,
-                    group_size as u32,
-                    k_per_split,
-                    w.bits,
-                    asymmetric,
-                    rows,
-                    vec,
-                    word_groups,
-                );
-                sum_splits_kernel::launch_unchecked::<F, R>(
-                    client,
-                    cube_count(client, m * w.n, 256),
-                    CubeDim::new_1d(256),
-                    ArrayArg::from_raw_parts(partials, splits as usize * m * w.n),
-                    ArrayArg::from_raw_parts(out.clone(), m * w.n),
-                    (m * w.n) as u32,
+        } => launch.gemv::<F, S>(rows, vec, splits, k_per_split),
+        Plan::Tiled => launch.tiled::<F, S>(),
+    }
+}
+
+/// One product `x · dequant(W)` to launch, its arguments checked by [`matmul`].
+struct Launch<'a, R: Runtime> {
+    client: &'a ComputeClient<R>,
+    x: &'a Handle,
+    m: usize,
+    w: &'a DeviceWeights,
+    out: &'a Handle,
+    asymmetric: bool,
+    /// Zero points held: one per group when asymmetric, a placeholder otherwise.
+    zero_len: usize,
+    word_groups: bool,
+}
+
+impl<R: Runtime> Launch<'_, R> {
+    /// The GEMV: `splits` slices of `k`, each summed into `partials`, then summed into `out`.
+    fn gemv<F: Float + CubeElement, S: Float + CubeElement>(
+        &self,
+        rows: u32,
+        vec: u32,
+        splits: u32,
+        k_per_split: u32,
+    ) {
+        let (client, m, w) = (self.client, self.m, self.w);
+        let partials = client.empty(splits as usize * m * w.n * size_of::<f32>());
+        let vectors_per_row = w.words_per_row() / vec as usize;
+        // SAFETY: `matmul` checked that `x` holds `m · k` elements, and the weights' buffers
+        // were checked against their shape when built (`DeviceWeights`); `partials` and `out`
+        // were allocated with the lengths given; `vec` divides the words per row, and units
+        // outside `m`, the row's vectors or their slice of `k` read nothing.
+        unsafe {
+            gemv_kernel::launch_unchecked::<F, S, R>(
+                client,
+                CubeCount::Static(
+                    vectors_per_row.div_ceil(GEMV_COLUMNS as usize) as u32,
+                    m.div_ceil(rows as usize) as u32,
                     splits,
-                );
-            }
+                ),
+                CubeDim::new_2d(GEMV_COLUMNS, GEMV_LANES),
+                vec as usize,
+                ArrayArg::from_raw_parts(self.x.clone(), m * w.k),
+                ArrayArg::from_raw_parts(w.words.clone(), w.words_len / vec as usize),
+                ArrayArg::from_raw_parts(w.scales.clone(), w.groups),
+                ArrayArg::from_raw_parts(w.zero_points.clone(), self.zero_len),
+                ArrayArg::from_raw_parts(partials.clone(), splits as usize * m * w.n),
+                m as u32,
+                w.k as u32,
+                w.n as u32,
+                vectors_per_row as u32,
+                w.group_size() as u32,
+                k_per_split,
+                w.bits,
+                self.asymmetric,
+                rows,
+                vec,
+                self.word_groups,
+            );
+            sum_splits_kernel::launch_unchecked::<F, R>(
+                client,
+                cube_count(client, m * w.n, 256),
+                CubeDim::new_1d(256),
+                ArrayArg::from_raw_parts(partials, splits as usize * m * w.n),
+                ArrayArg::from_raw_parts(self.out.clone(), m * w.n),
+                (m * w.n) as u32,
+                splits,
+            );
         }
+    }
+
+    /// The tiled matmul: one cube per `TILE_M × TILE_N` tile of `out`.
+    fn tiled<F: Float + CubeElement, S: Float + CubeElement>(&self) {
+        let (m, w) = (self.m, self.w);
         // SAFETY: as for the GEMV; the kernel masks the rows, columns and words outside the
         // tile's part of `x`, `W` and `y`.
-        Plan::Tiled => unsafe {
+        unsafe {
             tiled_kernel::launch_unchecked::<F, S, R>(
-                client,
+                self.client,
                 CubeCount::Static(
                     w.n.div_ceil(TILE_N as usize) as u32,
                     m.div_ceil(TILE_M as usize) as u32,
                     1,
                 ),
                 CubeDim::new_2d(16, 16),
-                x_arg(),
+                ArrayArg::from_raw_parts(self.x.clone(), m * w.k),
                 ArrayArg::from_raw_parts(w.words.clone(), w.words_len),
-                scales(),
-                zero_points(),
-                ArrayArg::from_raw_parts(out.clone(), m * w.n),
+                ArrayArg::from_raw_parts(w.scales.clone(), w.groups),
+                ArrayArg::from_raw_parts(w.zero_points.clone(), self.zero_len),
+                ArrayArg::from_raw_parts(self.out.clone(), m * w.n),
                 m as u32,
                 w.k as u32,
                 w.n as u32,
-                words_per_row as u32,
-                group_size as u32,
+                w.words_per_row() as u32,
+                w.group_size() as u32,
                 w.bits,
-                asymmetric,
-                word_groups,
+                self.asymmetric,
+                self.word_groups,
             )
-        },
+        }
     }
 }
 

@@ -187,21 +187,7 @@ pub fn matmul_with<W: Word>(isa: Isa, x: &[f32], w: &PackedMatrix<W>, y: &mut [f
             reason: format!("this CPU does not support {isa:?}"),
         });
     }
-    let m = x.len().checked_div(k).unwrap_or(0);
-    if x.len() != m * k {
-        return Err(MoqError::LengthMismatch {
-            what: format!("matmul input x (rows of k = {k})"),
-            expected: (m + 1) * k,
-            found: x.len(),
-        });
-    }
-    if y.len() != m * n {
-        return Err(MoqError::LengthMismatch {
-            what: format!("matmul output y ({m} rows of n = {n})"),
-            expected: m * n,
-            found: y.len(),
-        });
-    }
+    let m = rows_of(x.len(), y.len(), k, n)?;
     if k == 0 {
         y.fill(0.0);
         return Ok(());
@@ -259,6 +245,27 @@ pub fn matmul_with<W: Word>(isa: Isa, x: &[f32], w: &PackedMatrix<W>, y: &mut [f
         }
     }
     Ok(())
+}
+
+/// The rows `m` of an input of `x_len` elements in rows of `k`, checked against it and against
+/// an output of `y_len` elements in rows of `n`.
+fn rows_of(x_len: usize, y_len: usize, k: usize, n: usize) -> Result<usize> {
+    let m = x_len.checked_div(k).unwrap_or(0);
+    if x_len != m * k {
+        return Err(MoqError::LengthMismatch {
+            what: format!("matmul input x (rows of k = {k})"),
+            expected: (m + 1) * k,
+            found: x_len,
+        });
+    }
+    if y_len != m * n {
+        return Err(MoqError::LengthMismatch {
+            what: format!("matmul output y ({m} rows of n = {n})"),
+            expected: m * n,
+            found: y_len,
+        });
+    }
+    Ok(m)
 }
 
 /// Below this many words times rows of `x` (512 KiB of codes for one row) a task is not worth a
