@@ -182,7 +182,7 @@ fn main() {
     println!(
         "low-bit matmul on the CPU: {:?} ({threads} threads), groups of {GROUP}, f32 activations; \
          median of {rounds} calls",
-        moq_core::matmul::Isa::best()
+        moq_core::Isa::best()
     );
     let shapes: Vec<(usize, usize, usize)> = sizes
         .iter()

@@ -14,10 +14,16 @@
 //! - [`quantizer`]: group-wise fake and real quantization on f32 / f16 / bf16 slices (symmetric,
 //!   asymmetric, ternary, binary; nearest or reproducible stochastic rounding);
 //! - [`noise`]: the counter-based generator behind stochastic rounding;
+//! - [`layout`]: the one authority on the packed layout's sizes and checks ([`PackedShape`]):
+//!   widths stored and multiplied, words per row, scale bytes, the kernels' 32-bit index limit;
 //! - [`pack`](mod@pack): int8 and packed-u32 code layouts with f32/f16 scales, as the kernels read them;
+//! - [`matmul`]: `y = x · dequant(W)` on the CPU straight from packed codes, in registers;
+//! - [`isa`]: the vector instruction sets the hot loops are compiled for, found at run time;
 //! - [`export`]: the safetensors export of packed tensors and the model's other tensors;
 //! - [`input`]: files a user supplies, read bounded (regular files only, sizes checked before
 //!   allocating, safetensors header first, JSON without duplicate keys);
+//! - [`error`]: the crate's one error type;
+//! - [`rng`]: a small seeded generator for shuffles and test data (not the quantizer's noise);
 //! - `plot` (feature `plot`): SVG figures of schedules and training curves.
 //!
 //! This crate depends on neither burn nor cubecl; `moq-burn` and `moq-kernels` build on it, and

@@ -46,10 +46,9 @@ use rayon::prelude::*;
 
 use crate::config::QuantType;
 use crate::error::{MoqError, Result};
+use crate::isa::Isa;
 use crate::layout::PackedShape;
 use crate::pack::{PackedCodes, PackedScales, PackedTensor};
-
-pub use simd::Isa;
 
 /// A packed word as stored: `u32`, or the same 32 bits in an `i32` or an `i64` (as burn's int
 /// tensors hold them).

@@ -8,7 +8,7 @@ use super::vector::Portable;
 #[cfg(target_arch = "x86_64")]
 use super::vector::{Avx2, Avx512};
 
-pub use crate::isa::Isa;
+use crate::isa::Isa;
 
 impl Isa {
     /// Words per column block (lanes of one vector of `u32`).
