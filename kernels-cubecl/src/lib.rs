@@ -11,7 +11,7 @@
 //!   [`DeviceWeights::download`] and [`DeviceWeights::dequantize`].
 //! - [`matmul()`]: `y = x · dequant(W)` with f32 or f16 activations, accumulating in f32: a
 //!   GEMV kernel for `m ≤ 16` (vectorised loads of packed codes, split-K) and a tiled kernel for
-//!   larger `m`, chosen by [`plan`].
+//!   larger `m`, chosen by [`choose_kernel`].
 //!
 //! Every kernel is tested against `moq-core`'s reference on random inputs and odd shapes, on
 //! cubecl's wgpu runtime (Mesa's lavapipe gives a CPU Vulkan device where there is no GPU):
@@ -29,7 +29,7 @@ pub mod weights;
 /// The cubecl this crate is built with (runtimes, clients, handles), re-exported.
 pub use cubecl;
 pub use error::{KernelError, Result};
-pub use matmul::{Plan, matmul, plan};
+pub use matmul::{Kernel, choose_kernel, matmul};
 /// The packed layouts the kernels read (re-exported from `moq-core`).
 pub use moq_core::PackedTensor;
 pub use quant::fake_quantize;

@@ -3,7 +3,7 @@
 //! scales, symmetric or asymmetric), `y` is `[m, n]` of `F`. Products accumulate in f32; the
 //! codes are dequantized in registers (GEMV) or in shared memory (tiled), never in global memory.
 //!
-//! Two kernels, chosen by [`plan`]:
+//! Two kernels, chosen by [`choose_kernel`]:
 //! - **GEMV** for `m ≤ 16`, bound by loading the weights: each unit owns a vector of
 //!   `vec` words (up to 16 bytes, one vectorised load per row of `W`) across all of `x`'s rows
 //!   (`rows` accumulators per code, in registers), so `W` is read once per block of rows. A cube
@@ -46,7 +46,7 @@ const TILE_K: u32 = 32;
 
 /// The kernel a matmul shape gets, and its static parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Plan {
+pub enum Kernel {
     /// The GEMV kernel.
     Gemv {
         /// Rows of `x` per unit (a power of two ≥ `m`, at most 16).
@@ -63,9 +63,9 @@ pub enum Plan {
 }
 
 /// Chooses the kernel and its parameters for `x [m, k] · W [k, n]` with `bits`-bit codes.
-pub fn plan(m: usize, k: usize, n: usize, bits: u32) -> Plan {
+pub fn choose_kernel(m: usize, k: usize, n: usize, bits: u32) -> Kernel {
     if m > GEMV_MAX_M {
-        return Plan::Tiled;
+        return Kernel::Tiled;
     }
     let per_word = moq_core::codes_per_word(bits);
     let words_per_row = n.div_ceil(per_word);
@@ -85,7 +85,7 @@ pub fn plan(m: usize, k: usize, n: usize, bits: u32) -> Plan {
         .min(k.div_ceil(GEMV_MIN_K_SLICE))
         .max(1);
     let k_per_split = k.div_ceil(splits).max(1);
-    Plan::Gemv {
+    Kernel::Gemv {
         rows: rows as u32,
         vec: vec as u32,
         splits: k.div_ceil(k_per_split).max(1) as u32,
@@ -148,14 +148,14 @@ fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
         // Every word lies in one group: one scale per word.
         word_groups: group_size.is_multiple_of(per_word) && w.n.is_multiple_of(per_word),
     };
-    match plan(m, w.k, w.n, w.bits) {
-        Plan::Gemv {
+    match choose_kernel(m, w.k, w.n, w.bits) {
+        Kernel::Gemv {
             rows,
             vec,
             splits,
             k_per_split,
         } => launch.gemv::<F, S>(rows, vec, splits, k_per_split),
-        Plan::Tiled => launch.tiled::<F, S>(),
+        Kernel::Tiled => launch.tiled::<F, S>(),
     }
 }
 

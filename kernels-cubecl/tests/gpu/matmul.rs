@@ -6,7 +6,7 @@ use half::f16;
 use moq_core::{
     CodeLayout, PackedScales, QuantSpec, QuantType, ScaleFormat, dequantize, pack, quantize, unpack,
 };
-use moq_kernels::{DeviceWeights, KernelError, Plan, matmul, plan};
+use moq_kernels::{DeviceWeights, Kernel, KernelError, choose_kernel, matmul};
 
 use crate::TestRuntime;
 use crate::common::{client, random, read, upload};
@@ -39,7 +39,7 @@ fn case(m: usize, k: usize, n: usize, bits: u32, quant_type: QuantType, groups: 
 fn check(c: Case, half_x: bool, scales: ScaleFormat) {
     let client = client();
     let Case { m, k, n, bits, .. } = c;
-    if let Plan::Gemv { splits, .. } = plan(m, k, n, bits) {
+    if let Kernel::Gemv { splits, .. } = choose_kernel(m, k, n, bits) {
         SPLIT.fetch_max(splits, std::sync::atomic::Ordering::Relaxed);
     }
     let w = random(k * n, (k * 31 + n * 7 + bits as usize) as u64);
@@ -76,7 +76,7 @@ fn check(c: Case, half_x: bool, scales: ScaleFormat) {
                 (got - expected).abs() <= relative * size.max(1e-3),
                 "{c:?}, f16 x {half_x}, {scales:?} scales ({:?}): y[{r}, {col}] = {got}, \
                  reference {expected}",
-                plan(m, k, n, bits)
+                choose_kernel(m, k, n, bits)
             );
         }
     }
@@ -150,12 +150,12 @@ fn half_activations_and_half_scales() {
 #[test]
 fn the_plan_follows_the_shape() {
     // Small m: GEMV with vectorised loads and split-K when the columns are few.
-    let Plan::Gemv {
+    let Kernel::Gemv {
         rows,
         vec,
         splits,
         k_per_split,
-    } = plan(1, 4096, 4096, 4)
+    } = choose_kernel(1, 4096, 4096, 4)
     else {
         panic!("m = 1 is a GEMV");
     };
@@ -166,9 +166,9 @@ fn the_plan_follows_the_shape() {
         8 * splits as usize * 4096 <= 4096 * 4096 / 2 / 10,
         "{splits} splits"
     );
-    let Plan::Gemv {
+    let Kernel::Gemv {
         rows, vec, splits, ..
-    } = plan(16, 4096, 4096, 8)
+    } = choose_kernel(16, 4096, 4096, 8)
     else {
         panic!("m = 16 is a GEMV");
     };
@@ -178,11 +178,11 @@ fn the_plan_follows_the_shape() {
         "{splits} splits"
     );
     // A row of 45 4-bit codes is 6 words: vectors of 2.
-    let Plan::Gemv { vec, .. } = plan(1, 64, 45, 4) else {
+    let Kernel::Gemv { vec, .. } = choose_kernel(1, 64, 45, 4) else {
         panic!()
     };
     assert_eq!(vec, 2);
-    assert_eq!(plan(17, 4096, 4096, 4), Plan::Tiled);
+    assert_eq!(choose_kernel(17, 4096, 4096, 4), Kernel::Tiled);
 }
 
 #[test]

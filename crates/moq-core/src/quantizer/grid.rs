@@ -1,4 +1,4 @@
-//! How one group's grid ([`Grid`]) is found: the statistics passes ([`plan_grids`]),
+//! How one group's grid ([`Grid`]) is found: the statistics passes ([`find_grids`]),
 //! the linear grid's scale and zero point, and the search for a scale that reproduces itself.
 
 use super::apply::{Grid, round_even};
@@ -57,7 +57,7 @@ pub(super) struct Grids {
 }
 
 /// Checks the input and computes every group's grid (the statistics passes).
-pub(super) fn plan_grids<T: Element>(tensor: &str, data: &[T], spec: &QuantSpec) -> Result<Grids> {
+pub(super) fn find_grids<T: Element>(tensor: &str, data: &[T], spec: &QuantSpec) -> Result<Grids> {
     let group_len = spec.check(tensor, data.len())?;
     if data.is_empty() {
         return Ok(Grids {

@@ -56,7 +56,7 @@ use apply::Grid;
 use apply::{Codes, InPlace, Values};
 use chunks::{PARALLEL_MIN, run, split_mut};
 use dispatch::apply_grid_best;
-use grid::plan_grids;
+use grid::find_grids;
 
 /// A float type the quantizer reads and writes. Arithmetic is in f32.
 pub trait Element: Copy + Send + Sync + 'static {
@@ -236,7 +236,7 @@ pub fn fake_quantize_in_place<T: Element>(
     data: &mut [T],
     spec: &QuantSpec,
 ) -> Result<()> {
-    let grids = plan_grids(tensor, data, spec)?;
+    let grids = find_grids(tensor, data, spec)?;
     let keys = spec.noise.keys();
     let mut pieces = split_mut(data, &grids.items);
     run(&grids.items, &mut pieces, |item, piece| {
@@ -278,7 +278,7 @@ pub fn fake_quantize_mixed<T: Element>(
             reason: format!("mixing ratio {mix_ratio} is not in [0, 1]"),
         });
     }
-    let grids = plan_grids(tensor, input, spec)?;
+    let grids = find_grids(tensor, input, spec)?;
     let keys = spec.noise.keys();
     let mut pieces = split_mut(output, &grids.items);
     run(&grids.items, &mut pieces, |item, piece| {
@@ -303,7 +303,7 @@ pub fn quantize<T: Element>(
     input: &[T],
     spec: &QuantSpec,
 ) -> Result<QuantizedTensor> {
-    let grids = plan_grids(tensor, input, spec)?;
+    let grids = find_grids(tensor, input, spec)?;
     let keys = spec.noise.keys();
     let mut codes = vec![0i32; input.len()];
     let mut pieces = split_mut(&mut codes, &grids.items);
@@ -528,7 +528,7 @@ mod tests {
             let group_len = n / spec.groups;
             for g in 0..spec.groups {
                 // Each group on its own, sequentially, with its own flat offset for the noise.
-                let grids = plan_grids("t", &x, &spec).unwrap();
+                let grids = find_grids("t", &x, &spec).unwrap();
                 let range = g * group_len..(g + 1) * group_len;
                 let mut small = vec![0.0f32; group_len];
                 let sink = Values {
