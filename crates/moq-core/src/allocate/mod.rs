@@ -11,7 +11,8 @@
 //! back-pointer to the choice that made it. A pair another pair beats on both counts can never
 //! be part of an optimum, so nothing optimal is dropped; the frontier never holds more points
 //! than there are distinct total costs, so it is never larger than the table of the textbook
-//! programme over cost units, and usually far smaller.
+//! programme over cost units, and usually far smaller. Past a memory limit the programme splits
+//! the layers in halves instead of keeping every back-pointer (`frontier`), still exactly.
 //!
 //! The cost of a width is what [`Budget`] says: `n·b` code bits per layer, optionally with the
 //! bits of its scales and zero points ([`Overhead`]), or the layer's exact export bytes (packed
@@ -39,6 +40,8 @@ use crate::layout::PackedShape;
 use crate::pack::ScaleFormat;
 use crate::quantizer::{QuantSpec, fake_quantize};
 use crate::schedule::Schedule;
+
+mod frontier;
 
 /// The widths tried by default.
 pub const DEFAULT_CANDIDATES: [u32; 6] = [2, 3, 4, 5, 6, 8];
@@ -233,20 +236,22 @@ fn uniform_bytes(layers: &[LayerCurve], bits: u32) -> Result<u64> {
     })
 }
 
-/// A point of the frontier: total cost and objective, and how it was reached.
-#[derive(Clone, Copy)]
-struct Point {
-    cost: u64,
-    objective: f64,
-    /// Index of the point of the previous frontier it extends.
-    from: u32,
-    /// The option taken for this layer.
-    option: u32,
-}
-
 /// Chooses one width per layer minimising `Σ s_l · error_l(b_l)` within `budget`, exactly
 /// (see the module docs). Of equal objectives the cheaper choice wins.
 pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
+    allocate_within(layers, budget, MAX_BACK_POINTS)
+}
+
+/// The frontier points whose back-pointers [`allocate`] keeps at once (5 bytes each: 80 MiB);
+/// a larger programme is split in halves ([`frontier::choose`]), which costs time, not memory.
+const MAX_BACK_POINTS: usize = 1 << 24;
+
+/// [`allocate`], keeping at most `back_points` back-pointers at once.
+fn allocate_within(
+    layers: &[LayerCurve],
+    budget: &Budget,
+    back_points: usize,
+) -> Result<Allocation> {
     check_layers(layers)?;
     let params: u64 = layers.iter().map(|l| l.params as u64).sum();
     let capacity = match *budget {
@@ -260,9 +265,15 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
         Budget::UniformBytes(bits) => uniform_bytes(layers, bits)?,
     };
     check_cheapest_fits(layers, budget, capacity)?;
-    let (last, back) = frontiers(layers, budget, capacity);
-    let last = last.ok_or_else(|| bad("no allocation fits the budget".into()))?;
-    let bits = back_track(layers, &back);
+    let chosen = frontier::choose(layers, budget, capacity, back_points)
+        .ok_or_else(|| bad("no allocation fits the budget".into()))?;
+    let bits: Vec<u32> = layers
+        .iter()
+        .zip(&chosen)
+        .map(|(l, &k)| l.options[k].bits)
+        .collect();
+    let cost_of = |(l, &k): (&LayerCurve, &usize)| cost(l, &l.options[k], budget).unwrap_or(0);
+    let total_cost = layers.iter().zip(&chosen).map(cost_of).sum();
     let code_bits: f64 = layers
         .iter()
         .zip(&bits)
@@ -271,7 +282,7 @@ pub fn allocate(layers: &[LayerCurve], budget: &Budget) -> Result<Allocation> {
     Ok(Allocation {
         objective: natural_objective(layers, &bits),
         bits,
-        cost: last.cost,
+        cost: total_cost,
         capacity,
         average_bits: code_bits / params.max(1) as f64,
     })
@@ -357,87 +368,6 @@ fn check_cheapest_fits(layers: &[LayerCurve], budget: &Budget, capacity: u64) ->
              the narrowest widths)"
         ),
     }))
-}
-
-/// What the back-track needs of one layer's frontier, 5 bytes a point: the point of the
-/// previous frontier each extends, and the option it takes.
-type Back = (Vec<u32>, Vec<u8>);
-
-/// The dynamic programme: the last layer's frontier point of lowest objective (`None` when
-/// nothing fits) and every layer's back-pointers.
-fn frontiers(layers: &[LayerCurve], budget: &Budget, capacity: u64) -> (Option<Point>, Vec<Back>) {
-    // The objective is searched in units of the largest sensitivity and the largest error
-    // (a positive scale, so the same choice): sensitivities of 1e308 times errors would
-    // overflow to infinity and every choice would tie.
-    let (s_max, e_max) = layers.iter().fold((0.0f64, 0.0f64), |(s, e), l| {
-        let e_l = l.options.iter().fold(0.0f64, |m, o| m.max(o.error));
-        (s.max(l.sensitivity), e.max(e_l))
-    });
-    let s_unit = if s_max > 0.0 { s_max } else { 1.0 };
-    let e_unit = if e_max > 0.0 { e_max } else { 1.0 };
-    let mut back: Vec<Back> = Vec::with_capacity(layers.len());
-    let mut current = vec![Point {
-        cost: 0,
-        objective: 0.0,
-        from: 0,
-        option: 0,
-    }];
-    for layer in layers {
-        let mut next = Vec::with_capacity(current.len() * layer.options.len());
-        for (i, p) in current.iter().enumerate() {
-            for (k, o) in layer.options.iter().enumerate() {
-                let Some(c) = cost(layer, o, budget).and_then(|c| c.checked_add(p.cost)) else {
-                    continue;
-                };
-                if c <= capacity {
-                    next.push(Point {
-                        cost: c,
-                        objective: p.objective + (layer.sensitivity / s_unit) * (o.error / e_unit),
-                        from: i as u32,
-                        option: k as u32,
-                    });
-                }
-            }
-        }
-        keep_pareto(&mut next);
-        back.push((
-            next.iter().map(|p| p.from).collect(),
-            next.iter().map(|p| p.option as u8).collect(),
-        ));
-        current = next;
-    }
-    // The last point has the lowest objective (and, of equals, the lowest cost: it is first).
-    (current.last().copied(), back)
-}
-
-/// Keeps the Pareto frontier of `points`: by cost, each point must beat every cheaper one.
-fn keep_pareto(points: &mut Vec<Point>) {
-    points.sort_by(|a, b| {
-        a.cost
-            .cmp(&b.cost)
-            .then(a.objective.total_cmp(&b.objective))
-    });
-    let mut best = f64::INFINITY;
-    points.retain(|p| {
-        let keep = p.objective < best;
-        if keep {
-            best = p.objective;
-        }
-        keep
-    });
-}
-
-/// The widths of the last frontier's last point, followed back layer by layer.
-fn back_track(layers: &[LayerCurve], back: &[Back]) -> Vec<u32> {
-    let mut bits = vec![0u32; layers.len()];
-    let mut at = back
-        .last()
-        .map_or(0, |(from, _)| from.len().saturating_sub(1));
-    for (l, (from, option)) in back.iter().enumerate().rev() {
-        bits[l] = layers[l].options[option[at] as usize].bits;
-        at = from[at] as usize;
-    }
-    bits
 }
 
 /// `Σ s_l · error_l(b_l)` in natural units (infinite if it overflows there).
@@ -559,6 +489,36 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Split in halves down to single layers (one back-pointer kept at a time), the programme
+    /// finds the same optimum as with every back-pointer kept, within the same capacity.
+    #[test]
+    fn splitting_the_layers_in_halves_finds_the_same_optimum() {
+        let mut rng = Rng::new(20_261_207);
+        for case in 0..200 {
+            let layers = problem(&mut rng, 2 + case % 23, &[1, 2, 3, 4, 6, 8]);
+            let budget = match case % 2 {
+                0 => Budget::AverageBits(1.5 + rng.next_f64() * 6.0, Overhead::Excluded),
+                _ => Budget::Bytes((rng.next_f64() * 600.0) as u64 + 20),
+            };
+            let (Ok(whole), split) = (
+                allocate(&layers, &budget),
+                allocate_within(&layers, &budget, 1),
+            ) else {
+                assert!(allocate_within(&layers, &budget, 1).is_err(), "case {case}");
+                continue;
+            };
+            let split = split.unwrap_or_else(|e| panic!("case {case}: {e}"));
+            assert!(
+                (split.objective - whole.objective).abs() <= 1e-9 * whole.objective.max(1.0),
+                "case {case}: {} split, {} whole",
+                split.objective,
+                whole.objective
+            );
+            assert!(split.cost <= split.capacity, "case {case}: over budget");
+            assert_eq!(split.capacity, whole.capacity);
         }
     }
 
