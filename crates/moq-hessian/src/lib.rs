@@ -337,8 +337,6 @@ impl<B: Backend, L: HessianLoss> HessianEigenvalues<B, L> {
     }
 }
 
-/// A start vector uniform in (−½, ½) from moq-core's counter-based generator: reproducible per
-/// (seed, computation, block) and independent of any other random stream.
 /// The verbose line of one block's eigenvalue.
 fn log_eigenpair<B: Backend>(block: &str, pair: &Eigenpair<B>, warm: bool) {
     log::info!(
@@ -354,6 +352,8 @@ fn log_eigenpair<B: Backend>(block: &str, pair: &Eigenpair<B>, warm: bool) {
     );
 }
 
+/// A start vector uniform in (−½, ½) from moq-core's counter-based generator: reproducible per
+/// (seed, computation, block) and independent of any other random stream.
 fn random_start<B: Backend>(
     numels: &[usize],
     seed: u64,
