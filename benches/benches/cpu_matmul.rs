@@ -87,7 +87,7 @@ fn quantized(w: &[f32], k: usize, n: usize, bits: u32) -> Quantized {
     };
     let layer = QuantizedLinear::<B>::from_export(&e, None, &device).expect("a valid export");
     let mut f32_twin: Linear<B> = LinearConfig::new(k, n).with_bias(false).init(&device);
-    f32_twin.weight = Param::from_tensor(layer.weight().expect("dequantizes"));
+    f32_twin.weight = Param::from_tensor(layer.dequantized());
     Quantized {
         layer,
         f32_twin,

@@ -101,12 +101,15 @@ pub fn matmul<R: Runtime, F: Float + CubeElement>(
     m: usize,
     w: &DeviceWeights,
 ) -> Result<Handle> {
-    moq_core::check_indexable("matmul input x", m.saturating_mul(w.k))?;
-    moq_core::check_indexable("matmul output", m.saturating_mul(w.n))?;
-    check_buffer("matmul input x", x, m * w.k, size_of::<F>())?;
+    moq_core::check_indexable("matmul input x", m.saturating_mul(w.shape.rows))?;
+    moq_core::check_indexable("matmul output", m.saturating_mul(w.shape.row_len))?;
+    check_buffer("matmul input x", x, m * w.shape.rows, size_of::<F>())?;
     // Tiles go along the cube grid's x (columns) and y (rows) axes, each at most 65535 cubes
     // long on every API (the GEMV's grid is smaller).
-    for (what, len, tile) in [("rows of x", m, TILE_M), ("columns of W", w.n, TILE_N)] {
+    for (what, len, tile) in [
+        ("rows of x", m, TILE_M),
+        ("columns of W", w.shape.row_len, TILE_N),
+    ] {
         let max = u16::MAX as usize * tile as usize;
         if len > max {
             return Err(KernelError::Shape {
@@ -116,8 +119,8 @@ pub fn matmul<R: Runtime, F: Float + CubeElement>(
             });
         }
     }
-    let out = client.empty((m * w.n).max(1) * size_of::<F>());
-    if m == 0 || w.n == 0 {
+    let out = client.empty((m * w.shape.row_len).max(1) * size_of::<F>());
+    if m == 0 || w.shape.row_len == 0 {
         return Ok(out);
     }
     match w.scale_format {
@@ -134,7 +137,7 @@ fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
     w: &DeviceWeights,
     out: &Handle,
 ) {
-    let asymmetric = w.quant_type == QuantType::Asymmetric;
+    let asymmetric = w.shape.quant_type == QuantType::Asymmetric;
     let per_word = w.shape().codes_per_word();
     let group_size = w.group_size();
     let launch = Launch {
@@ -144,11 +147,12 @@ fn launch<R: Runtime, F: Float + CubeElement, S: Float + CubeElement>(
         w,
         out,
         asymmetric,
-        zero_len: if asymmetric { w.groups } else { 1 },
+        zero_len: if asymmetric { w.shape.groups } else { 1 },
         // Every word lies in one group: one scale per word.
-        word_groups: group_size.is_multiple_of(per_word) && w.n.is_multiple_of(per_word),
+        word_groups: group_size.is_multiple_of(per_word)
+            && w.shape.row_len.is_multiple_of(per_word),
     };
-    match choose_kernel(m, w.k, w.n, w.bits) {
+    match choose_kernel(m, w.shape.rows, w.shape.row_len, w.shape.bits) {
         Kernel::Gemv {
             rows,
             vec,
@@ -182,7 +186,7 @@ impl<R: Runtime> Launch<'_, R> {
         k_per_split: u32,
     ) {
         let (client, m, w) = (self.client, self.m, self.w);
-        let partials = client.empty(splits as usize * m * w.n * size_of::<f32>());
+        let partials = client.empty(splits as usize * m * w.shape.row_len * size_of::<f32>());
         let vectors_per_row = w.words_per_row() / vec as usize;
         // SAFETY: `matmul` checked that `x` holds `m · k` elements, and the weights' buffers
         // were checked against their shape when built (`DeviceWeights`); `partials` and `out`
@@ -198,18 +202,18 @@ impl<R: Runtime> Launch<'_, R> {
                 ),
                 CubeDim::new_2d(GEMV_COLUMNS, GEMV_LANES),
                 vec as usize,
-                ArrayArg::from_raw_parts(self.x.clone(), m * w.k),
-                ArrayArg::from_raw_parts(w.words.clone(), w.words_len / vec as usize),
-                ArrayArg::from_raw_parts(w.scales.clone(), w.groups),
+                ArrayArg::from_raw_parts(self.x.clone(), m * w.shape.rows),
+                ArrayArg::from_raw_parts(w.words.clone(), w.shape.words() / vec as usize),
+                ArrayArg::from_raw_parts(w.scales.clone(), w.shape.groups),
                 ArrayArg::from_raw_parts(w.zero_points.clone(), self.zero_len),
-                ArrayArg::from_raw_parts(partials.clone(), splits as usize * m * w.n),
+                ArrayArg::from_raw_parts(partials.clone(), splits as usize * m * w.shape.row_len),
                 m as u32,
-                w.k as u32,
-                w.n as u32,
+                w.shape.rows as u32,
+                w.shape.row_len as u32,
                 vectors_per_row as u32,
                 w.group_size() as u32,
                 k_per_split,
-                w.bits,
+                w.shape.bits,
                 self.asymmetric,
                 rows,
                 vec,
@@ -217,11 +221,11 @@ impl<R: Runtime> Launch<'_, R> {
             );
             sum_splits_kernel::launch_unchecked::<F, R>(
                 client,
-                cube_count(client, m * w.n, 256),
+                cube_count(client, m * w.shape.row_len, 256),
                 CubeDim::new_1d(256),
-                ArrayArg::from_raw_parts(partials, splits as usize * m * w.n),
-                ArrayArg::from_raw_parts(self.out.clone(), m * w.n),
-                (m * w.n) as u32,
+                ArrayArg::from_raw_parts(partials, splits as usize * m * w.shape.row_len),
+                ArrayArg::from_raw_parts(self.out.clone(), m * w.shape.row_len),
+                (m * w.shape.row_len) as u32,
                 splits,
             );
         }
@@ -236,22 +240,22 @@ impl<R: Runtime> Launch<'_, R> {
             tiled_kernel::launch_unchecked::<F, S, R>(
                 self.client,
                 CubeCount::Static(
-                    w.n.div_ceil(TILE_N as usize) as u32,
+                    w.shape.row_len.div_ceil(TILE_N as usize) as u32,
                     m.div_ceil(TILE_M as usize) as u32,
                     1,
                 ),
                 CubeDim::new_2d(16, 16),
-                ArrayArg::from_raw_parts(self.x.clone(), m * w.k),
-                ArrayArg::from_raw_parts(w.words.clone(), w.words_len),
-                ArrayArg::from_raw_parts(w.scales.clone(), w.groups),
+                ArrayArg::from_raw_parts(self.x.clone(), m * w.shape.rows),
+                ArrayArg::from_raw_parts(w.words.clone(), w.shape.words()),
+                ArrayArg::from_raw_parts(w.scales.clone(), w.shape.groups),
                 ArrayArg::from_raw_parts(w.zero_points.clone(), self.zero_len),
-                ArrayArg::from_raw_parts(self.out.clone(), m * w.n),
+                ArrayArg::from_raw_parts(self.out.clone(), m * w.shape.row_len),
                 m as u32,
-                w.k as u32,
-                w.n as u32,
+                w.shape.rows as u32,
+                w.shape.row_len as u32,
                 w.words_per_row() as u32,
                 w.group_size() as u32,
-                w.bits,
+                w.shape.bits,
                 self.asymmetric,
                 self.word_groups,
             )

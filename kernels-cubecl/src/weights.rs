@@ -24,31 +24,17 @@ pub struct DeviceWeights {
     pub(crate) words: Handle,
     pub(crate) scales: Handle,
     pub(crate) zero_points: Handle,
-    /// Rows (for a matmul weight `W` of `y = x · W`: the inner dimension `k`).
-    pub k: usize,
-    /// Elements per row (the outputs `n`).
-    pub n: usize,
-    /// Bit width of the codes.
-    pub bits: u32,
-    /// Symmetric or asymmetric grid.
-    pub quant_type: QuantType,
-    /// Number of groups over the flat element sequence.
-    pub groups: usize,
+    /// The geometry: `[k, n]` (rows are the inner dimension `k` of `y = x · W`), bits, grid
+    /// type and groups.
+    pub(crate) shape: PackedShape,
     /// How the scales are stored.
     pub scale_format: ScaleFormat,
-    pub(crate) words_len: usize,
 }
 
 impl DeviceWeights {
     /// The geometry: `[k, n]`, bits, grid type and groups.
     pub fn shape(&self) -> PackedShape {
-        PackedShape {
-            rows: self.k,
-            row_len: self.n,
-            bits: self.bits,
-            quant_type: self.quant_type,
-            groups: self.groups,
-        }
+        self.shape
     }
 
     /// Elements per group.
@@ -100,13 +86,8 @@ impl DeviceWeights {
             words,
             scales,
             zero_points,
-            k,
-            n,
-            bits: shape.bits,
-            quant_type: shape.quant_type,
-            groups: shape.groups,
+            shape,
             scale_format,
-            words_len: shape.words(),
         })
     }
 
@@ -149,30 +130,30 @@ impl DeviceWeights {
         layout: CodeLayout,
     ) -> Result<PackedTensor> {
         let mut words = read::<R, u32>(client, self.words.clone())?;
-        words.truncate(self.words_len);
+        words.truncate(self.shape.words());
         // Buffers hold at least `groups` entries (checked when built); a pool may round up.
         let scales = match self.scale_format {
             ScaleFormat::F32 => PackedScales::F32(
-                read::<R, f32>(client, self.scales.clone())?[..self.groups].to_vec(),
+                read::<R, f32>(client, self.scales.clone())?[..self.shape.groups].to_vec(),
             ),
             ScaleFormat::F16 => PackedScales::F16(
-                read::<R, f16>(client, self.scales.clone())?[..self.groups].to_vec(),
+                read::<R, f16>(client, self.scales.clone())?[..self.shape.groups].to_vec(),
             ),
         };
-        let zero_points = match self.quant_type {
+        let zero_points = match self.shape.quant_type {
             QuantType::Asymmetric => {
                 let mut z = read::<R, i32>(client, self.zero_points.clone())?;
-                z.truncate(self.groups);
+                z.truncate(self.shape.groups);
                 z
             }
             QuantType::Symmetric => Vec::new(),
         };
         let packed = PackedTensor {
-            bits: self.bits,
-            quant_type: self.quant_type,
-            groups: self.groups,
-            len: self.k * self.n,
-            row_len: self.n,
+            bits: self.shape.bits,
+            quant_type: self.shape.quant_type,
+            groups: self.shape.groups,
+            len: self.shape.rows * self.shape.row_len,
+            row_len: self.shape.row_len,
             codes: moq_core::PackedCodes::Words(words),
             scales,
             zero_points,
@@ -193,14 +174,14 @@ impl DeviceWeights {
         &self,
         client: &ComputeClient<R>,
     ) -> Handle {
-        let len = self.k * self.n;
+        let len = self.shape.rows * self.shape.row_len;
         let out = client.empty(len.max(1) * size_of::<F>());
         if len == 0 {
             return out;
         }
-        let asymmetric = self.quant_type == QuantType::Asymmetric;
-        let zero_len = if asymmetric { self.groups } else { 1 };
-        // SAFETY: `from_parts`/`upload`/`quantize` checked that the buffers hold `words_len`
+        let asymmetric = self.shape.quant_type == QuantType::Asymmetric;
+        let zero_len = if asymmetric { self.shape.groups } else { 1 };
+        // SAFETY: `from_parts`/`upload`/`quantize` checked that the buffers hold `shape.words()`
         // words, `groups` scales and `zero_len` zero points; `out` was allocated with `len`;
         // units past `len` return at once.
         macro_rules! launch {
@@ -210,15 +191,15 @@ impl DeviceWeights {
                         client,
                         cube_count(client, len, UNITS_ELEMENTWISE),
                         CubeDim::new_1d(UNITS_ELEMENTWISE),
-                        ArrayArg::from_raw_parts(self.words.clone(), self.words_len),
-                        ArrayArg::from_raw_parts(self.scales.clone(), self.groups),
+                        ArrayArg::from_raw_parts(self.words.clone(), self.shape.words()),
+                        ArrayArg::from_raw_parts(self.scales.clone(), self.shape.groups),
                         ArrayArg::from_raw_parts(self.zero_points.clone(), zero_len),
                         ArrayArg::from_raw_parts(out.clone(), len),
                         len as u32,
-                        self.n as u32,
+                        self.shape.row_len as u32,
                         self.words_per_row() as u32,
                         self.group_size() as u32,
-                        self.bits,
+                        self.shape.bits,
                         asymmetric,
                     )
                 }
@@ -268,13 +249,8 @@ pub fn quantize<R: Runtime, F: Float + CubeElement>(
         words: codes.words,
         scales,
         zero_points: client.create_from_slice(i32::as_bytes(&zero_points)),
-        k: len.checked_div(row_len).unwrap_or(0),
-        n: row_len,
-        bits: spec.bits,
-        quant_type: spec.quant_type,
-        groups,
+        shape: codes.shape,
         scale_format,
-        words_len: codes.words_len,
     })
 }
 

@@ -15,16 +15,15 @@
 //!
 //! - `BitsMetric` and `MixingMetric` (module `metric`, feature `train`): the schedule on
 //!   burn-train's `Learner` dashboard.
-//! - [`MoqOptimizer::export`] and [`load_dequantized`] ([`export`]): the trained weights as
-//!   packed low-bit codes in a safetensors file (`moq inspect` reads it), and back.
-//! - [`QuantizedLinear`] ([`linear`]): a linear layer holding packed codes and scales, built
-//!   from an export, multiplying through the kernels on GPU backends.
-//! - [`to_burn_data`] ([`burn_quant`]): symmetric 8/4-bit codes as burn's own quantized tensors
-//!   (`Q8S`/`Q4S`).
+//! - [`MoqOptimizer::export`] ([`optim::export`]): the trained weights as packed low-bit codes
+//!   in a safetensors file (`moq inspect` reads it).
 //! - [`serve`]: an export served in the user's own model: [`load_burn_quantized`] (burn's
-//!   quantized tensors, any model) and [`load_codes`] (packed codes in [`MoqLinear`] layers,
-//!   burn's `Linear` with one type name changed), each with a [`LoadReport`] of what it held
-//!   how and the bytes on the device.
+//!   quantized tensors, any model), [`load_codes`] (packed codes in [`MoqLinear`] layers,
+//!   burn's `Linear` with one type name changed) and [`load_dequantized`] (float), each with a
+//!   [`LoadReport`] of what it held how and the bytes on the device; [`PackedWeight`], the one
+//!   packed-weight type from the loader to the kernels; [`QuantizedLinear`], a packed layer
+//!   built alone from an export; [`to_burn_data`], symmetric 8/4-bit codes as burn's own
+//!   quantized tensors (`Q8S`/`Q4S`).
 //! - [`HessianProvider`] ([`eigen`]): per-layer Hessian eigenvalues from [`moq_hessian`] that
 //!   stretch the periods of sensitive layers (`eigenvalue.enabled`), and, with
 //!   [`Moq::auto_bits`], choose each layer's target width under a size budget
@@ -40,13 +39,10 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
-pub mod burn_quant;
 #[cfg(feature = "collective")]
 pub mod collective;
 pub mod eigen;
 pub mod error;
-pub mod export;
-pub mod linear;
 #[cfg(feature = "train")]
 pub mod metric;
 pub mod optim;
@@ -54,14 +50,11 @@ pub mod select;
 pub mod serve;
 
 pub use backend::{
-    MoqBackend, PackedWeight, dequantize_packed, fake_quantize, fake_quantize_on_host,
-    fake_quantize_tensor_ops, quantized_matmul_tensor_ops,
+    MoqBackend, PackedWeight, fake_quantize, fake_quantize_on_host, fake_quantize_tensor_ops,
+    quantized_matmul_tensor_ops,
 };
-pub use burn_quant::{burn_scheme, to_burn_data};
 pub use eigen::{EigenHistory, EigenRecord, HessianProvider};
 pub use error::{MoqBurnError, Result};
-pub use export::load_dequantized;
-pub use linear::QuantizedLinear;
 #[cfg(feature = "train")]
 pub use metric::{BitsMetric, MixingMetric};
 pub use moq_core;
@@ -74,8 +67,8 @@ pub use optim::{
     MoqRecord, MoqStatus, StatusSnapshot,
 };
 pub use serve::{
-    DeviceBytes, Held, LoadReport, LoadedTensor, MoqLinear, MoqWeight, Unservable,
-    load_burn_quantized, load_codes,
+    DeviceBytes, Held, LoadReport, LoadedTensor, MoqLinear, MoqWeight, QuantizedLinear, Unservable,
+    burn_scheme, load_burn_quantized, load_codes, load_dequantized, to_burn_data,
 };
 
 /// The README's Rust examples, compiled and run as doctests so they cannot drift.

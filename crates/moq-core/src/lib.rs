@@ -18,7 +18,8 @@
 //!   widths stored and multiplied, words per row, scale bytes, the kernels' 32-bit index limit;
 //! - [`pack`](mod@pack): int8 and packed-u32 code layouts with f32/f16 scales, as the kernels read them;
 //! - [`matmul`]: `y = x · dequant(W)` on the CPU straight from packed codes, in registers;
-//! - [`isa`]: the vector instruction sets the hot loops are compiled for, found at run time;
+//! - `simd`: the vector instruction sets the hot loops are compiled for ([`Isa`], found at run
+//!   time), and every `unsafe` line of the crate;
 //! - [`export`]: the safetensors export of packed tensors and the model's other tensors;
 //! - [`input`]: files a user supplies, read bounded (regular files only, sizes checked before
 //!   allocating, safetensors header first, JSON without duplicate keys);
@@ -36,7 +37,6 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod input;
-pub mod isa;
 pub mod layout;
 pub mod matmul;
 pub mod noise;
@@ -47,12 +47,12 @@ pub mod plot;
 pub mod quantizer;
 pub mod rng;
 pub mod schedule;
+mod simd;
 
 pub use config::{
     EigenvalueConfig, MixingConfig, QuantType, QuantizeConfig, QuantizeConfigBuilder, Rounding,
 };
 pub use error::{MoqError, Result};
-pub use isa::Isa;
 pub use layout::{
     KERNEL_BITS, MAX_INDEXED, PACKED_BITS, PackedShape, check_indexable, codes_per_word,
 };
@@ -65,3 +65,4 @@ pub use quantizer::{
 };
 pub use rng::Rng;
 pub use schedule::{BitDrop, LayerSpec, LayerState, Schedule, StepReport};
+pub use simd::Isa;

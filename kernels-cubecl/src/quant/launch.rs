@@ -287,7 +287,8 @@ pub fn fake_quantize<R: Runtime, F: Float + CubeElement>(
 /// with the grids they were computed on.
 pub(crate) struct DeviceCodes {
     pub words: Handle,
-    pub words_len: usize,
+    /// The codes' geometry (`shape.words()` words).
+    pub shape: PackedShape,
     pub grids: DeviceGrids,
 }
 
@@ -334,7 +335,7 @@ pub(crate) fn quantize_words<R: Runtime, F: Float + CubeElement>(
     }
     Ok(DeviceCodes {
         words,
-        words_len,
+        shape,
         grids,
     })
 }

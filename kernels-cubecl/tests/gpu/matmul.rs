@@ -223,7 +223,7 @@ fn weights_the_kernel_cannot_read_are_named() {
     };
     assert_eq!(expected, 12);
     // Beyond the kernels' 32-bit indexing (here m · k): refused, not wrapped.
-    let m = u32::MAX as usize / weights.k + 1;
+    let m = u32::MAX as usize / weights.shape().rows + 1;
     let err = matmul::<TestRuntime, f32>(&client, &x, m, &weights).unwrap_err();
     assert!(
         matches!(&err, KernelError::Spec(moq_core::MoqError::TooLarge { .. })),

@@ -60,31 +60,32 @@ where
         }
     }
 
-    fn quantized_matmul(x: FloatTensor<Self>, w: PackedWeight<Self>) -> Result<FloatTensor<Self>> {
+    fn quantized_matmul(x: FloatTensor<Self>, w: &PackedWeight<Self>) -> Result<FloatTensor<Self>> {
         use burn_cubecl::kernel::into_contiguous;
         use moq_core::ScaleFormat;
-        let packed = w.shape()?;
+        let packed = w.shape();
         let k = packed.rows;
         let x = into_contiguous(x);
         let shape = x.shape();
-        let out_shape = kernel_output_shape(shape.as_slice(), k, w.n)?;
-        let scale_format = match w.scales.dtype {
+        let out_shape = kernel_output_shape(shape.as_slice(), k, packed.row_len)?;
+        let (words, scales, zero_points) = w.primitives();
+        let scale_format = match scales.dtype {
             DType::F32 => ScaleFormat::F32,
             DType::F16 => ScaleFormat::F16,
             _ => return quantized_matmul_tensor_ops::<Self>(x, w),
         };
         let four_bytes =
             |t: &burn_cubecl::tensor::CubeTensor<R>| matches!(t.dtype, DType::I32 | DType::U32);
-        if !four_bytes(&w.words)
-            || !four_bytes(&w.zero_points)
+        if !four_bytes(&words)
+            || !four_bytes(&zero_points)
             || !matches!(x.dtype, DType::F32 | DType::F16)
         {
             return quantized_matmul_tensor_ops::<Self>(x, w);
         }
         let (words, scales, zero_points) = (
-            into_contiguous(w.words),
-            into_contiguous(w.scales),
-            into_contiguous(w.zero_points),
+            into_contiguous(words),
+            into_contiguous(scales),
+            into_contiguous(zero_points),
         );
         let weights = moq_kernels::DeviceWeights::from_parts(
             words.handle.clone(),

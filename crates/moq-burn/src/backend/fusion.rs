@@ -8,7 +8,7 @@ use burn::tensor::{Shape, TensorMetadata};
 use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
-use moq_core::QuantSpec;
+use moq_core::{PackedShape, QuantSpec};
 
 use super::MoqBackend;
 use super::packed::{PackedWeight, kernel_output_shape};
@@ -36,10 +36,10 @@ impl<B: FusionBackend + MoqBackend> MoqBackend for Fusion<B> {
 
     /// Lazy: the shapes are checked now (everything `B`'s matmul could refuse), and the matmul
     /// enters the fusion stream as a custom operation, run when the stream runs; no drain.
-    fn quantized_matmul(x: FloatTensor<Self>, w: PackedWeight<Self>) -> Result<FloatTensor<Self>> {
-        let k = w.shape()?.rows;
+    fn quantized_matmul(x: FloatTensor<Self>, w: &PackedWeight<Self>) -> Result<FloatTensor<Self>> {
+        let [k, n] = w.dims();
         let shape = x.shape();
-        let out_shape = kernel_output_shape(shape.as_slice(), k, w.n)?;
+        let out_shape = kernel_output_shape(shape.as_slice(), k, n)?;
         Ok(lazy_quantized_matmul::<B>(x, w, out_shape))
     }
 }
@@ -48,9 +48,7 @@ impl<B: FusionBackend + MoqBackend> MoqBackend for Fusion<B> {
 #[derive(Clone, Debug)]
 struct QuantizedMatmul<B> {
     desc: CustomOpIr,
-    n: usize,
-    bits: u32,
-    asymmetric: bool,
+    shape: PackedShape,
     _backend: PhantomData<B>,
 }
 
@@ -60,16 +58,15 @@ impl<B: FusionBackend + MoqBackend> Operation<B::FusionRuntime> for QuantizedMat
         handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
     ) {
         let ([x, words, scales, zero_points], [out]) = self.desc.as_fixed();
-        let w = PackedWeight::<B> {
-            words: handles.get_int_tensor::<B>(words),
-            scales: handles.get_float_tensor::<B>(scales),
-            zero_points: handles.get_int_tensor::<B>(zero_points),
-            n: self.n,
-            bits: self.bits,
-            asymmetric: self.asymmetric,
-        };
+        // The weight registered was checked when built; its tensors come back from the stream.
+        let w = PackedWeight::<B>::from_checked(
+            handles.get_int_tensor::<B>(words),
+            handles.get_float_tensor::<B>(scales),
+            handles.get_int_tensor::<B>(zero_points),
+            self.shape,
+        );
         // Every error `B` could return was checked when the operation was registered.
-        let y = B::quantized_matmul(handles.get_float_tensor::<B>(x), w)
+        let y = B::quantized_matmul(handles.get_float_tensor::<B>(x), &w)
             .expect("quantized matmul shapes were checked when it was registered");
         handles.register_float_tensor::<B>(&out.id, y);
     }
@@ -78,20 +75,19 @@ impl<B: FusionBackend + MoqBackend> Operation<B::FusionRuntime> for QuantizedMat
 /// `x · dequant(w)` as an operation of the stream (shapes already checked).
 fn lazy_quantized_matmul<B: FusionBackend + MoqBackend>(
     x: FloatTensor<Fusion<B>>,
-    w: PackedWeight<Fusion<B>>,
+    w: &PackedWeight<Fusion<B>>,
     out_shape: Shape,
 ) -> FloatTensor<Fusion<B>> {
     let client = x.client.clone();
-    let inputs = [x, w.words, w.scales, w.zero_points];
+    let (words, scales, zero_points) = w.primitives();
+    let inputs = [x, words, scales, zero_points];
     let streams = OperationStreams::with_inputs(&inputs);
     let out = TensorIr::uninit(client.create_empty_handle(), out_shape, inputs[0].dtype());
     let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
     let desc = CustomOpIr::new("moq_quantized_matmul", &inputs, &[out]);
     let op = QuantizedMatmul::<B> {
         desc: desc.clone(),
-        n: w.n,
-        bits: w.bits,
-        asymmetric: w.asymmetric,
+        shape: w.shape(),
         _backend: PhantomData,
     };
     client

@@ -21,7 +21,7 @@
 //! implementation needs no conversion.
 //!
 //! One file per path:
-//! - [`packed`] holds [`PackedWeight`], its checks and [`dequantize_packed`];
+//! - [`packed`] holds [`PackedWeight`], the packed weight the quantized matmul multiplies with;
 //! - [`host`] holds [`fake_quantize_on_host`];
 //! - [`tensor_ops`] holds [`fake_quantize_tensor_ops`] and [`quantized_matmul_tensor_ops`];
 //! - [`autodiff`] holds the straight-through backward;
@@ -54,7 +54,7 @@ pub mod packed;
 pub mod tensor_ops;
 
 pub use host::fake_quantize_on_host;
-pub use packed::{Matmul, PackedWeight, dequantize_packed};
+pub use packed::{Matmul, PackedWeight};
 pub use tensor_ops::{fake_quantize_tensor_ops, quantized_matmul_tensor_ops};
 
 /// A burn backend that can run MoQ's quantization operations.
@@ -74,7 +74,7 @@ pub trait MoqBackend: Backend {
     /// `[..., n]`. The default is [`quantized_matmul_tensor_ops`] (dequantize with tensor ops,
     /// then multiply); burn's cubecl backends run `moq-kernels`' low-bit matmul, which never
     /// materialises `dequant(W)`.
-    fn quantized_matmul(x: FloatTensor<Self>, w: PackedWeight<Self>) -> Result<FloatTensor<Self>> {
+    fn quantized_matmul(x: FloatTensor<Self>, w: &PackedWeight<Self>) -> Result<FloatTensor<Self>> {
         quantized_matmul_tensor_ops::<Self>(x, w)
     }
 

@@ -7,7 +7,6 @@ use burn::backend::NdArray;
 use burn::backend::ndarray::{
     FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray,
 };
-use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, TensorData, TensorMetadata};
 use moq_core::matmul::{PackedMatrix, Scales, Word, matmul};
@@ -54,15 +53,20 @@ where
         fake_quantize_on_host::<Self>(tensor, name, spec, mix_ratio)
     }
 
-    fn quantized_matmul(x: FloatTensor<Self>, w: PackedWeight<Self>) -> Result<FloatTensor<Self>> {
-        let shape = w.shape()?;
-        let x_shape = x.shape();
-        let out_shape = matmul_output_shape(x_shape.as_slice(), shape.rows, shape.row_len)?;
-        // The words as `QuantizedLinear` makes them (i32), or as a record loaded with the
-        // backend's default int type holds them (i64, twice the bytes to read).
-        let y = match &w.words {
-            NdArrayTensor::I32(words) => run(&x, words.view().as_slice(), &w, shape, &out_shape)?,
-            NdArrayTensor::I64(words) => run(&x, words.view().as_slice(), &w, shape, &out_shape)?,
+    fn quantized_matmul(x: FloatTensor<Self>, w: &PackedWeight<Self>) -> Result<FloatTensor<Self>> {
+        let shape = w.shape();
+        let out_shape = matmul_output_shape(x.shape().as_slice(), shape.rows, shape.row_len)?;
+        let (words, scales, zero_points) = w.primitives();
+        let parts = Parts {
+            scales: &scales,
+            zero_points: &zero_points,
+            shape,
+        };
+        // The words as `PackedWeight::from_packed` makes them (i32), or as a record loaded with
+        // the backend's default int type holds them (i64, twice the bytes to read).
+        let y = match &words {
+            NdArrayTensor::I32(words) => run(&x, words.view().as_slice(), parts, &out_shape)?,
+            NdArrayTensor::I64(words) => run(&x, words.view().as_slice(), parts, &out_shape)?,
             _ => None,
         };
         let Some(y) = y else {
@@ -72,29 +76,34 @@ where
     }
 }
 
+/// A weight's scales and zero points as NdArray holds them, and its geometry.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    scales: &'a NdArrayTensor,
+    zero_points: &'a NdArrayTensor,
+    shape: PackedShape,
+}
+
 /// The CPU kernel on the buffers in place, or `None` when a tensor is not in a dtype and layout
 /// it reads (then the tensor-ops path runs).
-fn run<
-    B: Backend<FloatTensorPrimitive = NdArrayTensor, IntTensorPrimitive = NdArrayTensor>,
-    W: Word,
->(
+fn run<W: Word>(
     x: &NdArrayTensor,
     words: Option<&[W]>,
-    w: &PackedWeight<B>,
-    shape: PackedShape,
+    w: Parts<'_>,
     out_shape: &Shape,
 ) -> Result<Option<Vec<f32>>> {
-    let (NdArrayTensor::F32(xs), NdArrayTensor::F32(scales)) = (x, &w.scales) else {
+    let (NdArrayTensor::F32(xs), NdArrayTensor::F32(scales)) = (x, w.scales) else {
         return Ok(None);
     };
+    let shape = w.shape;
     // Zero points (asymmetric grids only): read in place as i32, or narrowed from a record
     // loaded with 64-bit ints (one per group, small next to the words).
     let asymmetric = shape.quant_type == QuantType::Asymmetric;
-    let in_place = match &w.zero_points {
+    let in_place = match w.zero_points {
         NdArrayTensor::I32(z) => Some(z.view()),
         _ => None,
     };
-    let narrowed: Vec<i32> = match &w.zero_points {
+    let narrowed: Vec<i32> = match w.zero_points {
         NdArrayTensor::I64(z) if asymmetric => z.view().iter().map(|&v| v as i32).collect(),
         NdArrayTensor::I32(_) | NdArrayTensor::I64(_) => Vec::new(),
         _ => return Ok(None),

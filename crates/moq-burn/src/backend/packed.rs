@@ -1,121 +1,245 @@
-//! The packed weight a quantized matmul multiplies with, its checks, and its dequantization
-//! from tensor ops.
+//! [`PackedWeight`]: the one packed-weight type of the inference path, from the loader to each
+//! kernel (the guide's "One forward pass, file by file"). Its geometry is checked once, when it
+//! is built; what multiplies with it reads that geometry and checks nothing again.
 
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{ElementConversion, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
-use moq_core::{MoqError, PackedShape, QuantType};
+use burn::tensor::{DType, ElementConversion, Int, Shape, Tensor, TensorData, TensorPrimitive};
+use moq_core::export::Exported;
+use moq_core::{CodeLayout, MoqError, PackedScales, PackedShape, PackedTensor, QuantType};
 
 use crate::error::{MoqBurnError, Result};
 
 /// A low-bit matmul `x · dequant(W)`: [`super::MoqBackend::quantized_matmul`] of the backend
 /// the codes were loaded on, as a served weight keeps it ([`crate::serve::MoqWeight`]).
-pub type Matmul<B> = fn(FloatTensor<B>, PackedWeight<B>) -> Result<FloatTensor<B>>;
+pub type Matmul<B> = fn(FloatTensor<B>, &PackedWeight<B>) -> Result<FloatTensor<B>>;
 
-/// A weight `W` `[k, n]` in `moq-core`'s `Packed32` layout, held in burn tensors: what
+/// A weight `W` `[k, n]` as packed codes in `moq-core`'s `Packed32` layout (eight 4-bit or four
+/// 8-bit codes per 32-bit word), one scale per group of its flattened values and, for
+/// asymmetric grids, one zero point per group, held in burn parameters on the device: what
 /// [`super::MoqBackend::quantized_matmul`] multiplies with.
-#[derive(Debug)]
+///
+/// Built by [`Self::from_packed`] (an export's codes) or [`Self::from_parts`] (tensors already
+/// on the device), both of which check the parts against one [`PackedShape`]; the parts are
+/// not public, so a weight that exists fits together. Visitors and mappers see its three
+/// parameters (`words`, `scales`, `zero_points`); its record is theirs, loaded into a weight of
+/// the same geometry (burn loads a record into a module of the same structure).
+#[derive(Module, Debug)]
 pub struct PackedWeight<B: Backend> {
-    /// The words, `[k, ceil(n / (32 / bits))]`: each element holds the 32 bits of one `u32` word
-    /// (as an `i32`, or sign-extended in a wider int type).
-    pub words: IntTensor<B>,
+    /// The words, `[k, words per row]`: each element holds the 32 bits of one `u32` word (as an
+    /// `i32`, or sign-extended in a wider int type).
+    words: Param<Tensor<B, 2, Int>>,
     /// One scale per group, `[groups]`.
-    pub scales: FloatTensor<B>,
+    scales: Param<Tensor<B, 1>>,
     /// One stored zero point per group, `[groups]` (zeros for symmetric grids).
-    pub zero_points: IntTensor<B>,
-    /// Columns `n`.
-    pub n: usize,
-    /// Bit width of the codes, 1–8.
-    pub bits: u32,
-    /// Whether the grid is asymmetric (zero points are used).
-    pub asymmetric: bool,
-}
-
-impl<B: Backend> Clone for PackedWeight<B> {
-    fn clone(&self) -> Self {
-        Self {
-            words: self.words.clone(),
-            scales: self.scales.clone(),
-            zero_points: self.zero_points.clone(),
-            n: self.n,
-            bits: self.bits,
-            asymmetric: self.asymmetric,
-        }
-    }
+    zero_points: Param<Tensor<B, 1, Int>>,
+    /// The geometry: `k` rows of `n` codes, bits, grid, groups.
+    shape: PackedShape,
 }
 
 impl<B: Backend> PackedWeight<B> {
-    /// The weight's geometry, checked against `n`, `bits`, the words' shape and the number of
-    /// scales and zero points (one of each per group; zeros for symmetric grids).
-    pub fn shape(&self) -> Result<PackedShape> {
-        let bad = |reason: String| MoqBurnError::Core(MoqError::Packed { reason });
-        let [k, words_per_row] = match self.words.shape().as_slice() {
-            &[k, w] => [k, w],
-            other => {
-                return Err(bad(format!(
-                    "words have shape {other:?}, expected [k, words]"
-                )));
-            }
+    /// An exported linear weight (`[d_input, d_output]`, either code layout) on `device`: its
+    /// shape must be 2-d and agree with its codes, which [`Self::from_packed`] checks.
+    pub fn from_export(weight: &Exported, device: &B::Device) -> Result<Self> {
+        let bad = |reason: String| MoqBurnError::Export {
+            reason: format!("`{}`: {reason}", weight.name),
         };
-        let quant_type = if self.asymmetric {
-            QuantType::Asymmetric
-        } else {
-            QuantType::Symmetric
-        };
-        let groups = self.scales.shape().num_elements();
-        let shape = PackedShape::new([k, self.n], self.bits, quant_type, groups)?;
-        shape.check_kernel()?;
-        shape.check_parts(k * words_per_row, groups, shape.zero_points())?;
-        let zero_points = self.zero_points.shape().num_elements();
-        if zero_points != groups {
+        let &[d_input, d_output] = weight.shape.as_slice() else {
             return Err(bad(format!(
-                "{zero_points} zero points for {groups} groups"
+                "a linear weight is 2-d, this one has shape {:?}",
+                weight.shape
+            )));
+        };
+        let p = &weight.packed;
+        if p.len != d_input * d_output || p.row_len != d_output {
+            return Err(bad(format!(
+                "codes for {} elements in rows of {}, the shape says {:?}",
+                p.len, p.row_len, weight.shape
             )));
         }
-        Ok(shape)
+        Self::from_packed(p, device)
     }
-}
 
-/// `dequant(W)` `[k, n]` from tensor ops (shifts and masks on the words), on any backend.
-pub fn dequantize_packed<B: Backend>(w: PackedWeight<B>) -> Result<Tensor<B, 2>> {
-    let shape = w.shape()?;
-    let (k, words_per_row, groups) = (shape.rows, shape.words_per_row(), shape.groups);
-    let device = B::int_device(&w.words);
-    let (bits, per_word) = (w.bits as i64, (32 / w.bits) as usize);
-    let words = Tensor::<B, 2, Int>::from_primitive(w.words);
-    // Every int tensor here takes the words' dtype (i32 from `QuantizedLinear`, whatever the
-    // backend's default int type is).
-    let dtype = words.dtype();
-    let shifts = Tensor::<B, 1, Int>::arange(0..per_word as i64, (&device, dtype))
-        .mul_scalar(bits)
-        .reshape([1, 1, per_word])
-        .expand([k, words_per_row, per_word]);
-    let fields = words
-        .reshape([k, words_per_row, 1])
-        .expand([k, words_per_row, per_word])
-        .bitwise_right_shift(shifts)
-        .bitwise_and_scalar(((1i64 << bits) - 1).elem());
-    let codes = if bits == 1 {
-        fields.mul_scalar(2).sub_scalar(1)
-    } else {
-        let negative = fields
-            .clone()
-            .greater_equal_elem(1i64 << (bits - 1))
-            .int()
-            .cast(dtype);
-        fields - negative.mul_scalar(1i64 << bits)
-    };
-    let codes = codes
-        .reshape([k, words_per_row * per_word])
-        .slice([0..k, 0..w.n])
-        .reshape([groups, k * w.n / groups]);
-    let zero = Tensor::<B, 1, Int>::from_primitive(w.zero_points)
-        .cast(dtype)
-        .reshape([groups, 1]);
-    let codes = if w.asymmetric { codes - zero } else { codes };
-    let scales =
-        Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(w.scales)).reshape([groups, 1]);
-    Ok((codes.float() * scales).reshape([k, w.n]))
+    /// An export's packed codes (`[rows, row_len]`, either code layout; the `Int8` layout is
+    /// repacked to `Packed32`) on `device`, checked ([`PackedTensor::check`]: a file read from
+    /// disk is user input) against the kernels' widths.
+    pub fn from_packed(p: &PackedTensor, device: &B::Device) -> Result<Self> {
+        p.check()?;
+        let shape = p.shape()?;
+        shape.check_kernel()?;
+        let p = p.to_layout(CodeLayout::Packed32)?;
+        let words: Vec<i32> = p
+            .words()
+            .unwrap_or_default()
+            .iter()
+            .map(|&w| w as i32)
+            .collect();
+        let scales: Vec<f32> = match &p.scales {
+            PackedScales::F32(s) => s.clone(),
+            PackedScales::F16(s) => s.iter().map(|v| v.to_f32()).collect(),
+        };
+        let zero_points = match p.zero_points.is_empty() {
+            true => vec![0; shape.groups],
+            false => p.zero_points.clone(),
+        };
+        let words = TensorData::new(words, [shape.rows, shape.words_per_row()]);
+        let zero_points = TensorData::new(zero_points, [shape.groups]);
+        Ok(Self {
+            words: Param::initialized(
+                ParamId::new(),
+                Tensor::from_data(words, (device, DType::I32)),
+            ),
+            scales: Param::from_data(TensorData::new(scales, [shape.groups]), device)
+                .set_require_grad(false),
+            zero_points: Param::initialized(
+                ParamId::new(),
+                Tensor::from_data(zero_points, (device, DType::I32)),
+            ),
+            shape,
+        })
+    }
+
+    /// A weight of geometry `shape` from its parts on the device: the words
+    /// `[shape.rows, shape.words_per_row()]`, one scale and one zero point per group (zeros
+    /// for a symmetric grid). An error names the part that does not fit.
+    pub fn from_parts(
+        words: Tensor<B, 2, Int>,
+        scales: Tensor<B, 1>,
+        zero_points: Tensor<B, 1, Int>,
+        shape: PackedShape,
+    ) -> Result<Self> {
+        let bad = |reason: String| MoqBurnError::Core(MoqError::Packed { reason });
+        shape.check_kernel()?;
+        let [rows, words_per_row] = words.dims();
+        if rows != shape.rows || words_per_row != shape.words_per_row() {
+            return Err(bad(format!(
+                "words of shape [{rows}, {words_per_row}] for a [{}, {}] weight of {} bits \
+                 ([{}, {}] expected)",
+                shape.rows,
+                shape.row_len,
+                shape.bits,
+                shape.rows,
+                shape.words_per_row()
+            )));
+        }
+        let zeros = shape.zero_points();
+        shape.check_parts(rows * words_per_row, scales.dims()[0], zeros)?;
+        if zero_points.dims()[0] != shape.groups {
+            return Err(bad(format!(
+                "{} zero points for {} groups",
+                zero_points.dims()[0],
+                shape.groups
+            )));
+        }
+        Ok(Self::from_checked(
+            words.into_primitive(),
+            scales.into_primitive().tensor(),
+            zero_points.into_primitive(),
+            shape,
+        ))
+    }
+
+    /// The parts of a weight that was checked when first built (the fusion stream's copy of
+    /// one; the parameters are new).
+    pub(crate) fn from_checked(
+        words: IntTensor<B>,
+        scales: FloatTensor<B>,
+        zero_points: IntTensor<B>,
+        shape: PackedShape,
+    ) -> Self {
+        Self {
+            words: Param::initialized(ParamId::new(), Tensor::from_primitive(words)),
+            scales: Param::initialized(
+                ParamId::new(),
+                Tensor::from_primitive(TensorPrimitive::Float(scales)),
+            )
+            .set_require_grad(false),
+            zero_points: Param::initialized(ParamId::new(), Tensor::from_primitive(zero_points)),
+            shape,
+        }
+    }
+
+    /// The geometry, checked when the weight was built.
+    pub fn shape(&self) -> PackedShape {
+        self.shape
+    }
+
+    /// `[k, n]`.
+    pub fn dims(&self) -> [usize; 2] {
+        [self.shape.rows, self.shape.row_len]
+    }
+
+    /// The words, `[k, words per row]`.
+    pub fn words(&self) -> Tensor<B, 2, Int> {
+        self.words.val()
+    }
+
+    /// The scales, `[groups]`.
+    pub fn scales(&self) -> Tensor<B, 1> {
+        self.scales.val()
+    }
+
+    /// The stored zero points, `[groups]` (zeros for a symmetric grid).
+    pub fn zero_points(&self) -> Tensor<B, 1, Int> {
+        self.zero_points.val()
+    }
+
+    /// The three parts as the backend's primitives: words, scales, zero points.
+    pub fn primitives(&self) -> (IntTensor<B>, FloatTensor<B>, IntTensor<B>) {
+        (
+            self.words().into_primitive(),
+            self.scales().into_primitive().tensor(),
+            self.zero_points().into_primitive(),
+        )
+    }
+
+    /// The device the codes are on.
+    pub fn device(&self) -> B::Device {
+        self.words.lazy_device()
+    }
+
+    /// `dequant(W)` `[k, n]` from tensor ops (shifts and masks on the words), on any backend.
+    pub fn dequantize(&self) -> Tensor<B, 2> {
+        let shape = self.shape;
+        let (k, n, words_per_row) = (shape.rows, shape.row_len, shape.words_per_row());
+        let (bits, per_word) = (shape.bits as i64, shape.codes_per_word());
+        let words = self.words();
+        let device = words.device();
+        // Every int tensor here takes the words' dtype (i32 when built here, whatever the
+        // backend's default int type is when loaded from a record).
+        let dtype = words.dtype();
+        let shifts = Tensor::<B, 1, Int>::arange(0..per_word as i64, (&device, dtype))
+            .mul_scalar(bits)
+            .reshape([1, 1, per_word])
+            .expand([k, words_per_row, per_word]);
+        let fields = words
+            .reshape([k, words_per_row, 1])
+            .expand([k, words_per_row, per_word])
+            .bitwise_right_shift(shifts)
+            .bitwise_and_scalar(((1i64 << bits) - 1).elem());
+        let codes = if bits == 1 {
+            fields.mul_scalar(2).sub_scalar(1)
+        } else {
+            let negative = fields
+                .clone()
+                .greater_equal_elem(1i64 << (bits - 1))
+                .int()
+                .cast(dtype);
+            fields - negative.mul_scalar(1i64 << bits)
+        };
+        let groups = shape.groups;
+        let codes = codes
+            .reshape([k, words_per_row * per_word])
+            .slice([0..k, 0..n])
+            .reshape([groups, k * n / groups]);
+        let codes = match shape.quant_type {
+            QuantType::Asymmetric => codes - self.zero_points().cast(dtype).reshape([groups, 1]),
+            QuantType::Symmetric => codes,
+        };
+        let scales = self.scales().reshape([groups, 1]);
+        (codes.float() * scales).reshape([k, n])
+    }
 }
 
 /// `[..., n]` for an input `[..., k]`; an error naming the input when its last dimension is

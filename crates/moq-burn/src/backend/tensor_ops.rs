@@ -8,18 +8,19 @@ use burn::tensor::{ElementConversion, Shape, Tensor, TensorData, TensorMetadata,
 use moq_core::{QuantSpec, QuantType, Rounding};
 
 use super::host::fake_quantize_on_host;
-use super::packed::{PackedWeight, dequantize_packed, matmul_output_shape};
+use super::packed::{PackedWeight, matmul_output_shape};
 use crate::error::Result;
 
-/// The generic [`super::MoqBackend::quantized_matmul`]: [`dequantize_packed`], then a matmul.
+/// The generic [`super::MoqBackend::quantized_matmul`]: [`PackedWeight::dequantize`], then a
+/// matmul.
 pub fn quantized_matmul_tensor_ops<B: Backend>(
     x: FloatTensor<B>,
-    w: PackedWeight<B>,
+    w: &PackedWeight<B>,
 ) -> Result<FloatTensor<B>> {
     let shape = x.shape();
-    let k = w.shape()?.rows;
-    let out_shape = matmul_output_shape(shape.as_slice(), k, w.n)?;
-    let weight = dequantize_packed(w)?;
+    let [k, n] = w.dims();
+    let out_shape = matmul_output_shape(shape.as_slice(), k, n)?;
+    let weight = w.dequantize();
     let x = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(B::float_reshape(
         x,
         Shape::new([shape.num_elements() / k.max(1), k]),

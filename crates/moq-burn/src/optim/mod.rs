@@ -1,7 +1,7 @@
 //! The MoQ optimizer wrapper (the guide's algorithm page (docs/algorithm.md), "Where it runs"), one file per stage:
 //! [`builder`] (what is quantized, in which layers), [`step`] (one training step), [`provider`]
-//! (eigenvalues), [`status`] (the live view), [`record`] (save and resume); the export of the
-//! trained codes is in [`crate::export`].
+//! (eigenvalues), [`status`] (the live view), [`record`] (save and resume), [`export`] (the
+//! trained weights as packed codes).
 //!
 //! [`MoqOptimizer`] wraps any burn [`Optimizer`](burn::optim::Optimizer) and is one itself, so it drops into a
 //! hand-written loop or burn-train's `Learner` unchanged. It keeps full-precision master weights
@@ -48,6 +48,7 @@ use crate::error::MoqBurnError;
 
 pub mod auto_bits;
 pub mod builder;
+pub mod export;
 pub mod provider;
 pub mod record;
 pub mod status;

@@ -12,13 +12,11 @@ use moq_core::KERNEL_BITS;
 use moq_core::export::{Exported, MoqFile};
 use moq_hessian::path::{NamedMapper, map_named};
 
+use super::burn_quant::{burn_scheme, to_burn_data};
 use super::pending;
 use super::report::{Held, LoadReport, LoadedTensor};
-use crate::backend::Matmul;
-use crate::backend::MoqBackend;
-use crate::burn_quant::{burn_scheme, to_burn_data};
+use crate::backend::{Matmul, MoqBackend, PackedWeight};
 use crate::error::{MoqBurnError, Result};
-use crate::linear::QuantizedLinear;
 
 /// What a load does with a quantized tensor it cannot serve as asked (a width or grouping
 /// without a kernel or burn scheme, or a weight whose module is not a `MoqLinear`).
@@ -74,12 +72,11 @@ fn replace_on_success<M: Clone>(
     Ok(report)
 }
 
-/// Every tensor of `file` as float (quantized tensors dequantized).
-pub(crate) fn load_all_dequantized<B: Backend, M: Module<B>>(
-    model: M,
-    file: &MoqFile,
-) -> Result<(M, LoadReport)> {
-    load(model, file, Mode::Dequantized, Unservable::Dequantize)
+/// `model` with every float parameter replaced by its value in `file` (quantized tensors are
+/// dequantized), matched by module path. A parameter missing from the file, a tensor of the file
+/// the model does not have, or a shape that differs is an error naming the tensor.
+pub fn load_dequantized<B: Backend, M: Module<B>>(model: M, file: &MoqFile) -> Result<M> {
+    load(model, file, Mode::Dequantized, Unservable::Dequantize).map(|(model, _)| model)
 }
 
 enum Mode<B: Backend> {
@@ -294,9 +291,9 @@ impl<'a, B: Backend> Loader<'a, B> {
                 unservable(format!("a {D}-d tensor: codes serve 2-d linear weights"))?
             }
             Mode::Codes(matmul) => {
-                let layer = QuantizedLinear::<B>::from_export(e, None, device)?;
-                let bytes = e.packed.shape()?.device_bytes(float_bytes);
-                pending::put(id, layer, matmul);
+                let weight = PackedWeight::<B>::from_export(e, device)?;
+                let bytes = weight.shape().device_bytes(float_bytes);
+                pending::put(id, weight, matmul);
                 self.waiting.push((id, path.to_string()));
                 self.report
                     .push(loaded(path, &e.shape, Held::Codes, Some(bits), bytes));

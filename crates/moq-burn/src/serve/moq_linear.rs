@@ -2,11 +2,12 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
-use burn::tensor::{Tensor, TensorPrimitive};
 
 use super::MoqWeight;
+use super::quantized_linear::packed_forward;
 use crate::error::Result;
 
 /// A linear layer `y = x · W + b` that trains exactly like burn's [`Linear`] (same
@@ -53,10 +54,7 @@ impl<B: Backend> MoqLinear<B> {
     pub fn dims(&self) -> [usize; 2] {
         match &self.weight {
             MoqWeight::Float(p) => p.lazy_shape().dims(),
-            MoqWeight::Packed { layer, .. } => {
-                let [k, _] = layer.words.lazy_shape().dims();
-                [k, layer.d_output]
-            }
+            MoqWeight::Packed { weight, .. } => weight.dims(),
         }
     }
 }
@@ -65,16 +63,10 @@ impl<B: Backend> MoqLinear<B> {
     /// `x · W + b` for `x` of shape `[..., d_input]`; an error names a mismatched input width
     /// of a packed layer.
     pub fn try_forward<const D: usize>(&self, x: Tensor<B, D>) -> Result<Tensor<B, D>> {
-        let bias = self.bias.as_ref().map(|b| b.val());
         match &self.weight {
-            MoqWeight::Float(w) => Ok(linear(x, w.val(), bias)),
-            MoqWeight::Packed { layer, matmul, .. } => {
-                let y = matmul(x.into_primitive().tensor(), layer.packed())?;
-                let y = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(y));
-                Ok(match bias {
-                    Some(b) => y + b.unsqueeze(),
-                    None => y,
-                })
+            MoqWeight::Float(w) => Ok(linear(x, w.val(), self.bias.as_ref().map(|b| b.val()))),
+            MoqWeight::Packed { weight, matmul, .. } => {
+                packed_forward(x, weight, self.bias.as_ref(), *matmul)
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The hand-over from the loader to the weights: packed layers waiting, on this thread, for the
+//! The hand-over from the loader to the weights: packed weights waiting, on this thread, for the
 //! [`super::MoqWeight`] whose float parameter has their id.
 //!
 //! [`super::load_codes`] fills it while it maps the model and empties it when the map is done
@@ -11,23 +11,22 @@ use std::collections::HashMap;
 use burn::module::ParamId;
 use burn::tensor::backend::Backend;
 
-use crate::backend::Matmul;
-use crate::linear::QuantizedLinear;
+use crate::backend::{Matmul, PackedWeight};
 
 thread_local! {
     static PENDING: RefCell<HashMap<ParamId, Box<dyn Any>>> = RefCell::new(HashMap::new());
 }
 
-/// A packed layer and the matmul it multiplies with.
-type Packed<B> = (QuantizedLinear<B>, Matmul<B>);
+/// A packed weight and the matmul it multiplies with.
+type Packed<B> = (PackedWeight<B>, Matmul<B>);
 
-/// Leaves `layer` for the weight of parameter `id`.
-pub(super) fn put<B: Backend>(id: ParamId, layer: QuantizedLinear<B>, matmul: Matmul<B>) {
-    let packed: Packed<B> = (layer, matmul);
+/// Leaves `weight` for the [`super::MoqWeight`] of parameter `id`.
+pub(super) fn put<B: Backend>(id: ParamId, weight: PackedWeight<B>, matmul: Matmul<B>) {
+    let packed: Packed<B> = (weight, matmul);
     PENDING.with(|p| p.borrow_mut().insert(id, Box::new(packed)));
 }
 
-/// The packed layer left for parameter `id`, if any (of backend `B`).
+/// The packed weight left for parameter `id`, if any (of backend `B`).
 pub(super) fn take<B: Backend>(id: ParamId) -> Option<Packed<B>> {
     PENDING.with(|p| {
         let mut pending = p.borrow_mut();

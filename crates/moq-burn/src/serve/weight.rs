@@ -3,7 +3,7 @@
 //!
 //! Its `Module` impl is written by hand because loading must change what the weight *is*,
 //! which burn's derived `map` cannot: a `ModuleMapper` only replaces parameter tensors. So the
-//! loader ([`super::load_codes`]) maps the float weight as usual and leaves the packed layer for
+//! loader ([`super::load_codes`]) maps the float weight as usual and leaves the packed weight for
 //! its parameter id in [`super::pending`]; the weight's `map` takes it from there. Everything
 //! else is what a `Param<Tensor<B, 2>>` does: the record *is* a `Param<Tensor<B, 2>>` (so a
 //! burn `Linear` checkpoint loads, with any recorder), and visitors and mappers see the one
@@ -17,7 +17,8 @@
 //! the backend you load on.
 //!
 //! A packed weight shows visitors and mappers its parts (`weight.words`, `weight.scales`,
-//! `weight.zero_points`: the codes in `i32` words, the scales, the zero points), and its record
+//! `weight.zero_points`: the codes in `i32` words, the scales, the zero points; a
+//! [`PackedWeight`]), and its record
 //! is the dequantized float weight, so saving a served model with burn's recorders writes the
 //! model a `Linear` would load. Loading a record always gives a float weight.
 
@@ -28,8 +29,7 @@ use burn::module::{
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use crate::backend::{Matmul, quantized_matmul_tensor_ops};
-use crate::linear::QuantizedLinear;
+use crate::backend::{Matmul, PackedWeight, quantized_matmul_tensor_ops};
 
 /// The weight `[d_input, d_output]` of a [`super::MoqLinear`].
 #[derive(Clone, Debug)]
@@ -42,32 +42,26 @@ pub enum MoqWeight<B: Backend> {
         /// The id of the float parameter it replaced, kept for the record.
         id: ParamId,
         /// Codes, scales and zero points.
-        layer: Box<QuantizedLinear<B>>,
+        weight: Box<PackedWeight<B>>,
         /// The matmul that multiplies with them.
         matmul: Matmul<B>,
     },
 }
 
 impl<B: Backend> MoqWeight<B> {
-    /// The packed layer, if the weight holds codes.
-    pub fn packed(&self) -> Option<&QuantizedLinear<B>> {
+    /// The packed weight, if the weight holds codes.
+    pub fn packed(&self) -> Option<&PackedWeight<B>> {
         match self {
             Self::Float(_) => None,
-            Self::Packed { layer, .. } => Some(layer),
+            Self::Packed { weight, .. } => Some(weight.as_ref()),
         }
     }
 
     /// The weight's values: the parameter, or the codes dequantized (tensor ops).
-    ///
-    /// # Panics
-    /// If the public parts of a packed layer were changed into ones that do not fit together
-    /// (a layer built by the loader always fits).
     pub fn val(&self) -> Tensor<B, 2> {
         match self {
             Self::Float(p) => p.val(),
-            Self::Packed { layer, .. } => layer
-                .weight()
-                .unwrap_or_else(|e| panic!("MoqWeight: packed parts do not fit: {e}")),
+            Self::Packed { weight, .. } => weight.dequantize(),
         }
     }
 
@@ -75,21 +69,21 @@ impl<B: Backend> MoqWeight<B> {
     pub fn device(&self) -> B::Device {
         match self {
             Self::Float(p) => p.lazy_device(),
-            Self::Packed { layer, .. } => layer.words.lazy_device(),
+            Self::Packed { weight, .. } => weight.device(),
         }
     }
 
-    /// The same weight with its float parameter or its packed layer mapped (same backend).
+    /// The same weight with its float parameter or its packed weight mapped (same backend).
     fn map_parts(
         self,
         float: impl FnOnce(Param<Tensor<B, 2>>) -> Param<Tensor<B, 2>>,
-        packed: impl FnOnce(QuantizedLinear<B>) -> QuantizedLinear<B>,
+        packed: impl FnOnce(PackedWeight<B>) -> PackedWeight<B>,
     ) -> Self {
         match self {
             Self::Float(p) => Self::Float(float(p)),
-            Self::Packed { id, layer, matmul } => Self::Packed {
+            Self::Packed { id, weight, matmul } => Self::Packed {
                 id,
-                layer: Box::new(packed(*layer)),
+                weight: Box::new(packed(*weight)),
                 matmul,
             },
         }
@@ -110,7 +104,7 @@ impl<B: Backend> Module<B> for MoqWeight<B> {
     fn visit<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
         match self {
             Self::Float(p) => p.visit(visitor),
-            Self::Packed { layer, .. } => layer.visit(visitor),
+            Self::Packed { weight, .. } => weight.visit(visitor),
         }
     }
 
@@ -119,17 +113,17 @@ impl<B: Backend> Module<B> for MoqWeight<B> {
             Self::Float(p) => {
                 let p = Module::map(p, mapper);
                 match super::pending::take::<B>(p.id) {
-                    Some((layer, matmul)) => Self::Packed {
+                    Some((weight, matmul)) => Self::Packed {
                         id: p.id,
-                        layer: Box::new(layer),
+                        weight: Box::new(weight),
                         matmul,
                     },
                     None => Self::Float(p),
                 }
             }
-            Self::Packed { id, layer, matmul } => Self::Packed {
+            Self::Packed { id, weight, matmul } => Self::Packed {
                 id,
-                layer: Box::new(layer.map(mapper)),
+                weight: Box::new(weight.map(mapper)),
                 matmul,
             },
         }
@@ -166,7 +160,7 @@ impl<B: Backend> Module<B> for MoqWeight<B> {
     fn collect_devices(&self, devices: Devices<B>) -> Devices<B> {
         match self {
             Self::Float(p) => p.collect_devices(devices),
-            Self::Packed { layer, .. } => layer.collect_devices(devices),
+            Self::Packed { weight, .. } => weight.collect_devices(devices),
         }
     }
 }
@@ -177,9 +171,9 @@ impl<B: AutodiffBackend> AutodiffModule<B> for MoqWeight<B> {
     fn valid(&self) -> Self::InnerModule {
         match self {
             Self::Float(p) => MoqWeight::Float(p.valid()),
-            Self::Packed { id, layer, .. } => MoqWeight::Packed {
+            Self::Packed { id, weight, .. } => MoqWeight::Packed {
                 id: *id,
-                layer: Box::new(layer.valid()),
+                weight: Box::new(weight.valid()),
                 matmul: quantized_matmul_tensor_ops::<B::InnerBackend>,
             },
         }
@@ -188,9 +182,9 @@ impl<B: AutodiffBackend> AutodiffModule<B> for MoqWeight<B> {
     fn from_inner(module: Self::InnerModule) -> Self {
         match module {
             MoqWeight::Float(p) => Self::Float(Param::from_inner(p)),
-            MoqWeight::Packed { id, layer, .. } => Self::Packed {
+            MoqWeight::Packed { id, weight, .. } => Self::Packed {
                 id,
-                layer: Box::new(QuantizedLinear::from_inner(*layer)),
+                weight: Box::new(PackedWeight::from_inner(*weight)),
                 matmul: quantized_matmul_tensor_ops::<B>,
             },
         }
@@ -205,12 +199,17 @@ impl<B: Backend> ModuleDisplayDefault for MoqWeight<B> {
     fn content(&self, content: Content) -> Option<Content> {
         match self {
             Self::Float(p) => p.content(content),
-            Self::Packed { layer, .. } => content
-                .add_formatted(&format!(
-                    "Packed {{bits: {}, d_output: {}, asymmetric: {}}}",
-                    layer.bits, layer.d_output, layer.asymmetric
-                ))
-                .optional(),
+            Self::Packed { weight, .. } => {
+                let shape = weight.shape();
+                content
+                    .add_formatted(&format!(
+                        "Packed {{bits: {}, d_output: {}, asymmetric: {}}}",
+                        shape.bits,
+                        shape.row_len,
+                        shape.quant_type == moq_core::QuantType::Asymmetric
+                    ))
+                    .optional()
+            }
         }
     }
 }

@@ -93,7 +93,7 @@ fn export_gives_the_trained_weights_as_codes() {
         .unwrap();
     let bias = bias("head.bias").unwrap();
     let q = moq_burn::QuantizedLinear::<Inner>::from_export(head, Some(&bias), &device).unwrap();
-    assert_eq!(q.bits, 4);
+    assert_eq!(q.weight.shape().bits, 4);
     let x = Tensor::<Inner, 2>::from_data(
         TensorData::new(
             (0..48).map(|i| (i as f32 * 0.3).cos()).collect::<Vec<_>>(),
@@ -102,7 +102,7 @@ fn export_gives_the_trained_weights_as_codes() {
         &device,
     );
     let trained = model.valid().head.forward(x.clone());
-    assert_eq!(values(q.weight().unwrap()), values(model.head.weight.val()));
+    assert_eq!(values(q.dequantized()), values(model.head.weight.val()));
     let got = values(q.forward(x));
     for (a, b) in got.iter().zip(values(trained)) {
         assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
@@ -179,7 +179,12 @@ fn quantized_twin_keeps_each_layers_bits_and_outputs() {
         .iter()
         .map(|p| QuantizedLinear::load(&file, p, &device).unwrap())
         .collect();
-    assert_eq!(twin.iter().map(|l| l.bits).collect::<Vec<_>>(), [4, 3, 6]);
+    assert_eq!(
+        twin.iter()
+            .map(|l| l.weight.shape().bits)
+            .collect::<Vec<_>>(),
+        [4, 3, 6]
+    );
     let x = batch(3).inner();
     let hidden = twin[..2].iter().fold(x.clone(), |x, l| {
         burn::tensor::activation::tanh(l.forward(x))
@@ -235,19 +240,18 @@ fn quantized_linear_on_ndarray_runs_the_cpu_kernel() {
                 &device,
             );
             let got = values(layer.forward(x.clone()));
-            let generic = PackedWeight::<Inner> {
-                words: layer.words.val().into_primitive(),
-                scales: layer.scales.val().into_primitive().tensor(),
-                zero_points: layer.zero_points.val().into_primitive(),
-                n,
-                bits,
-                asymmetric: quant_type == QuantType::Asymmetric,
-            };
+            let generic = PackedWeight::<Inner>::from_parts(
+                layer.weight.words(),
+                layer.weight.scales(),
+                layer.weight.zero_points(),
+                layer.weight.shape(),
+            )
+            .unwrap();
             let x2 = x.clone().reshape([6, k]).into_primitive().tensor();
             let ops = Tensor::<Inner, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(
-                quantized_matmul_tensor_ops::<Inner>(x2, generic).unwrap(),
+                quantized_matmul_tensor_ops::<Inner>(x2, &generic).unwrap(),
             ));
-            let weight = layer.weight().unwrap();
+            let weight = layer.dequantized();
             let reference = values(x.reshape([6, k]).matmul(weight));
             for ((a, b), r) in got.iter().zip(values(ops)).zip(&reference) {
                 assert!(

@@ -11,12 +11,12 @@
 //! `−z·s·x` once; a row that straddles groups is dequantized element by element.
 
 use super::Word;
-use super::vector::{Vector, field_of, sign_bits};
 use crate::config::QuantType;
 use crate::layout::PackedShape;
+use crate::simd::vector::{Vector, field_of, sign_bits};
 
 /// What every block of one call reads.
-pub(super) struct Job<'a, W> {
+pub(crate) struct Job<'a, W> {
     pub x: &'a [f32],
     pub m: usize,
     pub words: &'a [W],
@@ -39,7 +39,7 @@ const MAX_LANES: usize = 16;
 
 /// Computes blocks `first..first + count` into `out` (`[count][m][L·PW]`, column order).
 #[inline(always)]
-pub(super) fn blocks<V: Vector, W: Word>(
+pub(crate) fn blocks<V: Vector, W: Word>(
     job: &Job<W>,
     first: usize,
     count: usize,

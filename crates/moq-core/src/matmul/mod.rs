@@ -1,7 +1,7 @@
 //! `y = x · dequant(W)` on the CPU, straight from `Packed32` codes: each packed word is read
 //! once per call, its codes are dequantized in registers and multiplied in f32; `dequant(W)` is
 //! never built in memory. This is the CPU side of low-bit inference (the GPU side is
-//! `moq-kernels`): `moq-burn` runs it for `QuantizedLinear` on NdArray.
+//! `moq-kernels`): `moq-burn` runs it for a `PackedWeight` on NdArray.
 //!
 //! How it works, one file per part:
 //! - [`PackedMatrix`] (here) borrows a packed `[k, n]` weight and checks it against its
@@ -10,9 +10,11 @@
 //!   (`L · 32/b` columns). For one row of `x` it keeps the block's accumulators in registers
 //!   (the GEMV); for several rows it dequantizes a slice of the block into an L1-sized scratch
 //!   once and multiplies every row of `x` with it;
-//! - `vector` holds the few vector operations that code uses, for AVX-512, AVX2 + FMA and plain
-//!   arrays (the portable fallback); `simd` compiles the block code with each and picks one at
-//!   run time ([`Isa::best`]); nothing depends on `target-cpu=native`;
+//! - the crate's `simd` module holds the few vector operations that code uses, for AVX-512,
+//!   AVX2 + FMA and plain arrays (the portable fallback; `simd/vector.rs`), compiles the block
+//!   code with each and picks one at run time ([`Isa::best`]; `simd/matmul.rs`); nothing
+//!   depends on `target-cpu=native`;
+//! - [`Word`] (`word.rs`): the words as stored, `u32`, `i32` or `i64`;
 //! - [`matmul`] splits the column blocks over rayon's threads.
 //!
 //! ```
@@ -37,63 +39,19 @@
 //! }
 //! ```
 
-mod block;
-mod simd;
-mod vector;
+pub(crate) mod block;
+mod word;
 
 use half::f16;
 use rayon::prelude::*;
 
 use crate::config::QuantType;
 use crate::error::{MoqError, Result};
-use crate::isa::Isa;
 use crate::layout::PackedShape;
 use crate::pack::{PackedCodes, PackedScales, PackedTensor};
+use crate::simd::{self, Isa};
 
-/// A packed word as stored: `u32`, or the same 32 bits in an `i32` or an `i64` (as burn's int
-/// tensors hold them).
-pub trait Word: Copy + Send + Sync + 'static {
-    /// The 32 bits.
-    fn bits(self) -> u32;
-
-    /// The words as `u32`s in place, when they are 32-bit (then the kernel loads them as
-    /// vectors directly).
-    fn as_u32(words: &[Self]) -> Option<&[u32]> {
-        let _ = words;
-        None
-    }
-}
-
-impl Word for u32 {
-    #[inline(always)]
-    fn bits(self) -> u32 {
-        self
-    }
-
-    fn as_u32(words: &[Self]) -> Option<&[u32]> {
-        Some(words)
-    }
-}
-
-impl Word for i32 {
-    #[inline(always)]
-    fn bits(self) -> u32 {
-        self as u32
-    }
-
-    fn as_u32(words: &[Self]) -> Option<&[u32]> {
-        Some(bytemuck::cast_slice(words))
-    }
-}
-
-/// A word sign-extended into an `i64` (an int tensor of a backend whose ints are 64-bit): the
-/// low 32 bits.
-impl Word for i64 {
-    #[inline(always)]
-    fn bits(self) -> u32 {
-        self as u32
-    }
-}
+pub use word::Word;
 
 /// Per-group scales, borrowed.
 #[derive(Clone, Copy, Debug)]
@@ -225,7 +183,7 @@ pub fn matmul_with<W: Word>(isa: Isa, x: &[f32], w: &PackedMatrix<W>, y: &mut [f
         let first = t * per_task;
         let count = per_task.min(blocks - first);
         let mut out = vec![0.0f32; m * count * cols];
-        simd::blocks(isa, &job, first, count, &mut out);
+        simd::matmul::blocks(isa, &job, first, count, &mut out);
         (first, out)
     };
     // A small weight runs on the calling thread: waking the pool costs more than it saves.

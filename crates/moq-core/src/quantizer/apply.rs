@@ -1,15 +1,15 @@
 //! The per-element algorithm, the leaf of the quantizer's modules: one group's grid
 //! ([`Grid`]), its statistics pass ([`min_max`]), its code function ([`apply_grid`]) and the
-//! sinks that write its results (values, values in place, codes). `dispatch` compiles these
-//! hot loops per instruction set; `grid` finds each group's grid with them.
+//! sinks that write its results (values, values in place, codes). the crate's `simd/quantize.rs`
+//! compiles these hot loops per instruction set; `grid` finds each group's grid with them.
 
-use super::Element;
+use super::element::Element;
 use crate::config::Rounding;
 use crate::noise::NoiseKeys;
 
 /// One group's grid. `code` and `value` are the whole per-element algorithm.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum Grid {
+pub(crate) enum Grid {
     /// `q = clamp(round(x·inv + r) + zero, lo, hi)`, value `(q − zero)·scale`.
     Linear {
         scale: f32,
@@ -25,14 +25,14 @@ pub(super) enum Grid {
 }
 
 impl Grid {
-    pub(super) fn scale(&self) -> f32 {
+    pub(crate) fn scale(&self) -> f32 {
         match *self {
             Grid::Linear { scale, .. } => scale,
             Grid::Ternary { alpha, .. } | Grid::Binary { alpha } => alpha,
         }
     }
 
-    pub(super) fn zero(&self) -> f32 {
+    pub(crate) fn zero(&self) -> f32 {
         match *self {
             Grid::Linear { zero, .. } => zero,
             _ => 0.0,
@@ -43,7 +43,7 @@ impl Grid {
 /// Min and max, and whether every element is finite, in one vectorisable pass (inlined into
 /// each of `dispatch`'s instruction-set wrappers).
 #[inline(always)]
-pub(super) fn min_max<T: Element>(xs: &[T]) -> (f32, f32, bool) {
+pub(crate) fn min_max<T: Element>(xs: &[T]) -> (f32, f32, bool) {
     const LANES: usize = 16;
     let mut lo = [f32::INFINITY; LANES];
     let mut hi = [f32::NEG_INFINITY; LANES];
@@ -76,7 +76,7 @@ pub(super) fn min_max<T: Element>(xs: &[T]) -> (f32, f32, bool) {
 
 /// Rounds to nearest, ties to even, with plain adds (so loops vectorise without SSE4.1).
 #[inline(always)]
-pub(super) fn round_even(y: f32) -> f32 {
+pub(crate) fn round_even(y: f32) -> f32 {
     const TWO_23: f32 = 8_388_608.0;
     let a = y.abs();
     let r = (a + TWO_23) - TWO_23;
@@ -84,7 +84,7 @@ pub(super) fn round_even(y: f32) -> f32 {
 }
 
 #[inline(always)]
-pub(super) fn clamp(q: f32, lo: f32, hi: f32) -> f32 {
+pub(crate) fn clamp(q: f32, lo: f32, hi: f32) -> f32 {
     let q = if q < lo { lo } else { q };
     if q > hi { hi } else { q }
 }
@@ -92,14 +92,14 @@ pub(super) fn clamp(q: f32, lo: f32, hi: f32) -> f32 {
 /// Receives the per-element code function of one group and applies it to a run of elements.
 /// Each implementor is one way of writing results (values, values in place, codes); the code
 /// function is a generic closure, so every combination compiles to its own vectorisable loop.
-pub(super) trait Sink {
+pub(crate) trait Sink {
     fn run(self, code: impl Fn(usize, f32) -> f32, zero: f32, scale: f32);
 }
 
 /// Hands `sink` the group's code function: the whole per-element algorithm is here, and the
 /// value of a code is always `(q − zero)·scale`.
 #[inline(always)]
-pub(super) fn apply_grid(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
+pub(crate) fn apply_grid(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
     match (grid, rounding) {
         (
             Grid::Linear {
@@ -149,11 +149,11 @@ pub(super) fn apply_grid(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: 
 }
 
 /// Writes `ρ·x + (1−ρ)·value` (plain values when `ρ = 0`) of `src` into `dst`.
-pub(super) struct Values<'a, T> {
-    pub(super) start: usize,
-    pub(super) src: &'a [T],
-    pub(super) dst: &'a mut [T],
-    pub(super) mix: f32,
+pub(crate) struct Values<'a, T> {
+    pub(crate) start: usize,
+    pub(crate) src: &'a [T],
+    pub(crate) dst: &'a mut [T],
+    pub(crate) mix: f32,
 }
 
 impl<T: Element> Sink for Values<'_, T> {
@@ -176,9 +176,9 @@ impl<T: Element> Sink for Values<'_, T> {
 }
 
 /// Replaces each element of `data` with its value.
-pub(super) struct InPlace<'a, T> {
-    pub(super) start: usize,
-    pub(super) data: &'a mut [T],
+pub(crate) struct InPlace<'a, T> {
+    pub(crate) start: usize,
+    pub(crate) data: &'a mut [T],
 }
 
 impl<T: Element> Sink for InPlace<'_, T> {
@@ -191,10 +191,10 @@ impl<T: Element> Sink for InPlace<'_, T> {
 }
 
 /// Writes the integer codes of `src` into `dst`.
-pub(super) struct Codes<'a, T> {
-    pub(super) start: usize,
-    pub(super) src: &'a [T],
-    pub(super) dst: &'a mut [i32],
+pub(crate) struct Codes<'a, T> {
+    pub(crate) start: usize,
+    pub(crate) src: &'a [T],
+    pub(crate) dst: &'a mut [i32],
 }
 
 impl<T: Element> Sink for Codes<'_, T> {

@@ -3,10 +3,10 @@
 
 use super::apply::{Grid, round_even};
 use super::chunks::{Item, items, map_items};
-use super::dispatch::min_max_best;
 use super::{Element, QuantSpec};
 use crate::config::QuantType;
 use crate::error::{MoqError, Result};
+use crate::simd::quantize::min_max_best;
 
 /// Statistics of one group (or part of one), combined in a fixed order.
 #[derive(Clone, Copy, Debug)]
@@ -188,7 +188,7 @@ impl<T: Element> Pass<'_, T> {
 
 pub(super) const ZERO_LIMIT: f32 = (1u32 << 30) as f32;
 
-pub(super) fn linear_grid(min: f32, max: f32, bits: u32, quant_type: QuantType) -> Grid {
+pub(crate) fn linear_grid(min: f32, max: f32, bits: u32, quant_type: QuantType) -> Grid {
     let inv_of = |s: f32| if s == 0.0 { 0.0 } else { 1.0 / s };
     match quant_type {
         QuantType::Symmetric => {

@@ -39,7 +39,6 @@
 //! assert_eq!(w, [0.0, -2.0 / 3.0, 1.0 / 3.0, 1.0, 0.0, 0.25, -0.75, 0.5]);
 //! ```
 
-use half::{bf16, f16};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -47,62 +46,17 @@ use crate::config::{MAX_BITS, QuantType, QuantizeConfig, Rounding};
 use crate::error::{MoqError, Result};
 use crate::noise::NoiseKey;
 
-mod apply;
+pub(crate) mod apply;
 mod chunks;
-mod dispatch;
-mod grid;
+pub(crate) mod element;
+pub(crate) mod grid;
 
+use crate::simd::quantize::apply_grid_best;
 use apply::Grid;
 use apply::{Codes, InPlace, Values};
 use chunks::{PARALLEL_MIN, run, split_mut};
-use dispatch::apply_grid_best;
+pub use element::Element;
 use grid::find_grids;
-
-/// A float type the quantizer reads and writes. Arithmetic is in f32.
-pub trait Element: Copy + Send + Sync + 'static {
-    /// Name used in messages.
-    const NAME: &'static str;
-    /// Widens to f32 (exactly).
-    fn to_f32(self) -> f32;
-    /// Narrows from f32, rounding to nearest.
-    fn from_f32(value: f32) -> Self;
-}
-
-impl Element for f32 {
-    const NAME: &'static str = "f32";
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self
-    }
-    #[inline(always)]
-    fn from_f32(value: f32) -> Self {
-        value
-    }
-}
-
-impl Element for f16 {
-    const NAME: &'static str = "f16";
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-    #[inline(always)]
-    fn from_f32(value: f32) -> Self {
-        f16::from_f32(value)
-    }
-}
-
-impl Element for bf16 {
-    const NAME: &'static str = "bf16";
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-    #[inline(always)]
-    fn from_f32(value: f32) -> Self {
-        bf16::from_f32(value)
-    }
-}
 
 /// How to quantize one tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

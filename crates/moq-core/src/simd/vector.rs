@@ -1,9 +1,10 @@
 //! The vector operations the block code needs, three ways: AVX-512 (16 lanes), AVX2 + FMA
 //! (8 lanes) and plain arrays (8 lanes, which LLVM lowers to the baseline target's SIMD). The
-//! block code is written once over [`Vector`]; `simd` picks the implementation at run time.
+//! block code (`matmul/block.rs`) is written once over [`Vector`]; `simd/matmul.rs` picks the
+//! implementation at run time.
 
 /// One vector of `LANES` f32 values and one of `LANES` u32 words.
-pub(super) trait Vector: Copy {
+pub(crate) trait Vector: Copy {
     /// Lanes per vector.
     const LANES: usize;
     /// `LANES` f32 values.
@@ -32,7 +33,7 @@ pub(super) trait Vector: Copy {
 /// The bit pattern that flips the sign bit of every `BITS`-bit field of a word: a field `c`
 /// (two's complement) XOR its sign bit, read unsigned, is `c + 2^(BITS−1)`, so a signed code is
 /// one shift, one mask and a constant offset away.
-pub(super) const fn sign_bits<const BITS: u32>() -> u32 {
+pub(crate) const fn sign_bits<const BITS: u32>() -> u32 {
     let mut pattern = 0u32;
     let mut j = 0;
     while (j + 1) * BITS <= 32 {
@@ -45,7 +46,7 @@ pub(super) const fn sign_bits<const BITS: u32>() -> u32 {
 /// Field `j` of `word` as a signed code: the field shifted to the top, then arithmetic-shifted
 /// back (sign extension); binary fields map 1 to +1 and 0 to −1.
 #[inline(always)]
-pub(super) fn field_of<const BITS: u32>(word: u32, j: u32) -> f32 {
+pub(crate) fn field_of<const BITS: u32>(word: u32, j: u32) -> f32 {
     if BITS == 1 {
         (((word >> j) & 1) as i32 * 2 - 1) as f32
     } else {
@@ -55,7 +56,7 @@ pub(super) fn field_of<const BITS: u32>(word: u32, j: u32) -> f32 {
 
 /// Plain arrays: portable, vectorised by LLVM as far as the baseline allows.
 #[derive(Clone, Copy)]
-pub(super) struct Portable;
+pub(crate) struct Portable;
 
 impl Vector for Portable {
     const LANES: usize = 8;
@@ -123,7 +124,7 @@ impl Vector for Portable {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use x86::{Avx2, Avx512};
+pub(crate) use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -138,7 +139,7 @@ mod x86 {
     use super::Vector;
 
     #[derive(Clone, Copy)]
-    pub(in crate::matmul) struct Avx2;
+    pub(crate) struct Avx2;
 
     impl Vector for Avx2 {
         const LANES: usize = 8;
@@ -226,7 +227,7 @@ mod x86 {
     }
 
     #[derive(Clone, Copy)]
-    pub(in crate::matmul) struct Avx512;
+    pub(crate) struct Avx512;
 
     impl Vector for Avx512 {
         const LANES: usize = 16;

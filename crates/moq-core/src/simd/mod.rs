@@ -1,7 +1,22 @@
-//! The vector instruction sets moq-core's hot loops are compiled for, found at run time: the
-//! binary is built for the target's baseline (SSE2 on x86-64) and runs everywhere, and each
-//! hot loop also exists compiled inside functions with AVX2 or AVX-512 enabled, called when the
-//! CPU has them. Nothing depends on `target-cpu=native`.
+//! The vector instruction sets moq-core's hot loops are compiled for, found at run time, and
+//! every `unsafe` line of the crate: the binary is built for the target's baseline (SSE2 on
+//! x86-64) and runs everywhere, and each hot loop also exists compiled inside functions with
+//! AVX2 or AVX-512 enabled, called when the CPU has them ([`Isa::best`]). Nothing depends on
+//! `target-cpu=native`.
+//!
+//! - [`vector`]: the vector operations of the CPU matmul's block code, three ways (AVX-512,
+//!   AVX2 + FMA, plain arrays), each intrinsic with its SAFETY note;
+//! - [`matmul`]: the matmul's block code instantiated per instruction set, and its dispatch;
+//! - [`quantize`]: the quantizer's two hot loops (a group's min/max, a grid applied) per
+//!   instruction set, and their dispatch.
+//!
+//! Each `unsafe` call is of a function compiled with target features that [`Isa::available`]
+//! found on this CPU before it is called; the intrinsics read and write through slices whose
+//! lengths the caller checked.
+
+pub(crate) mod matmul;
+pub(crate) mod quantize;
+pub(crate) mod vector;
 
 /// An instruction set a hot loop is compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

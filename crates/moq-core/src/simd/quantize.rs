@@ -1,24 +1,24 @@
-//! The quantizer's two hot loops, a group's statistics ([`min_max`]) and a group's values or
-//! codes ([`apply_grid`] into a [`Sink`]), compiled for the widest vector unit of this CPU
+//! The quantizer's two hot loops (written in `quantizer/apply.rs`), a group's statistics
+//! ([`min_max`]) and a group's values or codes ([`apply_grid`] into a [`Sink`]), compiled for the widest vector unit of this CPU
 //! ([`Isa::best`]): both are `#[inline(always)]`, so each wrapper below compiles their whole
 //! loop with its target features (16 f32 lanes with AVX-512, 8 with AVX2, 4 with SSE2).
 
-use super::Element;
-use super::apply::{Grid, Sink, apply_grid, min_max};
+use super::Isa;
 use crate::config::Rounding;
-use crate::isa::Isa;
 use crate::noise::NoiseKeys;
+use crate::quantizer::apply::{Grid, Sink, apply_grid, min_max};
+use crate::quantizer::element::Element;
 
 /// [`min_max`] on the best instruction set of this CPU.
 #[allow(unsafe_code)]
-pub(super) fn min_max_best<T: Element>(xs: &[T]) -> (f32, f32, bool) {
+pub(crate) fn min_max_best<T: Element>(xs: &[T]) -> (f32, f32, bool) {
     // SAFETY: `Isa::best` only names an instruction set this CPU has.
     unsafe { min_max_on(Isa::best(), xs) }
 }
 
 /// [`apply_grid`] on the best instruction set of this CPU.
 #[allow(unsafe_code)]
-pub(super) fn apply_grid_best(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
+pub(crate) fn apply_grid_best(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
     // SAFETY: `Isa::best` only names an instruction set this CPU has.
     unsafe { apply_grid_on(Isa::best(), grid, rounding, keys, sink) }
 }
@@ -89,12 +89,12 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::apply::{Codes, Values};
-    use super::super::grid::linear_grid;
     use super::*;
     use crate::Rng;
     use crate::config::QuantType;
     use crate::noise::NoiseKey;
+    use crate::quantizer::apply::{Codes, Values};
+    use crate::quantizer::grid::linear_grid;
 
     /// Every instruction set this CPU has gives the portable code's results bit for bit (the
     /// loops use only exact IEEE operations: no FMA contraction, rounding by adding 2^23).

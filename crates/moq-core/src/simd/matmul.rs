@@ -1,18 +1,17 @@
-//! Runtime instruction-set dispatch: the block code of `block` instantiated with each
-//! `vector` implementation (AVX-512, AVX2 + FMA, plain arrays), each compiled inside a function
+//! Runtime instruction-set dispatch of the CPU matmul: the block code of `matmul/block.rs`
+//! instantiated with each `vector` implementation (AVX-512, AVX2 + FMA, plain arrays), each compiled inside a function
 //! with its target features enabled, the widest this CPU has chosen when called.
 
-use super::Word;
-use super::block::{self, Job};
+use super::Isa;
 use super::vector::Portable;
 #[cfg(target_arch = "x86_64")]
 use super::vector::{Avx2, Avx512};
-
-use crate::isa::Isa;
+use crate::matmul::Word;
+use crate::matmul::block::{self, Job};
 
 impl Isa {
     /// Words per column block (lanes of one vector of `u32`).
-    pub(super) fn lanes(self) -> usize {
+    pub(crate) fn lanes(self) -> usize {
         match self {
             Isa::Avx512 => 16,
             Isa::Portable | Isa::Avx2 => 8,
@@ -23,7 +22,7 @@ impl Isa {
 /// Blocks `first..first + count` of `job` into `out` on `isa` (checked available by the caller).
 /// The crate's one `unsafe`: calling code compiled for instructions found at run time.
 #[allow(unsafe_code)]
-pub(super) fn blocks<W: Word>(isa: Isa, job: &Job<W>, first: usize, count: usize, out: &mut [f32]) {
+pub(crate) fn blocks<W: Word>(isa: Isa, job: &Job<W>, first: usize, count: usize, out: &mut [f32]) {
     match isa {
         Isa::Portable => block::blocks::<Portable, W>(job, first, count, out),
         #[cfg(target_arch = "x86_64")]

@@ -1,26 +1,18 @@
-//! The trained weights as packed codes, and back: [`MoqOptimizer::export`] quantizes the
-//! masters at the bits each layer reached into a [`MoqFile`] (save it with [`MoqFile::save`]);
-//! [`load_dequantized`] fills a model's float parameters from such a file, dequantizing the
-//! codes (on any backend; [`crate::QuantizedLinear`] multiplies with the codes directly).
+//! The trained weights as packed codes: [`MoqOptimizer::export`] quantizes the masters at the
+//! bits each layer reached into a [`MoqFile`] (save it with [`MoqFile::save`]); [`crate::serve`]
+//! puts such a file back into a model (as codes, as burn's quantized tensors, or dequantized).
 
 use std::collections::HashMap;
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use moq_core::export::{Exported, MoqFile};
 use moq_core::{CodeLayout, ScaleFormat};
 use moq_hessian::path::float_params;
 
+use super::MoqOptimizer;
 use crate::error::{MoqBurnError, Result};
-use crate::optim::MoqOptimizer;
-
-/// `model` with every float parameter replaced by its value in `file` (quantized tensors are
-/// dequantized), matched by module path. A parameter missing from the file, a tensor of the file
-/// the model does not have, or a shape that differs is an error naming the tensor.
-pub fn load_dequantized<B: Backend, M: Module<B>>(model: M, file: &MoqFile) -> Result<M> {
-    crate::serve::load_all_dequantized(model, file).map(|(model, _)| model)
-}
 
 impl<O, M, B> MoqOptimizer<O, M, B>
 where
