@@ -1,5 +1,6 @@
 //! The `quantize_training` config, read from DeepSpeed JSON or built in Rust: the types and
-//! their rules here, the JSON reader in [`parse`] (its `from_json_*` methods), the builder in
+//! their rules here, the keys (each spelled once, with the field it sets and its range) in
+//! `keys.rs`, the JSON reader in [`parse`] (its `from_json_*` methods), the builder in
 //! [`builder`].
 //!
 //! [`QuantizeConfig::from_json_str`] reads a whole `ds_config.json` (top-level keys other than
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{MoqError, Result};
 
 pub mod builder;
+mod keys;
 pub mod parse;
 
 pub use builder::QuantizeConfigBuilder;
@@ -209,51 +211,20 @@ impl QuantizeConfig {
     }
 
     fn validate_with_prefix(&self, p: &str) -> Result<()> {
-        self.validate_bits(p)?;
-        if self.period == 0 {
-            return Err(invalid(
-                p,
-                "quantize_schedule.quantize_period",
-                "0".into(),
-                "must be at least 1",
-            ));
+        // Each key's own range (the table's rules), then the rules between keys.
+        let mut config = self.clone();
+        for key in keys::KEYS.iter().filter(|k| k.alias_of.is_none()) {
+            if let Some((value, reason)) = key.broken(&mut config) {
+                return Err(invalid(p, key.path, value, reason));
+            }
         }
-        if self.groups == 0 {
-            return Err(invalid(
-                p,
-                "quantize_groups",
-                "0".into(),
-                "must be at least 1",
-            ));
-        }
-        let ratio = self.mixing.change_ratio;
-        if !(ratio > 0.0 && ratio <= 1.0) {
-            return Err(invalid(
-                p,
-                "fp16_mixed_quantize.quantize_change_ratio",
-                ratio.to_string(),
-                "must be in (0, 1]",
-            ));
-        }
-        self.validate_eigenvalue(p)?;
+        self.validate_widths(p)?;
         self.validate_deadline()
     }
 
-    /// Start and target bits, and what the narrowest widths allow.
-    fn validate_bits(&self, p: &str) -> Result<()> {
-        for (key, bits) in [
-            ("quantize_bits.start_bits", self.start_bits),
-            ("quantize_bits.target_bits", self.target_bits),
-        ] {
-            if !(1..=MAX_BITS).contains(&bits) {
-                return Err(invalid(
-                    p,
-                    key,
-                    bits.to_string(),
-                    "bits must be between 1 and 16",
-                ));
-            }
-        }
+    /// What the target width allows: not above the start, and at 1 or 2 bits a symmetric grid
+    /// rounded to nearest.
+    fn validate_widths(&self, p: &str) -> Result<()> {
         let target = |reason: &str| {
             Err(invalid(
                 p,
@@ -272,44 +243,6 @@ impl QuantizeConfig {
             return target(
                 "1- and 2-bit quantization rounds to nearest only, but rounding is stochastic",
             );
-        }
-        Ok(())
-    }
-
-    /// The eigenvalue settings.
-    fn validate_eigenvalue(&self, p: &str) -> Result<()> {
-        let e = &self.eigenvalue;
-        if e.max_iter == 0 {
-            return Err(invalid(
-                p,
-                "eigenvalue.max_iter",
-                "0".into(),
-                "must be at least 1",
-            ));
-        }
-        if !(e.tol.is_finite() && e.tol > 0.0) {
-            return Err(invalid(
-                p,
-                "eigenvalue.tol",
-                e.tol.to_string(),
-                "must be positive",
-            ));
-        }
-        if !(e.stability.is_finite() && e.stability >= 0.0) {
-            return Err(invalid(
-                p,
-                "eigenvalue.stability",
-                e.stability.to_string(),
-                "must be ≥ 0",
-            ));
-        }
-        if e.gas_boundary_resolution == 0 {
-            return Err(invalid(
-                p,
-                "eigenvalue.gas_boundary_resolution",
-                "0".into(),
-                "must be at least 1",
-            ));
         }
         Ok(())
     }

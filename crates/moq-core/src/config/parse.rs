@@ -1,41 +1,16 @@
 //! Reading DeepSpeed's JSON: a whole `ds_config` or the section alone, every key checked (an
-//! unknown key gets the nearest known one), and writing the section back.
+//! unknown key gets the nearest known one), and writing the section back. The keys themselves
+//! are the table of [`super::keys`].
 
 use serde_json::{Map, Value, json};
 
-use super::{EigenvalueConfig, MAX_BITS, QuantType, QuantizeConfig, Rounding};
+use super::QuantizeConfig;
+use super::keys::{KEYS, Key, MOQ_KEYS, as_object, as_u64, children, short};
 use crate::error::{MoqError, Result};
 
 const SECTION: &str = "quantize_training";
 /// Our own section, beside DeepSpeed's, so DeepSpeed configs stay as they are.
 const MOQ_SECTION: &str = "moq";
-const MOQ_KEYS: &[&str] = &["deadline"];
-const SECTION_KEYS: &[&str] = &[
-    "enabled",
-    "quantize_verbose",
-    "quantizer_kernel",
-    "quantize_type",
-    "quantize_bits",
-    "quantize_schedule",
-    "quantize_groups",
-    "quantize_algo",
-    "fp16_mixed_quantize",
-    "eigenvalue",
-];
-const BITS_KEYS: &[&str] = &["start_bits", "target_bits"];
-const SCHEDULE_KEYS: &[&str] = &["quantize_period", "schedule_offset"];
-const ALGO_KEYS: &[&str] = &["q_type", "rounding"];
-const MIXING_KEYS: &[&str] = &["enabled", "quantize_change_ratio"];
-const EIGEN_KEYS: &[&str] = &[
-    "enabled",
-    "verbose",
-    "max_iter",
-    "tol",
-    "stability",
-    "gas_boundary_resolution",
-    "layer_name",
-    "layer_num",
-];
 
 impl QuantizeConfig {
     /// Reads a whole DeepSpeed config or the `quantize_training` section alone. A key given
@@ -62,7 +37,7 @@ impl QuantizeConfig {
         let (section, prefix, top_eigen) = if let Some(section) = top.get(SECTION) {
             let section = as_object(section, SECTION)?;
             (section, format!("{SECTION}."), top.get("eigenvalue"))
-        } else if top.is_empty() || top.keys().any(|k| SECTION_KEYS.contains(&k.as_str())) {
+        } else if top.is_empty() || top.keys().any(|k| children("").contains(&k.as_str())) {
             (top, String::new(), None)
         } else {
             let keys = top
@@ -82,7 +57,13 @@ impl QuantizeConfig {
                 ),
             });
         }
-        let mut cfg = parse_section(section, &prefix)?;
+        let mut given = Given::default();
+        read_keys(section, &prefix, "", &mut given)?;
+        if top_eigen.is_some() {
+            // DeepSpeed also reads `eigenvalue` beside the section: the two must agree.
+            read_keys(top, "", "eigenvalue", &mut given)?;
+        }
+        let mut cfg = given.cfg;
         if let Some(moq) = moq_section {
             let obj = as_object(moq, MOQ_SECTION)?;
             check_keys(obj, &format!("{MOQ_SECTION}."), MOQ_KEYS)?;
@@ -103,17 +84,6 @@ impl QuantizeConfig {
                     ),
                 });
             }
-        }
-        if let Some(top_eigen) = top_eigen {
-            let outer = parse_eigen(as_object(top_eigen, "eigenvalue")?, "eigenvalue.")?;
-            let inner = match section.get("eigenvalue") {
-                Some(v) => {
-                    let path = format!("{prefix}eigenvalue");
-                    parse_eigen(as_object(v, &path)?, &format!("{path}."))?
-                }
-                None => PartialEigen::default(),
-            };
-            cfg.eigenvalue = inner.merge(outer, &format!("{prefix}eigenvalue."), "eigenvalue.")?;
         }
         cfg.validate_with_prefix(&prefix)?;
         Ok(cfg)
@@ -141,234 +111,113 @@ impl QuantizeConfig {
     /// The `quantize_training` section as DeepSpeed JSON (every key written, so the file
     /// documents the run); our own `moq` section is not in it ([`QuantizeConfig::to_config_json`]).
     pub fn to_json_value(&self) -> Value {
-        json!({
-            "enabled": self.enabled,
-            "quantize_verbose": self.verbose,
-            "quantizer_kernel": self.quantizer_kernel,
-            "quantize_bits": {"start_bits": self.start_bits, "target_bits": self.target_bits},
-            "quantize_schedule": {
-                "quantize_period": self.period,
-                "schedule_offset": self.schedule_offset
-            },
-            "quantize_groups": self.groups,
-            "quantize_algo": {"q_type": self.quant_type.as_str(), "rounding": self.rounding.as_str()},
-            "fp16_mixed_quantize": {
-                "enabled": self.mixing.enabled,
-                "quantize_change_ratio": self.mixing.change_ratio
-            },
-            "eigenvalue": {
-                "enabled": self.eigenvalue.enabled,
-                "verbose": self.eigenvalue.verbose,
-                "max_iter": self.eigenvalue.max_iter,
-                "tol": self.eigenvalue.tol,
-                "stability": self.eigenvalue.stability,
-                "gas_boundary_resolution": self.eigenvalue.gas_boundary_resolution,
-                "layer_name": self.eigenvalue.layer_name,
-                "layer_num": self.eigenvalue.layer_num
+        let mut config = self.clone();
+        let mut section = Map::new();
+        for key in KEYS.iter().filter(|k| k.alias_of.is_none()) {
+            let (parents, leaf) = key.path.rsplit_once('.').unwrap_or(("", key.path));
+            let mut object = &mut section;
+            for parent in parents.split('.').filter(|p| !p.is_empty()) {
+                object = object
+                    .entry(parent)
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+                    .expect("the table's objects hold no values");
             }
-        })
+            object.insert(leaf.into(), key.get(&mut config));
+        }
+        Value::Object(section)
     }
 }
 
-fn parse_section(section: &Map<String, Value>, p: &str) -> Result<QuantizeConfig> {
-    check_keys(section, p, SECTION_KEYS)?;
-    let mut cfg = QuantizeConfig::default();
-    let key = |k: &str| format!("{p}{k}");
-    if let Some(v) = section.get("enabled") {
-        cfg.enabled = as_bool(v, &key("enabled"))?;
+/// The config as read so far, and each field's value with the key that gave it: a later key
+/// for the same field (another spelling, or `eigenvalue` beside the section) must agree.
+#[derive(Default)]
+struct Given {
+    cfg: QuantizeConfig,
+    seen: Vec<(&'static str, String, Value)>,
+}
+
+/// Reads the keys under `only` (`""`: every key) from `root`, whose paths are written with the
+/// prefix `p`: their objects' keys checked first, then each value in table order.
+fn read_keys(root: &Map<String, Value>, p: &str, only: &str, given: &mut Given) -> Result<()> {
+    match only {
+        "" => check_objects(root, p, "")?,
+        _ => {
+            if let Some(v) = root.get(only) {
+                check_objects(as_object(v, &format!("{p}{only}"))?, p, only)?;
+            }
+        }
     }
-    if let Some(v) = section.get("quantize_verbose") {
-        cfg.verbose = as_bool(v, &key("quantize_verbose"))?;
+    for key in KEYS.iter().filter(|k| k.path.starts_with(only)) {
+        if let Some(value) = lookup(root, key, p)? {
+            read_key(key, value, &format!("{p}{}", key.path), given)?;
+        }
     }
-    if let Some(v) = section.get("quantizer_kernel") {
-        cfg.quantizer_kernel = as_bool(v, &key("quantizer_kernel"))?;
+    Ok(())
+}
+
+/// Sets `key`'s field from `value` (given at `name`); an error if an earlier key set the same
+/// field to another value.
+fn read_key(key: &Key, value: &Value, name: &str, given: &mut Given) -> Result<()> {
+    key.set(&mut given.cfg, value, name)?;
+    let value = key.get(&mut given.cfg);
+    let field = key.alias_of.unwrap_or(key.path);
+    if let Some((_, first, first_value)) = given.seen.iter().find(|(f, ..)| *f == field)
+        && *first_value != value
+    {
+        return Err(MoqError::Conflict {
+            first: first.clone(),
+            first_value: first_value.to_string(),
+            second: name.to_string(),
+            second_value: value.to_string(),
+        });
     }
-    if let Some(v) = section.get("quantize_bits") {
-        parse_bits(v, &key("quantize_bits"), &mut cfg)?;
+    given.seen.push((field, name.to_string(), value));
+    Ok(())
+}
+
+/// The value at `key`'s path under `root`, if given; every object on the way must be one.
+fn lookup<'a>(root: &'a Map<String, Value>, key: &Key, p: &str) -> Result<Option<&'a Value>> {
+    let mut object = root;
+    let mut path = String::new();
+    let (parents, leaf) = key.path.rsplit_once('.').unwrap_or(("", key.path));
+    for parent in parents.split('.').filter(|s| !s.is_empty()) {
+        path = if path.is_empty() {
+            parent.to_string()
+        } else {
+            format!("{path}.{parent}")
+        };
+        match object.get(parent) {
+            Some(v) => object = as_object(v, &format!("{p}{path}"))?,
+            None => return Ok(None),
+        }
     }
-    if let Some(v) = section.get("quantize_schedule") {
-        parse_schedule(v, &key("quantize_schedule"), &mut cfg)?;
-    }
-    if let Some(v) = section.get("quantize_groups") {
-        cfg.groups = as_usize(v, &key("quantize_groups"))?;
-    }
-    let outer_type = match section.get("quantize_type") {
-        Some(v) => Some(as_quant_type(v, &key("quantize_type"))?),
-        None => None,
+    Ok(object.get(leaf))
+}
+
+/// Every key of `obj` (the object at `parent`, written with the prefix `p`) and of the objects
+/// inside it is one the table has; an error names the first that is not.
+fn check_objects(obj: &Map<String, Value>, p: &str, parent: &str) -> Result<()> {
+    let known = children(parent);
+    let at = |k: &str| match parent {
+        "" => k.to_string(),
+        _ => format!("{parent}.{k}"),
     };
-    let inner_type = match section.get("quantize_algo") {
-        Some(v) => parse_algo(v, &key("quantize_algo"), &mut cfg)?,
-        None => None,
-    };
-    cfg.quant_type = match (outer_type, inner_type) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(MoqError::Conflict {
-                first: key("quantize_type"),
-                first_value: format!("\"{}\"", a.as_str()),
-                second: key("quantize_algo.q_type"),
-                second_value: format!("\"{}\"", b.as_str()),
+    for key in obj.keys() {
+        if !known.contains(&key.as_str()) {
+            return Err(MoqError::UnknownKey {
+                key: format!("{p}{}", at(key)),
+                suggestion: suggest(key, &known, parent),
             });
         }
-        (a, b) => a.or(b).unwrap_or(QuantType::Symmetric),
-    };
-    if let Some(v) = section.get("fp16_mixed_quantize") {
-        parse_mixing(v, &key("fp16_mixed_quantize"), &mut cfg)?;
     }
-    if let Some(v) = section.get("eigenvalue") {
-        let path = key("eigenvalue");
-        let partial = parse_eigen(as_object(v, &path)?, &format!("{path}."))?;
-        cfg.eigenvalue = partial.merge(PartialEigen::default(), "", "")?;
-    }
-    Ok(cfg)
-}
-
-/// `quantize_bits` (at `path`): start and target bits.
-fn parse_bits(v: &Value, path: &str, cfg: &mut QuantizeConfig) -> Result<()> {
-    let obj = as_object(v, path)?;
-    check_keys(obj, &format!("{path}."), BITS_KEYS)?;
-    if let Some(v) = obj.get("start_bits") {
-        cfg.start_bits = as_bits(v, &format!("{path}.start_bits"))?;
-    }
-    if let Some(v) = obj.get("target_bits") {
-        cfg.target_bits = as_bits(v, &format!("{path}.target_bits"))?;
-    }
-    Ok(())
-}
-
-/// `quantize_schedule` (at `path`): the period and the offset.
-fn parse_schedule(v: &Value, path: &str, cfg: &mut QuantizeConfig) -> Result<()> {
-    let obj = as_object(v, path)?;
-    check_keys(obj, &format!("{path}."), SCHEDULE_KEYS)?;
-    if let Some(v) = obj.get("quantize_period") {
-        cfg.period = as_u64(v, &format!("{path}.quantize_period"))?;
-    }
-    if let Some(v) = obj.get("schedule_offset") {
-        cfg.schedule_offset = as_u64(v, &format!("{path}.schedule_offset"))?;
-    }
-    Ok(())
-}
-
-/// `quantize_algo` (at `path`): the rounding, and the grid type it names, if any.
-fn parse_algo(v: &Value, path: &str, cfg: &mut QuantizeConfig) -> Result<Option<QuantType>> {
-    let obj = as_object(v, path)?;
-    check_keys(obj, &format!("{path}."), ALGO_KEYS)?;
-    let mut inner_type = None;
-    if let Some(v) = obj.get("q_type") {
-        inner_type = Some(as_quant_type(v, &format!("{path}.q_type"))?);
-    }
-    if let Some(v) = obj.get("rounding") {
-        let k = format!("{path}.rounding");
-        cfg.rounding = match as_str(v, &k)? {
-            "nearest" => Rounding::Nearest,
-            "stochastic" => Rounding::Stochastic,
-            other => return Err(bad_choice(&k, other, &["nearest", "stochastic"])),
-        };
-    }
-    Ok(inner_type)
-}
-
-/// `fp16_mixed_quantize` (at `path`): mixing on or off, and its change ratio.
-fn parse_mixing(v: &Value, path: &str, cfg: &mut QuantizeConfig) -> Result<()> {
-    let obj = as_object(v, path)?;
-    check_keys(obj, &format!("{path}."), MIXING_KEYS)?;
-    if let Some(v) = obj.get("enabled") {
-        cfg.mixing.enabled = as_bool(v, &format!("{path}.enabled"))?;
-    }
-    if let Some(v) = obj.get("quantize_change_ratio") {
-        cfg.mixing.change_ratio = as_f64(v, &format!("{path}.quantize_change_ratio"))?;
-    }
-    Ok(())
-}
-
-/// The eigenvalue keys as given in one place (absent keys are `None`).
-#[derive(Default)]
-struct PartialEigen {
-    enabled: Option<bool>,
-    verbose: Option<bool>,
-    max_iter: Option<u32>,
-    tol: Option<f64>,
-    stability: Option<f64>,
-    gas_boundary_resolution: Option<u64>,
-    layer_name: Option<String>,
-    layer_num: Option<usize>,
-}
-
-fn parse_eigen(obj: &Map<String, Value>, p: &str) -> Result<PartialEigen> {
-    check_keys(obj, p, EIGEN_KEYS)?;
-    let k = |s: &str| format!("{p}{s}");
-    let get = |s: &str| obj.get(s);
-    Ok(PartialEigen {
-        enabled: get("enabled")
-            .map(|v| as_bool(v, &k("enabled")))
-            .transpose()?,
-        verbose: get("verbose")
-            .map(|v| as_bool(v, &k("verbose")))
-            .transpose()?,
-        max_iter: get("max_iter")
-            .map(|v| {
-                let n = as_u64(v, &k("max_iter"))?;
-                u32::try_from(n).map_err(|_| out_of_range(&k("max_iter"), v))
-            })
-            .transpose()?,
-        tol: get("tol").map(|v| as_f64(v, &k("tol"))).transpose()?,
-        stability: get("stability")
-            .map(|v| as_f64(v, &k("stability")))
-            .transpose()?,
-        gas_boundary_resolution: get("gas_boundary_resolution")
-            .map(|v| as_u64(v, &k("gas_boundary_resolution")))
-            .transpose()?,
-        layer_name: get("layer_name")
-            .map(|v| as_str(v, &k("layer_name")).map(str::to_string))
-            .transpose()?,
-        layer_num: get("layer_num")
-            .map(|v| as_usize(v, &k("layer_num")))
-            .transpose()?,
-    })
-}
-
-impl PartialEigen {
-    /// Fills `self` from `other`; a key given in both with different values is a conflict.
-    fn merge(self, other: PartialEigen, p_self: &str, p_other: &str) -> Result<EigenvalueConfig> {
-        fn pick<T: PartialEq + std::fmt::Debug>(
-            a: Option<T>,
-            b: Option<T>,
-            name: &str,
-            pa: &str,
-            pb: &str,
-        ) -> Result<Option<T>> {
-            match (a, b) {
-                (Some(a), Some(b)) if a != b => Err(MoqError::Conflict {
-                    first: format!("{pa}{name}"),
-                    first_value: format!("{a:?}"),
-                    second: format!("{pb}{name}"),
-                    second_value: format!("{b:?}"),
-                }),
-                (a, b) => Ok(a.or(b)),
-            }
+    for (key, value) in obj {
+        let path = at(key);
+        if let (false, Some(inner)) = (children(&path).is_empty(), value.as_object()) {
+            check_objects(inner, p, &path)?;
         }
-        let d = EigenvalueConfig::default();
-        let (a, b) = (p_self, p_other);
-        Ok(EigenvalueConfig {
-            enabled: pick(self.enabled, other.enabled, "enabled", a, b)?.unwrap_or(d.enabled),
-            verbose: pick(self.verbose, other.verbose, "verbose", a, b)?.unwrap_or(d.verbose),
-            max_iter: pick(self.max_iter, other.max_iter, "max_iter", a, b)?.unwrap_or(d.max_iter),
-            tol: pick(self.tol, other.tol, "tol", a, b)?.unwrap_or(d.tol),
-            stability: pick(self.stability, other.stability, "stability", a, b)?
-                .unwrap_or(d.stability),
-            gas_boundary_resolution: pick(
-                self.gas_boundary_resolution,
-                other.gas_boundary_resolution,
-                "gas_boundary_resolution",
-                a,
-                b,
-            )?
-            .unwrap_or(d.gas_boundary_resolution),
-            layer_name: pick(self.layer_name, other.layer_name, "layer_name", a, b)?
-                .unwrap_or(d.layer_name),
-            layer_num: pick(self.layer_num, other.layer_num, "layer_num", a, b)?
-                .unwrap_or(d.layer_num),
-        })
     }
+    Ok(())
 }
 
 fn check_keys(obj: &Map<String, Value>, p: &str, known: &[&str]) -> Result<()> {
@@ -376,7 +225,7 @@ fn check_keys(obj: &Map<String, Value>, p: &str, known: &[&str]) -> Result<()> {
         if !known.contains(&key.as_str()) {
             return Err(MoqError::UnknownKey {
                 key: format!("{p}{key}"),
-                suggestion: suggest(key, known),
+                suggestion: suggest(key, known, "moq"),
             });
         }
     }
@@ -385,19 +234,13 @@ fn check_keys(obj: &Map<String, Value>, p: &str, known: &[&str]) -> Result<()> {
 
 /// The nearest known key, if it is close enough to be a likely typo; a key that belongs one
 /// level down (for example `start_bits` directly in the section) is pointed to its place.
-fn suggest(key: &str, known: &[&str]) -> Option<String> {
-    let nested: [(&str, &[&str]); 5] = [
-        ("quantize_bits", BITS_KEYS),
-        ("quantize_schedule", SCHEDULE_KEYS),
-        ("quantize_algo", ALGO_KEYS),
-        ("fp16_mixed_quantize", MIXING_KEYS),
-        ("eigenvalue", EIGEN_KEYS),
-    ];
-    if known == SECTION_KEYS {
-        for (parent, keys) in nested {
-            if keys.contains(&key) && key != "enabled" {
-                return Some(format!("{parent}.{key}"));
-            }
+fn suggest(key: &str, known: &[&str], parent: &str) -> Option<String> {
+    if parent.is_empty() && key != "enabled" {
+        let below = KEYS
+            .iter()
+            .find(|k| k.path.contains('.') && k.leaf() == key);
+        if let Some(below) = below {
+            return Some(below.path.to_string());
         }
     }
     let (best, distance) = known
@@ -425,109 +268,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 40 {
-        format!("{}…", &s[..s.floor_char_boundary(40)])
-    } else {
-        s
-    }
-}
-
-fn wrong(key: &str, expected: &'static str, v: &Value) -> MoqError {
-    MoqError::WrongType {
-        key: key.to_string(),
-        expected,
-        found: short(v),
-    }
-}
-
-fn out_of_range(key: &str, v: &Value) -> MoqError {
-    MoqError::InvalidValue {
-        key: key.to_string(),
-        value: short(v),
-        reason: "out of range".into(),
-    }
-}
-
-fn bad_choice(key: &str, found: &str, choices: &[&str]) -> MoqError {
-    MoqError::InvalidValue {
-        key: key.to_string(),
-        value: format!("\"{found}\""),
-        reason: format!("expected one of {}", choices.join(", ")),
-    }
-}
-
-fn as_object<'a>(v: &'a Value, key: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| wrong(key, "an object", v))
-}
-
-fn as_bool(v: &Value, key: &str) -> Result<bool> {
-    v.as_bool().ok_or_else(|| wrong(key, "true or false", v))
-}
-
-fn as_str<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
-    v.as_str().ok_or_else(|| wrong(key, "a string", v))
-}
-
-fn as_u64(v: &Value, key: &str) -> Result<u64> {
-    match v {
-        Value::Number(n) => match n.as_u64() {
-            Some(n) => Ok(n),
-            None if n.as_i64().is_some() => Err(MoqError::InvalidValue {
-                key: key.to_string(),
-                value: n.to_string(),
-                reason: "must not be negative".into(),
-            }),
-            // JSON reads an integer beyond 64 bits as a float: it is an integer, out of range.
-            None => match n.as_f64() {
-                Some(f) if f.fract() == 0.0 => Err(MoqError::InvalidValue {
-                    key: key.to_string(),
-                    value: n.to_string(),
-                    reason: if f < 0.0 {
-                        "must not be negative".into()
-                    } else {
-                        format!("out of range (at most {})", u64::MAX)
-                    },
-                }),
-                _ => Err(wrong(key, "an integer", v)),
-            },
-        },
-        _ => Err(wrong(key, "an integer", v)),
-    }
-}
-
-fn as_usize(v: &Value, key: &str) -> Result<usize> {
-    usize::try_from(as_u64(v, key)?).map_err(|_| out_of_range(key, v))
-}
-
-fn as_bits(v: &Value, key: &str) -> Result<u32> {
-    let n = as_u64(v, key)?;
-    match u32::try_from(n) {
-        Ok(b) if (1..=MAX_BITS).contains(&b) => Ok(b),
-        _ => Err(MoqError::InvalidValue {
-            key: key.to_string(),
-            value: n.to_string(),
-            reason: "bits must be between 1 and 16".into(),
-        }),
-    }
-}
-
-fn as_f64(v: &Value, key: &str) -> Result<f64> {
-    v.as_f64().ok_or_else(|| wrong(key, "a number", v))
-}
-
-fn as_quant_type(v: &Value, key: &str) -> Result<QuantType> {
-    match as_str(v, key)? {
-        "symmetric" => Ok(QuantType::Symmetric),
-        "asymmetric" => Ok(QuantType::Asymmetric),
-        other => Err(bad_choice(key, other, &["symmetric", "asymmetric"])),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{QuantType, Rounding};
 
     fn err(text: &str) -> String {
         QuantizeConfig::from_json_str(text).unwrap_err().to_string()
@@ -828,10 +572,18 @@ mod tests {
     #[test]
     fn suggestions_are_close_only() {
         assert_eq!(
-            suggest("quantize_period", SCHEDULE_KEYS).as_deref(),
+            suggest(
+                "quantize_period",
+                &children("quantize_schedule"),
+                "quantize_schedule"
+            )
+            .as_deref(),
             Some("quantize_period")
         );
-        assert_eq!(suggest("zzzz", SCHEDULE_KEYS), None);
+        assert_eq!(
+            suggest("zzzz", &children("quantize_schedule"), "quantize_schedule"),
+            None
+        );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }
