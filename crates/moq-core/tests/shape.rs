@@ -69,8 +69,12 @@ fn sources(root: &str) -> Vec<String> {
     out
 }
 
-/// The file's lines before its test module (`#[cfg(test)]` at the top level).
+/// The file's lines before its test module (`#[cfg(test)]` at the top level); none for a test
+/// module in a file of its own (`tests.rs`, declared `#[cfg(test)] mod tests;`).
 fn library_lines(file: &str) -> Vec<String> {
+    if file.ends_with("/tests.rs") {
+        return Vec::new();
+    }
     let text = std::fs::read_to_string(workspace().join(file)).unwrap();
     text.lines()
         .take_while(|l| !l.starts_with("#[cfg(test)]"))
