@@ -10,6 +10,8 @@
 //! whose length is a multiple of the block) multiplies the codes by one `x·s` and adds
 //! `−z·s·x` once; a row that straddles groups is dequantized element by element.
 
+use std::ops::Range;
+
 use super::Word;
 use crate::config::QuantType;
 use crate::layout::PackedShape;
@@ -228,66 +230,20 @@ fn gemv<V: Vector, const PW: usize, const BITS: u32, W: Word>(
     for k0 in (0..k).step_by(ROWS_PER_PASS) {
         let rows = ROWS_PER_PASS.min(k - k0);
         for ((block, acc), offset) in blocks.iter().zip(&mut acc).zip(&mut offset) {
-            if let (Groups::Uniform { first, per_row }, Some(words), true) =
-                (block.groups, job.words32, block.words == V::LANES)
-            {
-                // The hot loop: a whole vector of words per row, one group per block row, no
-                // call and no element-wise path, so the accumulators stay in registers.
-                let (mut a, mut off) = (*acc, *offset);
-                let asymmetric = job.shape.quant_type == QuantType::Asymmetric;
-                // Codes read unsigned with their sign bit flipped are `c + 2^(b−1)`: the
-                // `2^(b−1)` is taken off with the zero point (binary codes are read as is).
-                let (flip, shift) = if BITS == 1 {
-                    (0, 0.0)
-                } else {
-                    (sign_bits::<BITS>(), (1u32 << (BITS - 1)) as f32)
-                };
-                for kk in k0..k0 + rows {
-                    let g = first + kk * per_row;
-                    let start = kk * job.words_per_row + block.w0;
-                    let wv = V::words(&words[start..start + V::LANES]);
-                    let s = job.x[kk] * job.scales[g];
-                    let z = if asymmetric {
-                        job.zero_points[g] as f32
-                    } else {
-                        0.0
-                    };
-                    off -= (z + shift) * s;
-                    let sv = V::splat(s);
-                    if BITS == 1 {
-                        for (j, a) in a.iter_mut().enumerate() {
-                            *a = V::mul_add(V::field::<BITS>(wv, j as u32), sv, *a);
-                        }
-                    } else {
-                        let wv = V::xor(wv, flip);
-                        for (j, a) in a.iter_mut().enumerate() {
-                            *a = V::mul_add(V::unsigned_field::<BITS>(wv, j as u32), sv, *a);
-                        }
-                    }
+            let rows = k0..k0 + rows;
+            match (block.groups, job.words32, block.words == V::LANES) {
+                (Groups::Uniform { first, per_row }, Some(words), true) => {
+                    uniform_rows::<V, PW, BITS, W>(
+                        job,
+                        block,
+                        words,
+                        (first, per_row),
+                        rows,
+                        acc,
+                        offset,
+                    )
                 }
-                (*acc, *offset) = (a, off);
-                continue;
-            }
-            for kk in k0..k0 + rows {
-                let xk = job.x[kk];
-                match block.group(job, kk) {
-                    Some(g) => {
-                        let wv = block.words::<V, W>(job, kk);
-                        let s = xk * job.scales[g];
-                        *offset -= zero_of(job, g) * s;
-                        let sv = V::splat(s);
-                        for (j, a) in acc.iter_mut().enumerate() {
-                            *a = V::mul_add(V::field::<BITS>(wv, j as u32), sv, *a);
-                        }
-                    }
-                    None => {
-                        let mut lanes = spill::<V, PW>(acc);
-                        add_each::<PW, BITS, W>(job, block, kk, xk, &mut lanes);
-                        for (a, l) in acc.iter_mut().zip(&lanes) {
-                            *a = V::load(l);
-                        }
-                    }
-                }
+                _ => any_rows::<V, PW, BITS, W>(job, block, rows, acc, offset),
             }
         }
     }
@@ -298,6 +254,87 @@ fn gemv<V: Vector, const PW: usize, const BITS: u32, W: Word>(
         .zip(offset.iter().zip(out.chunks_mut(cols)))
     {
         write::<V, PW>(acc, *offset, block.c1 - block.c0, out);
+    }
+}
+
+/// Rows `rows` of one block whose words fill a vector and whose block rows each lie in one
+/// group (`first + kk · per_row`): the hot loop of the GEMV. A whole vector of words per row, no
+/// call and no element-wise path, so the accumulators stay in registers.
+#[inline(always)]
+fn uniform_rows<V: Vector, const PW: usize, const BITS: u32, W: Word>(
+    job: &Job<W>,
+    block: &Block,
+    words: &[u32],
+    (first, per_row): (usize, usize),
+    rows: Range<usize>,
+    acc: &mut [V::F; PW],
+    offset: &mut f32,
+) {
+    let (mut a, mut off) = (*acc, *offset);
+    let asymmetric = job.shape.quant_type == QuantType::Asymmetric;
+    // Codes read unsigned with their sign bit flipped are `c + 2^(b−1)`: the `2^(b−1)` is
+    // taken off with the zero point (binary codes are read as is).
+    let (flip, shift) = if BITS == 1 {
+        (0, 0.0)
+    } else {
+        (sign_bits::<BITS>(), (1u32 << (BITS - 1)) as f32)
+    };
+    for kk in rows {
+        let g = first + kk * per_row;
+        let start = kk * job.words_per_row + block.w0;
+        let wv = V::words(&words[start..start + V::LANES]);
+        let s = job.x[kk] * job.scales[g];
+        let z = if asymmetric {
+            job.zero_points[g] as f32
+        } else {
+            0.0
+        };
+        off -= (z + shift) * s;
+        let sv = V::splat(s);
+        if BITS == 1 {
+            for (j, a) in a.iter_mut().enumerate() {
+                *a = V::mul_add(V::field::<BITS>(wv, j as u32), sv, *a);
+            }
+        } else {
+            let wv = V::xor(wv, flip);
+            for (j, a) in a.iter_mut().enumerate() {
+                *a = V::mul_add(V::unsigned_field::<BITS>(wv, j as u32), sv, *a);
+            }
+        }
+    }
+    (*acc, *offset) = (a, off);
+}
+
+/// Rows `rows` of any block: a row in one group is decoded a vector at a time, a row that
+/// straddles groups element by element.
+#[inline(always)]
+fn any_rows<V: Vector, const PW: usize, const BITS: u32, W: Word>(
+    job: &Job<W>,
+    block: &Block,
+    rows: Range<usize>,
+    acc: &mut [V::F; PW],
+    offset: &mut f32,
+) {
+    for kk in rows {
+        let xk = job.x[kk];
+        match block.group(job, kk) {
+            Some(g) => {
+                let wv = block.words::<V, W>(job, kk);
+                let s = xk * job.scales[g];
+                *offset -= zero_of(job, g) * s;
+                let sv = V::splat(s);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = V::mul_add(V::field::<BITS>(wv, j as u32), sv, *a);
+                }
+            }
+            None => {
+                let mut lanes = spill::<V, PW>(acc);
+                add_each::<PW, BITS, W>(job, block, kk, xk, &mut lanes);
+                for (a, l) in acc.iter_mut().zip(&lanes) {
+                    *a = V::load(l);
+                }
+            }
+        }
     }
 }
 
