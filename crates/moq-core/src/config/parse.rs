@@ -1,6 +1,6 @@
 //! Reading DeepSpeed's JSON: a whole `ds_config` or the section alone, every key checked (an
 //! unknown key gets the nearest known one), and writing the section back. The keys themselves
-//! are the table of [`super::keys`].
+//! are the table in `config/keys.rs`.
 
 use serde_json::{Map, Value, json};
 
