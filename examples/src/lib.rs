@@ -1,9 +1,12 @@
 //! Shared pieces of the MoQ examples, a file each: the study's character language model
-//! ([`charlm`]) and the Brown corpus it and the other study tasks read ([`brown`]), finished runs kept for resuming ([`cells`]), the ways a model is trained
-//! ([`variant`]), the backend chosen at run time ([`backend`]), the training loop ([`mod@train`]),
-//! figures ([`figures`]), the digits example's data and model ([`digits`]), the results table ([`results`]), the study's grid, tables and statistics ([`study`]), epoch lines for burn-train
-//! ([`progress`]), the transformer example's task and model ([`permutation`]), and glibc's
-//! malloc told to keep freed memory for NdArray ([`malloc`], the one `unsafe` call).
+//! ([`charlm`]) and the Brown corpus it and the other study tasks read ([`brown`]), the study's
+//! grid, tables and statistics ([`study`]), finished runs kept for resuming ([`cells`]),
+//! eigenvalues computed once per model state ([`eigen_cache`]), the ways a model is trained
+//! ([`variant`]), the backend chosen at run time ([`backend`]), the training loop
+//! ([`mod@train`]), figures ([`figures`]), the digits example's data and model ([`digits`]), the
+//! results table ([`results`]), epoch lines for burn-train ([`progress`]), the transformer
+//! example's task and model ([`permutation`]), and glibc's malloc told to keep freed memory for
+//! NdArray ([`malloc`], the one `unsafe` call).
 #![deny(unsafe_code)]
 
 pub mod backend;
@@ -11,6 +14,7 @@ pub mod brown;
 pub mod cells;
 pub mod charlm;
 pub mod digits;
+pub mod eigen_cache;
 pub mod figures;
 pub mod malloc;
 pub mod minilm;
@@ -23,6 +27,7 @@ pub mod variant;
 
 pub use backend::{Experiment, run_on};
 pub use cells::Cells;
+pub use eigen_cache::EigenCache;
 pub use figures::{Figures, Points};
 /// The seeded generator for shuffles (one copy for the project, in `moq-core`).
 pub use moq_core::Rng;

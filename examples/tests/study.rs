@@ -83,6 +83,22 @@ fn the_quick_study_splits_resumes_and_tabulates() {
     let svg = dir.path().join("figures/study-charlm-frontier.svg");
     assert!(std::fs::read_to_string(svg).unwrap().contains("<svg"));
 
+    // The second-order cells of a seed share their warm-up, so a process measures its Hessian
+    // once (`EigenCache`): the 4-bit per-tensor cell of seed 1 came from the cache, and run
+    // again alone, computing it, gives the same model to the bit.
+    assert!(second.contains("from the cache"), "{second}");
+    let name = "QatSecondOrder-4t-x1-lr1-seed1";
+    let cached = quality(dir.path(), "charlm", name);
+    let cell = cells
+        .iter()
+        .find(|p| p.to_string_lossy().contains(name))
+        .unwrap();
+    std::fs::remove_file(cell).unwrap();
+    let alone = study(dir.path(), &["--seeds", "2"]);
+    assert_eq!(trained(&alone), 1, "{alone}");
+    assert!(!alone.contains("from the cache"), "{alone}");
+    assert_eq!(quality(dir.path(), "charlm", name), cached);
+
     // A lost cell is run again, alone.
     let lost = cells
         .iter()

@@ -17,7 +17,7 @@ use moq_examples::brown::Brown;
 use moq_examples::charlm::{Batch, CharLm, Corpus, LmConfig, Probe, bits_per_char};
 use moq_examples::study::{Grid, Outcome, StudyRun};
 use moq_examples::{
-    Experiment, Rng, Run, Variant, eigen_provider, schedule_note, train, variant_config,
+    EigenCache, Experiment, Rng, Run, Variant, eigen_provider, schedule_note, train, variant_config,
 };
 
 use crate::Args;
@@ -87,6 +87,9 @@ pub struct Study {
     settings: Settings,
     grid: Grid,
     corpus: Corpus,
+    /// Eigenvalues of a model state computed once (the second-order cells of a seed share
+    /// their warm-up).
+    eigen_cache: EigenCache,
 }
 
 impl Study {
@@ -97,6 +100,7 @@ impl Study {
             grid: run::grid(args.quick.then(|| vec![run::g128(3), run::per_tensor(4)])),
             corpus,
             args,
+            eigen_cache: EigenCache::default(),
         })
     }
 
@@ -348,6 +352,7 @@ where
             run.seed,
         )
         .unzip();
+        let eigenvalues = eigenvalues.map(|p| self.study.eigen_cache.wrap::<B, _>(p, run.seed));
         let r = Run {
             steps,
             lr: s.lr * run.lr_factor,
