@@ -73,8 +73,8 @@ pub fn run(args: &AllocateArgs) -> Result<()> {
             input.display()
         );
     }
-    let plan = allocate(&curves, &budget)?;
-    let out = table(&curves, &plan, &others);
+    let allocation = allocate(&curves, &budget)?;
+    let out = table(&curves, &allocation, &others);
     match io::stdout().lock().write_all(out.as_bytes()) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
         _ => Ok(()),
@@ -120,9 +120,9 @@ fn candidates(args: &AllocateArgs, quant_type: QuantType) -> Result<Vec<u32>> {
 }
 
 /// The CSV table of the allocation, the tensors left unquantized and the average width.
-fn table(curves: &[LayerCurve], plan: &Allocation, others: &[&TensorEntry]) -> String {
+fn table(curves: &[LayerCurve], allocation: &Allocation, others: &[&TensorEntry]) -> String {
     let mut out = String::from("tensor,params,bits,error\n");
-    for (curve, bits) in curves.iter().zip(&plan.bits) {
+    for (curve, bits) in curves.iter().zip(&allocation.bits) {
         let error = curve
             .options
             .iter()
@@ -137,7 +137,7 @@ fn table(curves: &[LayerCurve], plan: &Allocation, others: &[&TensorEntry]) -> S
     for e in others {
         out.push_str(&format!("unquantized: {}\n", escape_controls(&e.name)));
     }
-    out.push_str(&format!("average bits = {:.4}\n", plan.average_bits));
+    out.push_str(&format!("average bits = {:.4}\n", allocation.average_bits));
     out
 }
 

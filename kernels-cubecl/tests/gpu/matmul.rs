@@ -148,7 +148,7 @@ fn half_activations_and_half_scales() {
 }
 
 #[test]
-fn the_plan_follows_the_shape() {
+fn the_kernel_choice_follows_the_shape() {
     // Small m: GEMV with vectorised loads and split-K when the columns are few.
     let Kernel::Gemv {
         rows,

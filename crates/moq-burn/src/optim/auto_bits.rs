@@ -100,11 +100,11 @@ where
             }));
         }
         let curves = self.layer_curves(&collect.values, sensitivities.as_deref(), &usable)?;
-        let plan = allocate(&curves, &auto.budget)?;
+        let allocation = allocate(&curves, &auto.budget)?;
         // A scheduled layer (MoQ) starting below its allocated width stays at its start; one
         // without a schedule (QAT: start = target) trains at its allocated width from now on,
         // above or below the uniform one (Schedule::set_targets).
-        let targets: Vec<u32> = plan
+        let targets: Vec<u32> = allocation
             .bits
             .iter()
             .zip(self.schedule.specs())
@@ -128,7 +128,7 @@ where
                 bits,
             })
             .collect();
-        self.log_allocation(&report, plan.average_bits, plan.objective);
+        self.log_allocation(&report, allocation.average_bits, allocation.objective);
         self.allocation = Some(std::sync::Arc::new(report));
         Ok(())
     }

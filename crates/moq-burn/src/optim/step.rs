@@ -75,7 +75,7 @@ where
                 );
             }
         }
-        let plan: Option<Vec<(QuantSpec, f32)>> = report.quantize.then(|| {
+        let specs: Option<Vec<(QuantSpec, f32)>> = report.quantize.then(|| {
             self.params
                 .iter()
                 .map(|p| {
@@ -94,7 +94,7 @@ where
             index: &self.index,
             params: &self.params,
             masters: &mut self.masters,
-            plan: plan.as_deref(),
+            specs: specs.as_deref(),
             error: None,
         };
         let module = module.map(&mut mapper);
@@ -239,7 +239,7 @@ struct Quantize<'a, IB: Backend> {
     params: &'a [QuantParam],
     masters: &'a mut HashMap<ParamId, Tensor<IB, 1>>,
     /// Spec and mixing ratio per parameter, on quantizing steps.
-    plan: Option<&'a [(QuantSpec, f32)]>,
+    specs: Option<&'a [(QuantSpec, f32)]>,
     error: Option<MoqBurnError>,
 }
 
@@ -256,9 +256,9 @@ where
         let master = tensor.inner();
         let numel = self.params[i].shape.iter().product::<usize>();
         self.masters.insert(id, master.clone().reshape([numel]));
-        let value = match self.plan {
-            Some(plan) => {
-                let (spec, mix) = &plan[i];
+        let value = match self.specs {
+            Some(specs) => {
+                let (spec, mix) = &specs[i];
                 match fake_quantize(master.clone(), &self.params[i].path, spec, *mix) {
                     Ok(q) => q,
                     Err(err) => {

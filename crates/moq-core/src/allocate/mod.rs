@@ -27,9 +27,9 @@
 //! let sensitive = measure("a", &flat, [16, 16], 10.0, &base, &[2, 4, 8]).unwrap();
 //! let tolerant = measure("b", &flat, [16, 16], 0.1, &base, &[2, 4, 8]).unwrap();
 //! let layers = [sensitive, tolerant];
-//! let plan = allocate(&layers, &Budget::AverageBits(5.0, Overhead::Excluded)).unwrap();
+//! let allocation = allocate(&layers, &Budget::AverageBits(5.0, Overhead::Excluded)).unwrap();
 //! // The sensitive layer keeps 8 bits, the tolerant one gets 2: 5 bits on average.
-//! assert_eq!(plan.bits, [8, 2]);
+//! assert_eq!(allocation.bits, [8, 2]);
 //! ```
 
 use serde::Serialize;
