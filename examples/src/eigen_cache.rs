@@ -29,7 +29,6 @@ type Answers = HashMap<u64, (Option<Vec<f32>>, Option<String>)>;
 #[derive(Clone, Default)]
 pub struct EigenCache {
     answers: Arc<Mutex<Answers>>,
-    hits: Arc<Mutex<u64>>,
 }
 
 impl EigenCache {
@@ -51,11 +50,6 @@ impl EigenCache {
             cache: self.clone(),
             _model: std::marker::PhantomData,
         })
-    }
-
-    /// How many requests the cache answered.
-    pub fn hits(&self) -> u64 {
-        self.hits.lock().map(|h| *h).unwrap_or(0)
     }
 }
 
@@ -93,9 +87,6 @@ impl<B: Backend, M: Module<B>> Cached<B, M> {
         if let Some((values, state)) = known {
             if let Some(state) = &state {
                 self.inner.load_state(state)?;
-            }
-            if let Ok(mut hits) = self.cache.hits.lock() {
-                *hits += 1;
             }
             println!("    eigenvalues: {kind} of this model state from the cache");
             return Ok(values);
