@@ -40,6 +40,7 @@
 //! ```
 
 pub(crate) mod block;
+pub(crate) mod int8;
 mod word;
 
 use half::f16;
@@ -51,6 +52,7 @@ use crate::layout::PackedShape;
 use crate::pack::{PackedCodes, PackedScales, PackedTensor};
 use crate::simd::{self, Isa};
 
+pub use int8::{TiledWeight, matmul_i8, matmul_i8_with};
 pub use word::Word;
 
 /// Per-group scales, borrowed.
@@ -138,12 +140,7 @@ pub fn matmul<W: Word>(x: &[f32], w: &PackedMatrix<W>, y: &mut [f32]) -> Result<
 /// benchmarks that compare the paths.
 pub fn matmul_with<W: Word>(isa: Isa, x: &[f32], w: &PackedMatrix<W>, y: &mut [f32]) -> Result<()> {
     let (k, n) = (w.shape.rows, w.shape.row_len);
-    if !isa.available() {
-        return Err(MoqError::UnsupportedMode {
-            tensor: "matmul".into(),
-            reason: format!("this CPU does not support {isa:?}"),
-        });
-    }
+    check_isa(isa)?;
     let m = rows_of(x.len(), y.len(), k, n)?;
     if k == 0 {
         y.fill(0.0);
@@ -202,6 +199,17 @@ pub fn matmul_with<W: Word>(isa: Isa, x: &[f32], w: &PackedMatrix<W>, y: &mut [f
         }
     }
     Ok(())
+}
+
+/// An error unless this CPU runs `isa`.
+fn check_isa(isa: Isa) -> Result<()> {
+    if isa.available() {
+        return Ok(());
+    }
+    Err(MoqError::UnsupportedMode {
+        tensor: "matmul".into(),
+        reason: format!("this CPU does not support {isa:?}"),
+    })
 }
 
 /// The rows `m` of an input of `x_len` elements in rows of `k`, checked against it and against

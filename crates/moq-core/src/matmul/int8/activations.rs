@@ -1,0 +1,123 @@
+//! One row of `x` quantized for the integer-dot kernel.
+//!
+//! The weight's scales run along its rows (a group is `group_len` consecutive elements of the
+//! row-major `[k, n]` weight), so a column's scale changes with `k` and cannot be taken out of a
+//! sum over `k`. It is folded into the activation instead: for each *lane* `a` (the groups' place
+//! along a row: one lane per group of a row, or one lane when a group holds whole rows),
+//! `x'_k = x_k · s_g(k, a)` is quantized to int8 per block of [`BLOCK`] rows with scale
+//! `t = max |x'| / 127`. A tile of lane `a` then sums `q_k · c_k` in integers, block by block.
+//! What the integers leave out is one number per lane, [`Quantized::offset`]: the zero points'
+//! `−Σ x'_k z_g` and, for nibble codes (stored `c + 8`), `−8 Σ t · q_k`.
+
+use super::TiledWeight;
+use super::job::{BLOCK, Lane, Storage};
+
+/// One row of `x`, quantized for every lane of a weight.
+pub(crate) struct Quantized {
+    /// `[lanes][k_pad]`.
+    q: Vec<i8>,
+    /// `[lanes][k_pad / BLOCK]`.
+    t: Vec<f32>,
+    /// Added to every output column of a lane.
+    offset: Vec<f32>,
+    k_pad: usize,
+}
+
+impl Quantized {
+    /// Quantizes `x` (one row, `k` values) for `w`'s lanes.
+    pub(crate) fn new(x: &[f32], w: &TiledWeight) -> Self {
+        let (k, k_pad, lanes) = (x.len(), w.k_pad, w.lanes);
+        let blocks = k_pad / BLOCK;
+        let mut out = Self {
+            q: vec![0; lanes * k_pad],
+            t: vec![0.0; lanes * blocks],
+            offset: vec![0.0; lanes],
+            k_pad,
+        };
+        for a in 0..lanes {
+            let scales = &w.scales[a * k..(a + 1) * k];
+            let zeros = w.zero_points.get(a * k..(a + 1) * k).unwrap_or(&[]);
+            let mut offset = 0.0f32;
+            let (q, t) = (
+                out.q[a * k_pad..(a + 1) * k_pad].chunks_exact_mut(BLOCK),
+                &mut out.t[a * blocks..(a + 1) * blocks],
+            );
+            for (b, (q, t)) in q.zip(t).enumerate() {
+                let rows = b * BLOCK..k.min((b + 1) * BLOCK);
+                let block = Block::scale(&x[rows.clone()], &scales[rows.clone()]);
+                if !zeros.is_empty() {
+                    offset -= dot(&block.values, &zeros[rows]);
+                }
+                let sum = block.quantize(q, t);
+                if w.storage == Storage::Nibbles {
+                    offset -= 8.0 * sum as f32 * *t;
+                }
+                if !block.finite {
+                    // A NaN or infinite input makes the outputs NaN, as in f32.
+                    offset = f32::NAN;
+                }
+            }
+            out.offset[a] = offset;
+        }
+        out
+    }
+
+    /// Lane `a`'s activations.
+    pub(crate) fn lane(&self, a: usize) -> Lane<'_> {
+        let blocks = self.k_pad / BLOCK;
+        Lane {
+            q: &self.q[a * self.k_pad..(a + 1) * self.k_pad],
+            t: &self.t[a * blocks..(a + 1) * blocks],
+        }
+    }
+
+    /// What lane `a`'s columns add to their integer sums.
+    pub(crate) fn offset(&self, a: usize) -> f32 {
+        self.offset[a]
+    }
+}
+
+/// One block of `x'` (`x · s`), zero past the row's end.
+struct Block {
+    values: [f32; BLOCK],
+    finite: bool,
+}
+
+impl Block {
+    /// `x_k · s_k` for the block's rows (at most [`BLOCK`]).
+    #[inline]
+    fn scale(x: &[f32], scales: &[f32]) -> Self {
+        let mut values = [0.0f32; BLOCK];
+        for ((v, &x), &s) in values.iter_mut().zip(x).zip(scales) {
+            *v = x * s;
+        }
+        let finite = values.iter().sum::<f32>().is_finite();
+        Self { values, finite }
+    }
+
+    /// Writes `q = round(v / t)` with `t = max |v| / 127` (0 for a block of zeros) and
+    /// returns `Σ q`. Rounds half to even by adding and taking off 1.5 · 2²³ (exact below
+    /// 2²², so for every |v / t| ≤ 127), which vectorises where `round` is a library call.
+    #[inline]
+    fn quantize(&self, q: &mut [i8], t: &mut f32) -> i32 {
+        const MAGIC: f32 = 12_582_912.0;
+        let max = self
+            .values
+            .iter()
+            .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+        *t = max / 127.0;
+        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in q.iter_mut().zip(&self.values) {
+            let r = (v * inv + MAGIC) - MAGIC;
+            *q = r as i32 as i8;
+            sum += *q as i32;
+        }
+        sum
+    }
+}
+
+/// `Σ a_i · b_i`.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
