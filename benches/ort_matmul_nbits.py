@@ -3,8 +3,10 @@
 
 A one-node ONNX graph (com.microsoft MatMulNBits: `Y = A · dequant(B)ᵀ`, symmetric blocks of
 `--block` along K, the default zero point 2^(bits−1)) is built for each shape, run on
-onnxruntime's CPU provider, and timed warm (the weight stays in cache between calls) and from
-DRAM (a 256 MiB buffer walked before every call, as between two layers of a served model).
+onnxruntime's CPU provider, and timed warm (one session called again and again: its weight
+stays in cache) and from DRAM (a stack of sessions, each with its own copy of the weight,
+together at least `--stack-bytes`, called in turn as a decoder step calls its layers, so each
+call finds its weight evicted; the same stack as cpu_matmul builds for the other contenders).
 Prints one JSON line per shape: median seconds warm and from DRAM, the relative error against
 numpy's f32 `A @ W` with the dequantized weight, and what ran.
 
@@ -30,9 +32,6 @@ try:
 except ImportError as err:  # the caller prints the reason and skips this peer
     print(f"onnxruntime peer unavailable: {err} (pip install onnxruntime onnx numpy)", file=sys.stderr)
     sys.exit(3)
-
-FLUSH = np.ones(256 * 1024 * 1024 // 8)  # 256 MiB, several times the L3
-
 
 def quantize(w, bits, block):
     """W [K, N] as MatMulNBits' B [N, K/block, block·bits/8] (uint8), scales [N·K/block] and
@@ -74,13 +73,14 @@ def session(k, n, bits, block, level, b, scales, threads):
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def median_time(run, rounds, flush):
-    times = []
-    for _ in range(rounds):
-        if flush:
-            FLUSH.sum()
-        start = time.perf_counter()
+def median_time(runs, rounds):
+    """The median over `rounds` calls of `runs` in turn, after one untimed pass over them."""
+    for run in runs:
         run()
+    times = []
+    for i in range(rounds):
+        start = time.perf_counter()
+        runs[i % len(runs)]()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -93,6 +93,8 @@ def main():
     parser.add_argument("--shape", action="append", required=True, help="K,N,M (repeatable)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=0, help="0: onnxruntime's default")
+    parser.add_argument("--stack-bytes", type=int, default=128 << 20,
+                        help="the from-DRAM stack's weights hold at least this many bytes")
     args = parser.parse_args()
     rng = np.random.default_rng(7)
     for shape in args.shape:
@@ -102,16 +104,21 @@ def main():
         w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
         x = rng.standard_normal((m, k)).astype(np.float32)
         b, scales, dequant = quantize(w, args.bits, args.block)
-        sess = session(k, n, args.bits, args.block, args.level, b, scales, args.threads)
-        run = lambda: sess.run(None, {"A": x})[0]  # noqa: E731
-        y = run()
+        copies = max(2, -(-args.stack_bytes // (b.nbytes + scales.nbytes)))
+        runs = [
+            (lambda s: lambda: s.run(None, {"A": x})[0])(
+                session(k, n, args.bits, args.block, args.level, b.copy(), scales.copy(), args.threads))
+            for _ in range(copies)
+        ]
+        y = runs[0]()
         reference = x @ dequant
         error = float(np.linalg.norm(y - reference) / np.linalg.norm(reference))
-        warm = median_time(run, args.rounds, flush=False)
-        dram = median_time(run, args.rounds, flush=True)
+        warm = median_time(runs[:1], args.rounds)
+        dram = median_time(runs, args.rounds)
         print(json.dumps({
             "k": k, "n": n, "m": m, "bits": args.bits, "block": args.block,
             "accuracy_level": args.level, "warm_s": warm, "dram_s": dram, "rel_error": error,
+            "copies": copies,
             "onnxruntime": ort.__version__,
         }))
 

@@ -12,7 +12,9 @@ use burn::optim::AdamConfig;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use moq_burn::moq_core::{EigenvalueConfig, QuantizeConfig};
-use moq_burn::moq_hessian::{Block, EigenReport, HessianEigenvalues, HvpMethod, Weights};
+use moq_burn::moq_hessian::{
+    Block, EigenReport, HessianEigenvalues, HessianLoss, HvpMethod, Weights,
+};
 use moq_burn::{Moq, MoqBackend};
 use moq_examples::permutation::{BATCH, Classifier, LR, Probe, TRAIN, Task};
 use moq_examples::{Experiment, Rng, run_on, timed_block};
@@ -52,19 +54,93 @@ fn iterations(report: &EigenReport) -> String {
         .join("/")
 }
 
-fn run<B>(args: &Args, device: B::Device) -> Result<()>
-where
-    B: AutodiffBackend,
-    B::InnerBackend: MoqBackend,
-{
-    let method = match args.method.as_str() {
+/// The Hessian-vector products `--method` names: auto (exact where burn can), exact, or fd.
+fn hvp_method(name: &str) -> Result<HvpMethod> {
+    Ok(match name {
         "auto" => HvpMethod::default(),
         "exact" => HvpMethod::Exact,
         "fd" => HvpMethod::FiniteDifference {
             relative_step: 1e-3,
         },
         other => bail!("unknown --method `{other}` (auto, exact or fd)"),
-    };
+    })
+}
+
+/// The layers MoQ would schedule in the transformer example, as eigenvalue blocks.
+fn layer_blocks<B>(model: &Classifier<B>) -> Result<Vec<Block>>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    let layers = Moq::new(QuantizeConfig::default())
+        .layers("encoder.layers.{i}")
+        .init(AdamConfig::new().init(), model)?
+        .layers()
+        .to_vec();
+    Ok(layers
+        .iter()
+        .map(|l| Block::new(l.name.clone(), l.params.iter().cloned()))
+        .collect())
+}
+
+/// One computation of every block's top eigenvalue at `model`'s weights, and its seconds.
+fn timed_compute<B, L>(
+    estimator: &mut HessianEigenvalues<B::InnerBackend, L>,
+    model: &Classifier<B>,
+    blocks: &[Block],
+) -> Result<(EigenReport, f64)>
+where
+    B: AutodiffBackend,
+    L: HessianLoss,
+{
+    let start = std::time::Instant::now();
+    let report = estimator.compute(&Weights::from_module(&model.valid()), blocks)?;
+    Ok((report, start.elapsed().as_secs_f64()))
+}
+
+/// Round `round`'s line: a training step's time, and the cold and the warm computation's
+/// with their iterations per layer.
+fn print_round(round: usize, per_step: f64, cold: &(EigenReport, f64), warm: &(EigenReport, f64)) {
+    let ((cold, cold_s), (warm, warm_s)) = (cold, warm);
+    println!(
+        "  round {round}: step {:.2} ms; cold {:.0} ms ({} iterations per layer, {}); warm {:.0} ms ({})",
+        per_step * 1e3,
+        cold_s * 1e3,
+        iterations(cold),
+        if cold.blocks.iter().all(|b| b.exact) {
+            "exact"
+        } else {
+            "finite differences"
+        },
+        warm_s * 1e3,
+        iterations(warm)
+    );
+}
+
+/// The run's first line: the layers, the power iteration's settings, the rounds, the backend.
+fn print_header(args: &Args, blocks: &[Block], config: &EigenvalueConfig) {
+    println!(
+        "transformer example (batch {BATCH}), {} layers [{}]; power iteration max_iter {}, tol {}; \
+         {} rounds; backend {}",
+        blocks.len(),
+        blocks
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.max_iter,
+        config.tol,
+        args.rounds,
+        args.backend
+    );
+}
+
+fn run<B>(args: &Args, device: B::Device) -> Result<()>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    let method = hvp_method(&args.method)?;
     let data = Task::generate(TRAIN, 12_345);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let batches = (TRAIN / BATCH) as u64;
@@ -78,31 +154,9 @@ where
     B::seed(&device, 0);
     let mut model = Classifier::<B>::new(&device);
     let mut adam = AdamConfig::new().init();
-    // The layers MoQ would schedule in the transformer example.
-    let layers = Moq::new(QuantizeConfig::default())
-        .layers("encoder.layers.{i}")
-        .init(AdamConfig::new().init(), &model)?
-        .layers()
-        .to_vec();
-    let blocks: Vec<Block> = layers
-        .iter()
-        .map(|l| Block::new(l.name.clone(), l.params.iter().cloned()))
-        .collect();
+    let blocks = layer_blocks(&model)?;
     let config = EigenvalueConfig::default();
-    println!(
-        "transformer example (batch {BATCH}), {} layers [{}]; power iteration max_iter {}, tol {}; \
-         {} rounds; backend {}",
-        blocks.len(),
-        layers
-            .iter()
-            .map(|l| l.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        config.max_iter,
-        config.tol,
-        args.rounds,
-        args.backend
-    );
+    print_header(args, &blocks, &config);
     let mut step = 0;
     (model, _) = timed_block(model, &mut adam, 0..args.warmup, LR, &loss);
     step += args.warmup;
@@ -118,29 +172,13 @@ where
         step += args.block;
         let per_step = t.as_secs_f64() / args.block as f64;
         estimator.reset();
-        let start = std::time::Instant::now();
-        let cold = estimator.compute(&Weights::from_module(&model.valid()), &blocks)?;
-        let cold_s = start.elapsed().as_secs_f64();
+        let cold = timed_compute(&mut estimator, &model, &blocks)?;
         (model, _) = timed_block(model, &mut adam, step..step + args.gap, LR, &loss);
         step += args.gap;
-        let start = std::time::Instant::now();
-        let warm = estimator.compute(&Weights::from_module(&model.valid()), &blocks)?;
-        let warm_s = start.elapsed().as_secs_f64();
-        cold_ratios.push(cold_s / per_step);
-        warm_ratios.push(warm_s / per_step);
-        println!(
-            "  round {round}: step {:.2} ms; cold {:.0} ms ({} iterations per layer, {}); warm {:.0} ms ({})",
-            per_step * 1e3,
-            cold_s * 1e3,
-            iterations(&cold),
-            if cold.blocks.iter().all(|b| b.exact) {
-                "exact"
-            } else {
-                "finite differences"
-            },
-            warm_s * 1e3,
-            iterations(&warm)
-        );
+        let warm = timed_compute(&mut estimator, &model, &blocks)?;
+        cold_ratios.push(cold.1 / per_step);
+        warm_ratios.push(warm.1 / per_step);
+        print_round(round, per_step, &cold, &warm);
     }
     cold_ratios.sort_by(f64::total_cmp);
     warm_ratios.sort_by(f64::total_cmp);

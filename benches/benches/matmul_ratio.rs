@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use common::{GROUP, input, timed, weights};
+use common::{GROUP, Weights, input, timed, weights};
 use moq_burn::moq_core::{QuantSpec, QuantType};
 use moq_burn::{MoqBackend, fake_quantize};
 use stats::{median, relative_error, values};
@@ -144,7 +144,8 @@ fn time_all<B: Backend>(
     times.into_iter().map(median).collect()
 }
 
-fn run<B: MoqBackend>(device: B::Device, options: &Options, backend: &str) {
+/// The grid `options` ask for: the weight shapes (K, N), the batch sizes M, and the rounds.
+fn grid(options: &Options) -> (&'static [(usize, usize)], &'static [usize], usize) {
     let smoke = options.smoke;
     let shapes: &[(usize, usize)] = if smoke {
         &[(256, 512)]
@@ -163,6 +164,12 @@ fn run<B: MoqBackend>(device: B::Device, options: &Options, backend: &str) {
         (false, true) => 3,
         (false, false) => 7,
     };
+    (shapes, ms, rounds)
+}
+
+fn run<B: MoqBackend>(device: B::Device, options: &Options, backend: &str) {
+    let smoke = options.smoke;
+    let (shapes, ms, rounds) = grid(options);
     let mut csv = String::from("backend,k,n,m,f16,w8,w4,q8s,q4s\n");
     println!(
         "low-bit matmul on {backend} ({device:?}), group {GROUP}, f16 activations, weights and \
@@ -177,49 +184,8 @@ fn run<B: MoqBackend>(device: B::Device, options: &Options, backend: &str) {
     for &(k, n) in shapes {
         let w = weights::<B>(k, n, &device);
         for &m in ms {
-            let x = input::<B>(m, k, &device);
-            let dense = || x.clone().matmul(w.dense.clone());
-            let w8 = || w.w8.forward(x.clone());
-            let w4 = || w.w4.forward(x.clone());
-            let q8 = || x.clone().matmul(w.q8.clone());
-            let q4 = || x.clone().matmul(w.q4.clone());
-            // W8 and burn's Q8S hold the codes of the dense weight; W4 those of burn's Q4S.
-            let reference = values(dense());
-            let err_w8 = relative_error(&values(w8()), &reference);
-            let err_q8 = relative_error(&values(q8()), &reference);
-            let ref4 = values(q4());
-            let err_w4 = relative_error(&values(w4()), &ref4);
-            let t = time_all::<B>(&device, rounds, smoke, &[&dense, &w8, &w4, &q8, &q4]);
-            let ratio = |i: usize| format!("{:.2}", t[0].as_secs_f64() / t[i].as_secs_f64());
-            let us: Vec<String> = t
-                .iter()
-                .map(|d| format!("{:.2}", d.as_secs_f64() * 1e6))
-                .collect();
+            let us = row::<B>(&device, &w, (k, n, m), rounds, smoke);
             csv.push_str(&format!("{backend},{k},{n},{m},{}\n", us.join(",")));
-            println!(
-                "| {k}×{n} | {m} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | \
-                 {err_w8:.1e} | {err_w4:.1e} (vs Q4S) |",
-                micros(t[0]),
-                micros(t[1]),
-                micros(t[2]),
-                micros(t[3]),
-                micros(t[4]),
-                ratio(1),
-                ratio(2),
-                ratio(3),
-                ratio(4),
-                gbps(w.bytes[0], t[0]),
-                gbps(w.bytes[1], t[1]),
-                gbps(w.bytes[2], t[2]),
-            );
-            let limit = 2e-2;
-            if err_w8 > limit || err_w4 > limit || err_q8 > limit {
-                eprintln!(
-                    "outputs disagree at {k}×{n}, M = {m}: W8 {err_w8}, W4 {err_w4} (vs Q4S), \
-                     burn Q8S {err_q8}"
-                );
-                std::process::exit(1);
-            }
         }
     }
     if let Some(path) = &options.csv
@@ -229,6 +195,61 @@ fn run<B: MoqBackend>(device: B::Device, options: &Options, backend: &str) {
         std::process::exit(1);
     }
     fake_quantization::<B>(&device, smoke);
+}
+
+/// The row of batch size `m` against the `k × n` weights `w`: every contender checked against
+/// its reference and timed over `rounds`, printed; exits 1 when the outputs disagree. Returns
+/// the times in microseconds, for the CSV.
+fn row<B: MoqBackend>(
+    device: &B::Device,
+    w: &Weights<B>,
+    (k, n, m): (usize, usize, usize),
+    rounds: usize,
+    smoke: bool,
+) -> Vec<String> {
+    let x = input::<B>(m, k, device);
+    let dense = || x.clone().matmul(w.dense.clone());
+    let w8 = || w.w8.forward(x.clone());
+    let w4 = || w.w4.forward(x.clone());
+    let q8 = || x.clone().matmul(w.q8.clone());
+    let q4 = || x.clone().matmul(w.q4.clone());
+    // W8 and burn's Q8S hold the codes of the dense weight; W4 those of burn's Q4S.
+    let reference = values(dense());
+    let err_w8 = relative_error(&values(w8()), &reference);
+    let err_q8 = relative_error(&values(q8()), &reference);
+    let ref4 = values(q4());
+    let err_w4 = relative_error(&values(w4()), &ref4);
+    let t = time_all::<B>(device, rounds, smoke, &[&dense, &w8, &w4, &q8, &q4]);
+    let ratio = |i: usize| format!("{:.2}", t[0].as_secs_f64() / t[i].as_secs_f64());
+    let us: Vec<String> = t
+        .iter()
+        .map(|d| format!("{:.2}", d.as_secs_f64() * 1e6))
+        .collect();
+    println!(
+        "| {k}×{n} | {m} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | \
+         {err_w8:.1e} | {err_w4:.1e} (vs Q4S) |",
+        micros(t[0]),
+        micros(t[1]),
+        micros(t[2]),
+        micros(t[3]),
+        micros(t[4]),
+        ratio(1),
+        ratio(2),
+        ratio(3),
+        ratio(4),
+        gbps(w.bytes[0], t[0]),
+        gbps(w.bytes[1], t[1]),
+        gbps(w.bytes[2], t[2]),
+    );
+    let limit = 2e-2;
+    if err_w8 > limit || err_w4 > limit || err_q8 > limit {
+        eprintln!(
+            "outputs disagree at {k}×{n}, M = {m}: W8 {err_w8}, W4 {err_w4} (vs Q4S), \
+             burn Q8S {err_q8}"
+        );
+        std::process::exit(1);
+    }
+    us
 }
 
 /// Fused fake quantization against a device copy (`x · 1`, which reads and writes the tensor

@@ -33,9 +33,10 @@ pub use figures::{Figures, Points};
 pub use moq_core::Rng;
 pub use progress::EpochLines;
 pub use results::{
-    Results, export_sizes, layer_widths, mean_std, results_path, write_file, write_section,
+    ExportNotes, Results, export_path, export_sizes, layer_widths, mean_std, results_path,
+    write_file, write_section,
 };
 pub use train::{
     BoxedProvider, Run, Trained, eigen_provider, eigen_summary, schedule_lines, timed_block, train,
 };
-pub use variant::{QuantSetup, Variant, schedule_note, variant_config};
+pub use variant::{QuantSetup, TableCell, Variant, check_schedules, schedule_note, variant_config};

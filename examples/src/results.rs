@@ -158,6 +158,64 @@ pub fn export_sizes(files: &[(Variant, u32, u64)]) -> String {
     )
 }
 
+/// Where seed 0's run of `variant` at `target` bits is exported, in `dir`: the plain MoQ run
+/// (`{example}-{target}bit.safetensors`) and the second-order one, whose file must be no
+/// larger (`{example}-{target}bit-second-order.safetensors`); `None` for every other run.
+pub fn export_path(
+    dir: &Path,
+    example: &str,
+    variant: Variant,
+    target: u32,
+    seed: u64,
+) -> Option<PathBuf> {
+    match variant {
+        Variant::Moq if seed == 0 => Some(dir.join(format!("{example}-{target}bit.safetensors"))),
+        Variant::MoqSecondOrder if seed == 0 => {
+            Some(dir.join(format!("{example}-{target}bit-second-order.safetensors")))
+        }
+        _ => None,
+    }
+}
+
+/// Seed 0's export files and the widths second-order bits chose, for a table's notes.
+#[derive(Default)]
+pub struct ExportNotes {
+    /// `(variant, target, bytes on disk)` of each export.
+    files: Vec<(Variant, u32, u64)>,
+    /// `4 bits: fc1 6, fc2 4, fc3 3`, one per second-order export.
+    widths: Vec<String>,
+}
+
+impl ExportNotes {
+    /// Records the export of `variant` at `target` bits written to `path`, and, for second-order
+    /// bits, the widths `trained` chose.
+    pub fn record<M>(
+        &mut self,
+        variant: Variant,
+        target: u32,
+        path: &Path,
+        trained: &Trained<M>,
+    ) -> Result<()> {
+        self.files
+            .push((variant, target, std::fs::metadata(path)?.len()));
+        if variant == Variant::MoqSecondOrder {
+            self.widths
+                .push(format!("{target} bits: {}", layer_widths(trained)));
+        }
+        Ok(())
+    }
+
+    /// The files' sizes, uniform MoQ against second-order bits ([`export_sizes`]).
+    pub fn sizes(&self) -> String {
+        export_sizes(&self.files)
+    }
+
+    /// The widths chosen, one target after another: `4 bits: fc1 6, …; 2 bits: …`.
+    pub fn widths(&self) -> String {
+        self.widths.join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +251,20 @@ mod tests {
         );
         assert!(text.contains("second") && !text.contains("first"), "{text}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn export_paths() {
+        let dir = Path::new("x");
+        assert_eq!(
+            export_path(dir, "digits", Variant::Moq, 4, 0),
+            Some(dir.join("digits-4bit.safetensors"))
+        );
+        assert_eq!(
+            export_path(dir, "digits", Variant::MoqSecondOrder, 4, 0),
+            Some(dir.join("digits-4bit-second-order.safetensors"))
+        );
+        assert_eq!(export_path(dir, "digits", Variant::Moq, 4, 1), None);
+        assert_eq!(export_path(dir, "digits", Variant::Qat, 4, 0), None);
     }
 }

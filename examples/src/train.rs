@@ -36,6 +36,16 @@ pub struct Trained<M> {
     pub seconds: f64,
 }
 
+impl<M> Trained<M> {
+    /// Each layer's bits at the end, `-` for a layer without: `["8", "4", "-"]`.
+    pub fn bit_labels(&self) -> Vec<String> {
+        self.bits
+            .iter()
+            .map(|b| b.map_or("-".into(), |b| b.to_string()))
+            .collect()
+    }
+}
+
 /// How long and how to train, beyond the config.
 pub struct Run<'a, M> {
     /// Optimizer steps.

@@ -83,6 +83,15 @@ impl Variant {
             _ => moq,
         }
     }
+
+    /// Whether a table notes this variant's schedule: MoQ's own, with eigenvalues, and with
+    /// second-order bits (mixing runs MoQ's schedule; QAT has none).
+    pub fn notes_schedule(self) -> bool {
+        matches!(
+            self,
+            Variant::Moq | Variant::MoqEigen | Variant::MoqSecondOrder
+        )
+    }
 }
 
 /// How a config's schedule runs, for the tables' notes: `12 → 4 bits, quantize_period 8`, or
@@ -195,6 +204,59 @@ pub fn variant_config(
     Ok(Some(config))
 }
 
+/// Checks every schedule of a table (each trained variant at each of `targets`) before
+/// anything trains: the error of the first that does not fit the run.
+pub fn check_schedules(targets: &[u32], setup: QuantSetup) -> Result<()> {
+    for &target in targets {
+        for variant in Variant::ALL {
+            variant_config(variant, target, setup)?;
+        }
+    }
+    Ok(())
+}
+
+/// A cell of an example's table: a variant at a target width (a column), with its config.
+pub struct TableCell {
+    /// The column, in the order of the targets.
+    pub column: usize,
+    /// The target bits.
+    pub target: u32,
+    /// How the cell's runs train.
+    pub variant: Variant,
+    /// Its MoQ config; `None` for full precision.
+    pub config: Option<QuantizeConfig>,
+}
+
+impl TableCell {
+    /// The cells of column `column`, at `target` bits: every trained variant in table order,
+    /// full precision in the first column only.
+    pub fn column(column: usize, target: u32, setup: QuantSetup) -> Result<Vec<Self>> {
+        let mut cells = Vec::new();
+        for variant in Variant::ALL {
+            if variant == Variant::FullPrecision && column > 0 {
+                continue;
+            }
+            let config = variant_config(variant, target, setup)?;
+            cells.push(Self {
+                column,
+                target,
+                variant,
+                config,
+            });
+        }
+        Ok(cells)
+    }
+
+    /// The width in a run's line: `fp32` for full precision, else `4-bit`.
+    pub fn label(&self) -> String {
+        if self.variant == Variant::FullPrecision {
+            "fp32".to_string()
+        } else {
+            format!("{}-bit", self.target)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +307,19 @@ mod tests {
             variant_config(Variant::FullPrecision, 8, setup)
                 .unwrap()
                 .is_none()
+        );
+        check_schedules(&[8, 4, 2], setup).unwrap();
+        let first = TableCell::column(0, 8, setup).unwrap();
+        let second = TableCell::column(1, 4, setup).unwrap();
+        assert_eq!(first.len(), Variant::ALL.len());
+        assert_eq!(
+            (first[0].label(), first[1].label()),
+            ("fp32".into(), "8-bit".into())
+        );
+        assert!(
+            second
+                .iter()
+                .all(|c| c.variant != Variant::FullPrecision && c.column == 1)
         );
     }
 }

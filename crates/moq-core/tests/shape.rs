@@ -1,8 +1,9 @@
 //! The shape of the workspace's library code (docs/contributing.md, "Code shape"): no import
 //! circle between module files, no library file over 600 lines and no library function over
 //! 80 lines, outside tests. It reads the sources of every library crate (`crates/*/src`,
-//! `kernels-cubecl/src`, `examples/src` but its binaries) and names each offender; a justified
-//! exception goes in [`ALLOWED`] with its reason.
+//! `kernels-cubecl/src`, `examples/src`), of the examples' binaries (`examples/src/bin`) and of
+//! the benchmarks (`benches/benches`), and names each offender; a justified exception goes in
+//! [`ALLOWED`] with its reason.
 //!
 //! A circle is read from the code's paths (`use crate::…`, `use super::…` and paths written
 //! in expressions), not from doc links; a module's use of its parent or children is structure,
@@ -37,18 +38,39 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The library source roots, relative to the workspace.
+/// The crate source roots whose modules may not import each other in a circle, relative to
+/// the workspace: the libraries and the examples' binaries of more than one file (a
+/// binary is a crate of its own, so `examples/src` stops at `bin`).
 fn roots() -> Vec<String> {
     let mut roots: Vec<String> = std::fs::read_dir(workspace().join("crates"))
         .unwrap()
         .map(|e| format!("crates/{}/src", e.unwrap().file_name().to_string_lossy()))
         .collect();
     roots.extend(["kernels-cubecl/src".into(), "examples/src".into()]);
+    for entry in std::fs::read_dir(workspace().join("examples/src/bin")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            roots.push(format!(
+                "examples/src/bin/{}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
     roots.sort();
     roots
 }
 
-/// Every `.rs` file under `root` (relative to the workspace), but `examples/src/bin`.
+/// Every source tree whose files and functions have a length limit: the crates' roots, the
+/// examples' single-file binaries among them, and the benchmarks.
+fn length_roots() -> Vec<String> {
+    let mut roots = roots();
+    roots.retain(|r| !r.starts_with("examples/src/bin/"));
+    roots.extend(["examples/src/bin".into(), "benches/benches".into()]);
+    roots
+}
+
+/// Every `.rs` file under `root` (relative to the workspace); `examples/src` stops at `bin`,
+/// whose binaries are crates of their own.
 fn sources(root: &str) -> Vec<String> {
     fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -136,7 +158,7 @@ fn fn_name(line: &str) -> Option<String> {
 fn no_library_file_or_function_is_too_long() {
     let mut offenders = Vec::new();
     let mut seen = BTreeSet::new();
-    for root in roots() {
+    for root in length_roots() {
         for file in sources(&root) {
             let lines = library_lines(&file);
             let mut check = |what: &str, len: usize, max: usize| {

@@ -26,10 +26,10 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use clap::{Parser, Subcommand};
 use moq_burn::collective::{RootEigenvalues, replicate};
-use moq_burn::moq_core::Rounding;
+use moq_burn::moq_core::{QuantizeConfig, Rounding};
 use moq_burn::moq_hessian::HessianEigenvalues;
 use moq_burn::moq_hessian::path::{NamedVisitor, visit_named};
-use moq_burn::{HessianProvider, Moq, MoqBackend};
+use moq_burn::{EigenHistory, HessianProvider, Moq, MoqBackend, MoqOptimizer};
 use moq_examples::digits::{BATCH, Digits, Mlp, Probe, TRAIN};
 use moq_examples::{Experiment, QuantSetup, Rng, Variant, run_on, variant_config};
 use serde_json::json;
@@ -159,6 +159,23 @@ fn global_batch(seed: u64, step: u64) -> Vec<usize> {
     order[b..b + BATCH].to_vec()
 }
 
+/// A node's optimizer: MoQ around the inner optimizer `O`, for the digits MLP.
+type Optim<O, B> = MoqOptimizer<O, Mlp<B>, B>;
+
+/// One node of the run: its arguments, its device and its place in the collective.
+struct Node<'a, B: AutodiffBackend> {
+    args: &'a NodeArgs,
+    device: &'a B::Device,
+    /// The node's one device in burn-collective.
+    peer: PeerId,
+    /// Rank 0: it computes the eigenvalues and saves the checkpoints.
+    root: bool,
+    /// More than one node: the gradients go through burn-collective.
+    distributed: bool,
+    /// `rank R/N`, at the start of the node's lines and errors.
+    who: String,
+}
+
 fn node<B>(args: &NodeArgs, device: &B::Device) -> Result<()>
 where
     B: AutodiffBackend,
@@ -166,174 +183,277 @@ where
 {
     let data = args.data.clone().unwrap_or_else(Digits::default_path);
     let (train_set, _) = Digits::load(&data)?.split();
-    let peer = PeerId::from(0);
-    let root = args.rank == 0;
-    let distributed = args.nodes > 1;
-    let who = format!("rank {}/{}", args.rank, args.nodes);
-    // ANCHOR: setup
-    if distributed {
-        let config = CollectiveConfig::default()
-            .with_num_devices(1)
-            .with_num_nodes(args.nodes)
-            .with_global_address(parse_address(&args.orchestrator)?)
-            .with_node_address(parse_address(&format!("ws://{}:{}", args.host, args.port))?)
-            .with_data_service_port(args.port)
-            .with_global_timeout(Duration::from_secs(args.timeout));
-        register::<B::InnerBackend>(peer, device.clone(), config).map_err(|err| {
-            anyhow::anyhow!(
-                "{who}: registering with the orchestrator at {} failed: {err}",
-                args.orchestrator
-            )
-        })?;
-        println!("{who}: registered with {}", args.orchestrator);
-    }
-
-    // Every rank builds the model, then takes rank 0's parameters and path-derived ids.
-    B::seed(device, args.seed);
-    let mut model = Mlp::<B>::new(device);
-    // burn initialises a parameter when it is first read: read them all now, in module order,
-    // so the seeded draws do not depend on what reads them first.
-    weights(&model);
-    if distributed {
-        model = replicate(model, peer, root)?;
-    }
-    // ANCHOR_END: setup
-    let setup = QuantSetup {
-        steps: args.steps,
-        groups: 16,
-        start_bits: 12,
-        reach_by: 0.6,
+    let node = Node::<B> {
+        args,
+        device,
+        peer: PeerId::from(0),
+        root: args.rank == 0,
+        distributed: args.nodes > 1,
+        who: format!("rank {}/{}", args.rank, args.nodes),
     };
-    let variant = if args.eigen {
-        Variant::MoqEigen
-    } else {
-        Variant::Moq
-    };
-    let Some(mut config) = variant_config(variant, args.target, setup)? else {
-        bail!("{variant:?} has a MoQ config");
-    };
-    if args.stochastic {
-        config.rounding = Rounding::Stochastic;
-    }
-    config.eigenvalue.max_iter = 10;
-    config.eigenvalue.gas_boundary_resolution = (args.steps / 4).max(1);
-    let mut optim = Moq::new(config.clone())
+    let model = node.setup()?;
+    let config = node.config()?;
+    let optim = Moq::new(config.clone())
         .seed(args.seed)
         .init(AdamConfig::new().init(), &model)?;
-    // ANCHOR: eigen
-    let mut history = None;
-    if config.eigenvalue.enabled {
-        // The probe is the first global batch: the same rows on every rank.
-        let rows = global_batch(args.seed, 0);
-        let (x, y) = train_set.tensors::<B>(&rows, device);
-        let probe = Probe {
-            x: x.into_data(),
-            y: y.into_data(),
-        };
-        let provider = HessianProvider::<B, Probe>::new(
-            HessianEigenvalues::new(probe, &config.eigenvalue).seed(args.seed),
-        );
-        history = Some(provider.history());
-        optim = if distributed {
-            optim.with_eigenvalues(RootEigenvalues::<B::InnerBackend, _>::new(
-                provider,
-                peer,
-                root,
-                device.clone(),
-            ))
-        } else {
-            optim.with_eigenvalues(provider)
-        };
+    let (optim, history) = node.eigenvalues(optim, &config, &train_set);
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let (model, optim, start) = node.resume(model, optim, &recorder)?;
+    let (model, optim) = node.train(model, optim, start, &train_set, &recorder)?;
+    node.finish(&model, &optim, history)
+}
+
+impl<B> Node<'_, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    /// Registers with the orchestrator (with more than one node) and builds the model, with
+    /// rank 0's parameters and path-derived ids.
+    fn setup(&self) -> Result<Mlp<B>> {
+        let (args, device, who) = (self.args, self.device, &self.who);
+        let (peer, root, distributed) = (self.peer, self.root, self.distributed);
+        // ANCHOR: setup
+        if distributed {
+            let config = CollectiveConfig::default()
+                .with_num_devices(1)
+                .with_num_nodes(args.nodes)
+                .with_global_address(parse_address(&args.orchestrator)?)
+                .with_node_address(parse_address(&format!("ws://{}:{}", args.host, args.port))?)
+                .with_data_service_port(args.port)
+                .with_global_timeout(Duration::from_secs(args.timeout));
+            register::<B::InnerBackend>(peer, device.clone(), config).map_err(|err| {
+                anyhow::anyhow!(
+                    "{who}: registering with the orchestrator at {} failed: {err}",
+                    args.orchestrator
+                )
+            })?;
+            println!("{who}: registered with {}", args.orchestrator);
+        }
+
+        // Every rank builds the model, then takes rank 0's parameters and path-derived ids.
+        B::seed(device, args.seed);
+        let mut model = Mlp::<B>::new(device);
+        // burn initialises a parameter when it is first read: read them all now, in module order,
+        // so the seeded draws do not depend on what reads them first.
+        weights(&model);
+        if distributed {
+            model = replicate(model, peer, root)?;
+        }
+        // ANCHOR_END: setup
+        Ok(model)
     }
 
-    // ANCHOR_END: eigen
-    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let mut start = 0;
-    if let Some(dir) = &args.resume {
+    /// The MoQ config of the run: MoQ (with eigenvalues with `--eigen`) to the target bits.
+    fn config(&self) -> Result<QuantizeConfig> {
+        let args = self.args;
+        let setup = QuantSetup {
+            steps: args.steps,
+            groups: 16,
+            start_bits: 12,
+            reach_by: 0.6,
+        };
+        let variant = if args.eigen {
+            Variant::MoqEigen
+        } else {
+            Variant::Moq
+        };
+        let Some(mut config) = variant_config(variant, args.target, setup)? else {
+            bail!("{variant:?} has a MoQ config");
+        };
+        if args.stochastic {
+            config.rounding = Rounding::Stochastic;
+        }
+        config.eigenvalue.max_iter = 10;
+        config.eigenvalue.gas_boundary_resolution = (args.steps / 4).max(1);
+        Ok(config)
+    }
+
+    /// Attaches the eigenvalue provider when `config` enables eigenvalues (computed on rank 0
+    /// and shared with every rank), with the history that counts its computations.
+    fn eigenvalues<O>(
+        &self,
+        mut optim: Optim<O, B>,
+        config: &QuantizeConfig,
+        train_set: &Digits,
+    ) -> (Optim<O, B>, Option<EigenHistory>) {
+        let (args, device) = (self.args, self.device);
+        let (peer, root, distributed) = (self.peer, self.root, self.distributed);
+        // ANCHOR: eigen
+        let mut history = None;
+        if config.eigenvalue.enabled {
+            // The probe is the first global batch: the same rows on every rank.
+            let rows = global_batch(args.seed, 0);
+            let (x, y) = train_set.tensors::<B>(&rows, device);
+            let probe = Probe {
+                x: x.into_data(),
+                y: y.into_data(),
+            };
+            let provider = HessianProvider::<B, Probe>::new(
+                HessianEigenvalues::new(probe, &config.eigenvalue).seed(args.seed),
+            );
+            history = Some(provider.history());
+            optim = if distributed {
+                optim.with_eigenvalues(RootEigenvalues::<B::InnerBackend, _>::new(
+                    provider,
+                    peer,
+                    root,
+                    device.clone(),
+                ))
+            } else {
+                optim.with_eigenvalues(provider)
+            };
+        }
+
+        // ANCHOR_END: eigen
+        (optim, history)
+    }
+
+    /// With `--resume`, the model and the optimizer loaded from the checkpoint, and the step
+    /// it was saved after; else them as they are, from step 0.
+    fn resume<O>(
+        &self,
+        model: Mlp<B>,
+        optim: Optim<O, B>,
+        recorder: &NamedMpkFileRecorder<FullPrecisionSettings>,
+    ) -> Result<(Mlp<B>, Optim<O, B>, u64)>
+    where
+        O: Optimizer<Mlp<B>, B>,
+    {
+        let (device, who) = (self.device, &self.who);
+        let Some(dir) = &self.args.resume else {
+            return Ok((model, optim, 0));
+        };
         let step: u64 = serde_json::from_str(
             &std::fs::read_to_string(dir.join("step.json")).with_context(|| {
                 format!("{who}: cannot read `{}`", dir.join("step.json").display())
             })?,
         )?;
-        model = model
-            .load_file(dir.join("model"), &recorder, device)
+        let model = model
+            .load_file(dir.join("model"), recorder, device)
             .with_context(|| format!("{who}: cannot load the model from `{}`", dir.display()))?;
         let record = recorder.load(dir.join("optim"), device).with_context(|| {
             format!("{who}: cannot load the optimizer from `{}`", dir.display())
         })?;
-        optim = optim.load_record(record);
+        let optim = optim.load_record(record);
         if let Some(err) = optim.take_error() {
             bail!("{who}: the checkpoint in `{}`: {err}", dir.display());
         }
-        start = step;
         println!("{who}: resumed at step {step} from {}", dir.display());
+        Ok((model, optim, step))
     }
 
-    let share = BATCH / args.nodes as usize;
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let started = Instant::now();
-    // ANCHOR: step
-    let end = args.stop_after.map_or(args.steps, |s| s.min(args.steps));
-    for step in start..end {
-        let rows = global_batch(args.seed, step);
-        let mine = &rows[args.rank as usize * share..(args.rank as usize + 1) * share];
-        let (x, y) = train_set.tensors::<B>(mine, device);
-        let loss = loss_fn.forward(model.forward(x), y);
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        if distributed {
-            // The mean of equal shares' mean losses is the global batch's mean loss.
-            grads = grads
-                .all_reduce::<B::InnerBackend>(peer, ReduceOperation::Mean)
-                .map_err(|err| {
-                    anyhow::anyhow!("{who}: gradient all-reduce at step {step}: {err}")
-                })?;
+    /// Trains from step `start` to `--steps` (or `--stop-after`), each step on this node's
+    /// share of the global batch, the gradients averaged over the nodes; rank 0 saves the
+    /// checkpoint after `--save-at`.
+    fn train<O>(
+        &self,
+        mut model: Mlp<B>,
+        mut optim: Optim<O, B>,
+        start: u64,
+        train_set: &Digits,
+        recorder: &NamedMpkFileRecorder<FullPrecisionSettings>,
+    ) -> Result<(Mlp<B>, Optim<O, B>)>
+    where
+        O: Optimizer<Mlp<B>, B>,
+    {
+        let (args, device, peer, distributed, who) = (
+            self.args,
+            self.device,
+            self.peer,
+            self.distributed,
+            &self.who,
+        );
+        let share = BATCH / args.nodes as usize;
+        let loss_fn = CrossEntropyLossConfig::new().init(device);
+        let started = Instant::now();
+        // ANCHOR: step
+        let end = args.stop_after.map_or(args.steps, |s| s.min(args.steps));
+        for step in start..end {
+            let rows = global_batch(args.seed, step);
+            let mine = &rows[args.rank as usize * share..(args.rank as usize + 1) * share];
+            let (x, y) = train_set.tensors::<B>(mine, device);
+            let loss = loss_fn.forward(model.forward(x), y);
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            if distributed {
+                // The mean of equal shares' mean losses is the global batch's mean loss.
+                grads = grads
+                    .all_reduce::<B::InnerBackend>(peer, ReduceOperation::Mean)
+                    .map_err(|err| {
+                        anyhow::anyhow!("{who}: gradient all-reduce at step {step}: {err}")
+                    })?;
+            }
+            model = optim.step(2e-3, model, grads);
+            if let Some(err) = optim.take_error() {
+                bail!("{who}: step {step}: {err}");
+            }
+            // ANCHOR_END: step
+            if (step + 1) % 10 == 0 || step + 1 == args.steps {
+                let loss: f32 = loss.into_scalar().elem();
+                println!(
+                    "{who}: step {}/{}: local loss {loss:.4}, bits {:?} ({:.1} s)",
+                    step + 1,
+                    args.steps,
+                    optim.layer_bits(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            self.save_at(step + 1, &model, &optim, recorder)?;
         }
-        model = optim.step(2e-3, model, grads);
-        if let Some(err) = optim.take_error() {
-            bail!("{who}: step {step}: {err}");
-        }
-        // ANCHOR_END: step
-        if (step + 1) % 10 == 0 || step + 1 == args.steps {
-            let loss: f32 = loss.into_scalar().elem();
-            println!(
-                "{who}: step {}/{}: local loss {loss:.4}, bits {:?} ({:.1} s)",
-                step + 1,
-                args.steps,
-                optim.layer_bits(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-        if root && args.save_at == Some(step + 1) {
-            save_checkpoint(
-                &args.out.join("checkpoint"),
-                step + 1,
-                &model,
-                &optim,
-                &recorder,
-            )?;
-            println!("{who}: saved a checkpoint after step {}", step + 1);
-        }
+        Ok((model, optim))
     }
 
-    let dump = json!({
-        "rank": args.rank,
-        "nodes": args.nodes,
-        "steps": args.steps,
-        "bits": optim.layer_bits(),
-        "schedule": optim.schedule(),
-        "masters": masters(&optim),
-        "weights": weights(&model.valid()),
-        "eigen_computations": history.map_or(0, |h| h.records().len()),
-    });
-    std::fs::create_dir_all(&args.out)?;
-    let path = args.out.join(format!("rank{}.json", args.rank));
-    moq_examples::write_file(&path, serde_json::to_string(&dump)?.as_bytes())?;
-    println!("{who}: wrote {}", path.display());
-    if distributed {
-        finish_collective::<B::InnerBackend>(peer)
-            .map_err(|err| anyhow::anyhow!("{who}: leaving the collective: {err}"))?;
+    /// Rank 0 saves the checkpoint after step `done` when `--save-at` asks for that step.
+    fn save_at<O>(
+        &self,
+        done: u64,
+        model: &Mlp<B>,
+        optim: &O,
+        recorder: &NamedMpkFileRecorder<FullPrecisionSettings>,
+    ) -> Result<()>
+    where
+        O: Optimizer<Mlp<B>, B>,
+    {
+        if self.root && self.args.save_at == Some(done) {
+            let dir = self.args.out.join("checkpoint");
+            save_checkpoint(&dir, done, model, optim, recorder)?;
+            println!("{}: saved a checkpoint after step {done}", self.who);
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Writes `rank<R>.json` (bits, schedule, masters, weights and eigenvalue computations)
+    /// and leaves the collective.
+    fn finish<O>(
+        &self,
+        model: &Mlp<B>,
+        optim: &Optim<O, B>,
+        history: Option<EigenHistory>,
+    ) -> Result<()>
+    where
+        O: Optimizer<Mlp<B>, B>,
+    {
+        let (args, who) = (self.args, &self.who);
+        let dump = json!({
+            "rank": args.rank,
+            "nodes": args.nodes,
+            "steps": args.steps,
+            "bits": optim.layer_bits(),
+            "schedule": optim.schedule(),
+            "masters": masters(optim),
+            "weights": weights(&model.valid()),
+            "eigen_computations": history.map_or(0, |h| h.records().len()),
+        });
+        std::fs::create_dir_all(&args.out)?;
+        let path = args.out.join(format!("rank{}.json", args.rank));
+        moq_examples::write_file(&path, serde_json::to_string(&dump)?.as_bytes())?;
+        println!("{who}: wrote {}", path.display());
+        if self.distributed {
+            finish_collective::<B::InnerBackend>(self.peer)
+                .map_err(|err| anyhow::anyhow!("{who}: leaving the collective: {err}"))?;
+        }
+        Ok(())
+    }
 }
 
 fn parse_address<T: std::str::FromStr<Err = String>>(address: &str) -> Result<T> {
@@ -383,7 +503,7 @@ fn values<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) ->
 }
 
 /// The optimizer's full-precision masters, by parameter path.
-fn masters<O, B>(optim: &moq_burn::MoqOptimizer<O, Mlp<B>, B>) -> serde_json::Value
+fn masters<O, B>(optim: &Optim<O, B>) -> serde_json::Value
 where
     B: AutodiffBackend,
     B::InnerBackend: MoqBackend,

@@ -21,13 +21,14 @@ use burn::train::{Learner, SupervisedTraining};
 use clap::Parser;
 use moq_burn::moq_core::export::MoqFile;
 use moq_burn::{
-    BitsMetric, MixingMetric, Moq, MoqBackend, Unservable, load_codes, load_dequantized,
+    BitsMetric, EigenHistory, MixingMetric, Moq, MoqBackend, Unservable, load_codes,
+    load_dequantized,
 };
 use moq_examples::digits::{BATCH, Digits, Mlp, Probe, Stack, TRAIN, accuracy};
 use moq_examples::{
-    EpochLines, Experiment, Figures, QuantSetup, Results, Rng, Run, Variant, eigen_provider,
-    eigen_summary, export_sizes, layer_widths, results_path, run_on, schedule_note, train,
-    variant_config,
+    EpochLines, Experiment, ExportNotes, Figures, QuantSetup, Results, Rng, Run, TableCell,
+    Trained, Variant, check_schedules, eigen_provider, eigen_summary, export_path, results_path,
+    run_on, schedule_note, train, variant_config,
 };
 
 /// Train an MLP on UCI digits with and without MoQ and compare test accuracy.
@@ -64,6 +65,9 @@ struct Args {
     #[arg(long)]
     exports: Option<PathBuf>,
 }
+
+/// Batches per epoch (the last one short).
+const BATCHES: u64 = TRAIN.div_ceil(BATCH) as u64;
 
 /// One MoQ run through burn-train's `Learner`, with MoQ's metrics on its dashboard.
 fn run_learner<B>(
@@ -131,8 +135,7 @@ where
         .exports
         .clone()
         .unwrap_or_else(|| manifest.join("../target/moq-exports"));
-    let batches = TRAIN.div_ceil(BATCH) as u64;
-    let steps = args.epochs * batches;
+    let steps = args.epochs * BATCHES;
     let setup = QuantSetup {
         steps,
         groups: 16,
@@ -152,189 +155,244 @@ where
         return run_learner::<B>(args, dir, (train_set, test_set), setup, device);
     }
     // Every schedule must fit the run: fail before training anything.
-    for &target in &args.targets {
-        for variant in Variant::ALL {
-            variant_config(variant, target, setup)?;
+    check_schedules(&args.targets, setup)?;
+    Session::<B>::new(args, device, (train_set, test_set), setup, exports).table()
+}
+
+/// The table's runs: what they share (the data, the setup) and what they gather.
+struct Session<'a, B: AutodiffBackend> {
+    args: &'a Args,
+    device: B::Device,
+    train_set: Digits,
+    test_set: Digits,
+    setup: QuantSetup,
+    /// Where seed 0's exports go.
+    exports: PathBuf,
+    results: Results,
+    /// How the scheduled variants' schedules run, for the table's notes.
+    schedules: Vec<String>,
+    /// Seed 0's export files, and the widths second-order bits chose.
+    files: ExportNotes,
+    figures: Figures,
+    /// The markdown file the table goes to.
+    out: PathBuf,
+}
+
+impl<'a, B> Session<'a, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: MoqBackend,
+{
+    /// The runs of `args`' table on `device`, before any has trained.
+    fn new(
+        args: &'a Args,
+        device: B::Device,
+        (train_set, test_set): (Digits, Digits),
+        setup: QuantSetup,
+        exports: PathBuf,
+    ) -> Self {
+        let out = results_path(&args.out, args.docs);
+        Self {
+            args,
+            device,
+            train_set,
+            test_set,
+            setup,
+            exports,
+            results: Results {
+                targets: args.targets.clone(),
+                cells: Vec::new(),
+            },
+            schedules: Vec::new(),
+            files: ExportNotes::default(),
+            figures: Figures::new("digits", &out),
+            out,
         }
     }
-    let mut results = Results {
-        targets: args.targets.clone(),
-        cells: Vec::new(),
-    };
-    let mut schedules = Vec::new();
-    // Seed 0's export files, and the widths second-order bits chose.
-    let mut file_sizes: Vec<(Variant, u32, u64)> = Vec::new();
-    let mut widths = Vec::new();
-    let out = results_path(&args.out, args.docs);
-    let mut figures = Figures::new("digits", &out);
-    for (column, &target) in args.targets.iter().enumerate() {
-        for variant in Variant::ALL {
-            if variant == Variant::FullPrecision && column > 0 {
-                continue;
+
+    /// Trains every cell of the table, a target's column after another, and publishes it.
+    fn table(mut self) -> Result<()> {
+        for (column, &target) in self.args.targets.iter().enumerate() {
+            for cell in TableCell::column(column, target, self.setup)? {
+                self.cell(&cell)?;
             }
-            let config = variant_config(variant, target, setup)?;
-            if let Some(cfg) = config.as_ref().filter(|_| {
-                matches!(
-                    variant,
-                    Variant::Moq | Variant::MoqEigen | Variant::MoqSecondOrder
-                )
-            }) {
-                schedules.push(format!(
-                    "{} at {target} bits: {}",
-                    variant.label(),
-                    schedule_note(cfg)
-                ));
-            }
-            for seed in 0..args.seeds {
-                B::seed(&device, seed);
-                let model = Mlp::<B>::new(&device);
-                let loss_fn = CrossEntropyLossConfig::new().init(&device);
-                let loss = |model: &Mlp<B>, step: u64| {
-                    let epoch = step / batches;
-                    let mut order: Vec<usize> = (0..TRAIN).collect();
-                    Rng::new(seed * 1_000_003 + epoch).shuffle(&mut order);
-                    let b = (step % batches) as usize;
-                    let rows = &order[b * BATCH..((b + 1) * BATCH).min(TRAIN)];
-                    let (x, y) = train_set.tensors::<B>(rows, &device);
-                    loss_fn.forward(model.forward(x), y)
-                };
-                // The probe: the first training batch of the run's seed.
-                let (eigenvalues, history) = eigen_provider::<B, _>(
-                    config.as_ref(),
-                    || {
-                        let mut order: Vec<usize> = (0..TRAIN).collect();
-                        Rng::new(seed * 1_000_003).shuffle(&mut order);
-                        let (x, y) = train_set.tensors::<B>(&order[..BATCH], &device);
-                        Probe {
-                            x: x.into_data(),
-                            y: y.into_data(),
-                        }
-                    },
-                    seed,
-                )
-                .unzip();
-                let evaluate = |m: &Mlp<B>| accuracy(|x| m.valid().forward(x), &test_set, &device);
-                // The plain MoQ run of seed 0 leaves as packed codes, checked below, and so does
-                // the second-order one, whose file must be no larger.
-                let export = match variant {
-                    Variant::Moq if seed == 0 => {
-                        Some(exports.join(format!("digits-{target}bit.safetensors")))
-                    }
-                    Variant::MoqSecondOrder if seed == 0 => {
-                        Some(exports.join(format!("digits-{target}bit-second-order.safetensors")))
-                    }
-                    _ => None,
-                };
-                let run = Run {
-                    steps,
-                    lr: 2e-3,
-                    eigenvalues,
-                    evaluate: (seed == 0).then_some(&evaluate as &dyn Fn(&Mlp<B>) -> f64),
-                    export: export.clone(),
-                };
-                let trained = train(
-                    model,
-                    config.clone(),
-                    |moq| variant.customize(moq, target),
-                    run,
-                    loss,
-                )?;
-                let valid = trained.model.valid();
-                let acc = accuracy(|x| valid.forward(x), &test_set, &device);
-                results.add(variant, column, acc);
-                if let Some(path) = &export {
-                    // The codes, served by the model's own MoqLinear layers (and dequantized
-                    // into a fresh model), must score exactly the same.
-                    let file = MoqFile::load(path)?;
-                    let mut quantized = Mlp::<B::InnerBackend>::new(&device);
-                    load_codes(&mut quantized, &file, Unservable::Refuse)?;
-                    let from_codes = accuracy(|x| quantized.forward(x), &test_set, &device);
-                    let reloaded = load_dequantized(Mlp::<B::InnerBackend>::new(&device), &file)?;
-                    let dequantized = accuracy(|x| reloaded.forward(x), &test_set, &device);
-                    let (stored, full) = file.quantized.iter().fold((0, 0), |(s, f), e| {
-                        (s + e.packed.size_bytes(), f + 4 * e.packed.len)
-                    });
-                    println!(
-                        "      exported to {} ({:.1}x smaller weights): accuracy served from the codes {:.2}%, fake-quantized {:.2}%",
-                        path.display(),
-                        full as f64 / stored as f64,
-                        100.0 * from_codes,
-                        100.0 * acc
-                    );
-                    if from_codes != acc || dequantized != acc {
-                        bail!(
-                            "the exported codes score {from_codes} served by MoqLinear layers and \
-                             {dequantized} dequantized, the trained model {acc}"
-                        );
-                    }
-                    file_sizes.push((variant, target, std::fs::metadata(path)?.len()));
-                    if variant == Variant::MoqSecondOrder {
-                        widths.push(format!("{target} bits: {}", layer_widths(&trained)));
-                    }
-                }
-                if seed == 0 {
-                    figures.add(variant, target, config.as_ref(), &trained, steps)?;
-                }
-                let bits = trained
-                    .bits
-                    .iter()
-                    .map(|b| b.map_or("-".into(), |b| b.to_string()))
-                    .collect::<Vec<_>>()
-                    .join("/");
-                let label = if variant == Variant::FullPrecision {
-                    "fp32".to_string()
-                } else {
-                    format!("{target}-bit")
-                };
-                println!(
-                    "  {:<38} {label:<6} seed {seed}: test accuracy {:6.2}%  final bits {:<9} ({:.1} s)",
-                    variant.label(),
-                    100.0 * acc,
-                    if bits.is_empty() { "-".into() } else { bits },
-                    trained.seconds
-                );
-                if let Some(history) = &history {
-                    println!("      {}", eigen_summary(history));
-                }
+            let title = format!("UCI digits, {target} bits (seed 0)");
+            self.figures.finish_target(target, &title)?;
+        }
+        self.publish()
+    }
+
+    /// Trains and records the cell's runs, one per seed.
+    fn cell(&mut self, cell: &TableCell) -> Result<()> {
+        let (variant, target) = (cell.variant, cell.target);
+        if let Some(cfg) = cell.config.as_ref().filter(|_| variant.notes_schedule()) {
+            self.schedules.push(format!(
+                "{} at {target} bits: {}",
+                variant.label(),
+                schedule_note(cfg)
+            ));
+        }
+        for seed in 0..self.args.seeds {
+            let export = export_path(&self.exports, "digits", variant, target, seed);
+            let (trained, history) = self.train_seed(cell, seed, export.clone())?;
+            self.record(cell, seed, &trained, export.as_deref())?;
+            if let Some(history) = &history {
+                println!("      {}", eigen_summary(history));
             }
         }
-        figures.finish_target(target, &format!("UCI digits, {target} bits (seed 0)"))?;
+        Ok(())
     }
-    let table = results.markdown();
-    println!(
-        "\nTest accuracy (%), mean ± std over {} seeds:\n\n{table}",
-        args.seeds
-    );
-    let command = format!(
-        "cargo run --release -p moq-examples --bin digits -- --seeds {} --epochs {} --targets {}",
-        args.seeds,
-        args.epochs,
-        args.targets
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let sizes = export_sizes(&file_sizes);
-    println!("\n{sizes}\nsecond-order widths: {}", widths.join("; "));
-    let body = format!(
-        "## UCI digits, MLP 64-128-128-10\n\nProduced by `{command}` (backend {}).\n\n{steps} Adam steps (lr 2e-3, batch {BATCH}), \
-         {} train / {} test images (fixed split), quantize_groups {}. Schedules (MoQ: the planner's period to reach the \
-         target by 60% of training; with eigenvalues: a deadline at 60% of training, sensitive layers dropping later): {}. \
-         Eigenvalues are computed on a fixed probe batch before each drop. Mixing uses a change ratio of 2/period. \
-         Second-order bits: after the warm-up each layer's width is chosen from {{2, 3, 4, 5, 6, 8}} to minimise \
-         Σ λ·‖Q(W) − W‖² within the uniform export's bytes; widths chosen (seed 0, per layer): {}. {sizes} \
-         Test accuracy in %, mean ± std over {} seeds:\n\n{table}",
-        args.backend,
-        train_set.len(),
-        test_set.len(),
-        setup.groups,
-        schedules.join("; "),
-        widths.join("; "),
-        args.seeds
-    );
-    figures.publish(&out, "digits", &body)?;
-    Ok(())
+
+    /// Trains the cell's run of `seed`, exported to `export` when given (seed 0's plain MoQ
+    /// and second-order runs leave as packed codes, checked by [`Self::check_export`]).
+    fn train_seed(
+        &self,
+        cell: &TableCell,
+        seed: u64,
+        export: Option<PathBuf>,
+    ) -> Result<(Trained<Mlp<B>>, Option<EigenHistory>)> {
+        let device = &self.device;
+        B::seed(device, seed);
+        let model = Mlp::<B>::new(device);
+        let loss_fn = CrossEntropyLossConfig::new().init(device);
+        let loss = |model: &Mlp<B>, step: u64| {
+            let epoch = step / BATCHES;
+            let mut order: Vec<usize> = (0..TRAIN).collect();
+            Rng::new(seed * 1_000_003 + epoch).shuffle(&mut order);
+            let b = (step % BATCHES) as usize;
+            let rows = &order[b * BATCH..((b + 1) * BATCH).min(TRAIN)];
+            let (x, y) = self.train_set.tensors::<B>(rows, device);
+            loss_fn.forward(model.forward(x), y)
+        };
+        let (eigenvalues, history) =
+            eigen_provider::<B, _>(cell.config.as_ref(), || self.probe(seed), seed).unzip();
+        let evaluate = |m: &Mlp<B>| accuracy(|x| m.valid().forward(x), &self.test_set, device);
+        let run = Run {
+            steps: self.setup.steps,
+            lr: 2e-3,
+            eigenvalues,
+            evaluate: (seed == 0).then_some(&evaluate as &dyn Fn(&Mlp<B>) -> f64),
+            export,
+        };
+        let (variant, target) = (cell.variant, cell.target);
+        let customize = |moq| variant.customize(moq, target);
+        let trained = train(model, cell.config.clone(), customize, run, loss)?;
+        Ok((trained, history))
+    }
+
+    /// The eigenvalue probe of `seed`: the first training batch of the run's seed.
+    fn probe(&self, seed: u64) -> Probe {
+        let mut order: Vec<usize> = (0..TRAIN).collect();
+        Rng::new(seed * 1_000_003).shuffle(&mut order);
+        let (x, y) = self.train_set.tensors::<B>(&order[..BATCH], &self.device);
+        Probe {
+            x: x.into_data(),
+            y: y.into_data(),
+        }
+    }
+
+    /// Scores a trained run, checks its export (at `export`, if any), keeps seed 0's curves
+    /// and prints the run's line.
+    fn record(
+        &mut self,
+        cell: &TableCell,
+        seed: u64,
+        trained: &Trained<Mlp<B>>,
+        export: Option<&Path>,
+    ) -> Result<()> {
+        let (variant, target) = (cell.variant, cell.target);
+        let valid = trained.model.valid();
+        let acc = accuracy(|x| valid.forward(x), &self.test_set, &self.device);
+        self.results.add(variant, cell.column, acc);
+        if let Some(path) = export {
+            self.check_export(path, acc)?;
+            self.files.record(variant, target, path, trained)?;
+        }
+        if seed == 0 {
+            let steps = self.setup.steps;
+            self.figures
+                .add(variant, target, cell.config.as_ref(), trained, steps)?;
+        }
+        let bits = trained.bit_labels().join("/");
+        println!(
+            "  {:<38} {:<6} seed {seed}: test accuracy {:6.2}%  final bits {:<9} ({:.1} s)",
+            variant.label(),
+            cell.label(),
+            100.0 * acc,
+            if bits.is_empty() { "-".into() } else { bits },
+            trained.seconds
+        );
+        Ok(())
+    }
+
+    /// The codes exported to `path`, served by the model's own MoqLinear layers (and
+    /// dequantized into a fresh model), must score exactly the trained model's `acc`.
+    fn check_export(&self, path: &Path, acc: f64) -> Result<()> {
+        let (device, test_set) = (&self.device, &self.test_set);
+        let file = MoqFile::load(path)?;
+        let mut quantized = Mlp::<B::InnerBackend>::new(device);
+        load_codes(&mut quantized, &file, Unservable::Refuse)?;
+        let from_codes = accuracy(|x| quantized.forward(x), test_set, device);
+        let reloaded = load_dequantized(Mlp::<B::InnerBackend>::new(device), &file)?;
+        let dequantized = accuracy(|x| reloaded.forward(x), test_set, device);
+        let (stored, full) = file.quantized.iter().fold((0, 0), |(s, f), e| {
+            (s + e.packed.size_bytes(), f + 4 * e.packed.len)
+        });
+        println!(
+            "      exported to {} ({:.1}x smaller weights): accuracy served from the codes {:.2}%, fake-quantized {:.2}%",
+            path.display(),
+            full as f64 / stored as f64,
+            100.0 * from_codes,
+            100.0 * acc
+        );
+        if from_codes != acc || dequantized != acc {
+            bail!(
+                "the exported codes score {from_codes} served by MoqLinear layers and \
+                 {dequantized} dequantized, the trained model {acc}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Prints the table and the exports' notes, and writes the table's section of `out` and
+    /// its figures.
+    fn publish(&self) -> Result<()> {
+        let (args, setup) = (self.args, self.setup);
+        let steps = setup.steps;
+        let table = self.results.markdown();
+        println!(
+            "\nTest accuracy (%), mean ± std over {} seeds:\n\n{table}",
+            args.seeds
+        );
+        let command = format!(
+            "cargo run --release -p moq-examples --bin digits -- --seeds {} --epochs {} --targets {}",
+            args.seeds,
+            args.epochs,
+            args.targets
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let (sizes, widths) = (self.files.sizes(), self.files.widths());
+        println!("\n{sizes}\nsecond-order widths: {widths}");
+        let body = format!(
+            "## UCI digits, MLP 64-128-128-10\n\nProduced by `{command}` (backend {}).\n\n{steps} Adam steps (lr 2e-3, batch {BATCH}), \
+             {} train / {} test images (fixed split), quantize_groups {}. Schedules (MoQ: the planner's period to reach the \
+             target by 60% of training; with eigenvalues: a deadline at 60% of training, sensitive layers dropping later): {}. \
+             Eigenvalues are computed on a fixed probe batch before each drop. Mixing uses a change ratio of 2/period. \
+             Second-order bits: after the warm-up each layer's width is chosen from {{2, 3, 4, 5, 6, 8}} to minimise \
+             Σ λ·‖Q(W) − W‖² within the uniform export's bytes; widths chosen (seed 0, per layer): {widths}. {sizes} \
+             Test accuracy in %, mean ± std over {} seeds:\n\n{table}",
+            args.backend,
+            self.train_set.len(),
+            self.test_set.len(),
+            setup.groups,
+            self.schedules.join("; "),
+            args.seeds
+        );
+        self.figures.publish(&self.out, "digits", &body)
+    }
 }
 
 fn main() -> Result<()> {

@@ -1,8 +1,10 @@
 //! What one finished `minilm fine-tune` keeps (a cell of [`moq_examples::Cells`]): a cell is
 //! written only after its export was served and scored equal to the fake-quantized model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Result;
+use moq_burn::moq_core::export::MoqFile;
 use moq_examples::Cells;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +27,20 @@ pub struct Size {
     pub file: u64,
     /// Bytes of the encoder's codes and scales.
     pub codes: u64,
+}
+
+impl Size {
+    /// The size of the export `file`, read from `path`.
+    pub fn of(file: &MoqFile, path: &Path) -> Result<Self> {
+        Ok(Self {
+            file: std::fs::metadata(path)?.len(),
+            codes: file
+                .quantized
+                .iter()
+                .map(|e| e.packed.size_bytes() as u64)
+                .sum(),
+        })
+    }
 }
 
 /// Where the full-precision model of `seed` is kept (PTQ rounds it).

@@ -15,8 +15,10 @@
 //! exported, served by its `MoqLinear` layers (`moq_burn::load_codes`) and must score what its fake-quantized self
 //! scored. `--quick` is one seed at 4 bits with fewer steps.
 
+mod args;
 mod cells;
 mod fine_tune;
+mod publish;
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -46,7 +48,7 @@ enum Command {
         batch: usize,
     },
     /// Fine-tune on spam/ham five ways at each target width and print the table.
-    FineTune(fine_tune::Args),
+    FineTune(args::Args),
 }
 
 fn main() -> Result<()> {
