@@ -70,6 +70,10 @@ def session(k, n, bits, block, level, b, scales, threads):
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    # Each session has its own thread pool; spinning threads of the sessions a stack has just
+    # run would take the cores from the next one (a stack of 16 ran 8x slower). Threads that
+    # sleep at once, in every session, warm and from DRAM alike.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
