@@ -67,8 +67,9 @@ pub use optim::{
     MoqRecord, MoqStatus, StatusSnapshot,
 };
 pub use serve::{
-    DeviceBytes, Held, LoadReport, LoadedTensor, MoqLinear, MoqWeight, QuantizedLinear, Unservable,
-    burn_scheme, load_burn_quantized, load_codes, load_dequantized, to_burn_data,
+    Activations, DeviceBytes, Held, LoadReport, LoadedTensor, MoqLinear, MoqWeight,
+    QuantizedLinear, Unservable, burn_scheme, load_burn_quantized, load_codes, load_codes_with,
+    load_dequantized, to_burn_data,
 };
 
 /// The README's Rust examples, compiled and run as doctests so they cannot drift.

@@ -23,6 +23,7 @@
 //! One file per path:
 //! - [`packed`] holds [`PackedWeight`], the packed weight the quantized matmul multiplies with;
 //! - [`host`] holds [`fake_quantize_on_host`];
+//! - `int8` holds [`Activations`] and the int8-activation kernel's layout of a weight;
 //! - [`tensor_ops`] holds [`fake_quantize_tensor_ops`] and [`quantized_matmul_tensor_ops`];
 //! - [`autodiff`] holds the straight-through backward;
 //! - `ndarray` (feature `ndarray`): NdArray's host paths, the quantized matmul through
@@ -46,6 +47,7 @@ mod flex;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod fusion;
 pub mod host;
+mod int8;
 #[cfg(feature = "tch")]
 mod libtorch;
 #[cfg(feature = "ndarray")]
@@ -54,6 +56,7 @@ pub mod packed;
 pub mod tensor_ops;
 
 pub use host::fake_quantize_on_host;
+pub use int8::{Activations, Int8Layout};
 pub use packed::{Matmul, PackedWeight};
 pub use tensor_ops::{fake_quantize_tensor_ops, quantized_matmul_tensor_ops};
 
@@ -84,6 +87,13 @@ pub trait MoqBackend: Backend {
     /// so [`crate::load_burn_quantized`] dequantizes on a backend it does not know.
     fn burn_quantized_bits() -> &'static [u32] {
         &[]
+    }
+
+    /// Whether [`Self::quantized_matmul`] runs the int8-activation kernel for a weight asked for
+    /// it ([`PackedWeight::with_activations`]): NdArray does; the default is no, and such a
+    /// weight is then multiplied with float activations.
+    fn int8_activations() -> bool {
+        false
     }
 }
 

@@ -1,7 +1,8 @@
 //! NdArray, burn's CPU backend: fake quantization on the host (`moq-core`'s quantizer), and the
 //! quantized matmul through `moq-core`'s CPU kernel ([`moq_core::matmul`]), which reads the
 //! packed words, scales and zero points where the tensors hold them (no copy) and never builds
-//! `dequant(W)`. Tensors in other dtypes (f64 activations, i64 words) take the tensor-ops path.
+//! `dequant(W)`; a weight asked for int8 activations through [`moq_core::matmul::matmul_i8`]
+//! on its tiles (`int8.rs`). Tensors in other dtypes (f64 activations, i64 words) take the tensor-ops path.
 
 use burn::backend::NdArray;
 use burn::backend::ndarray::{
@@ -9,7 +10,7 @@ use burn::backend::ndarray::{
 };
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, TensorData, TensorMetadata};
-use moq_core::matmul::{PackedMatrix, Scales, Word, matmul};
+use moq_core::matmul::{PackedMatrix, Scales, Word, matmul, matmul_i8};
 use moq_core::{PackedShape, QuantSpec, QuantType};
 
 use super::MoqBackend;
@@ -28,6 +29,10 @@ where
 {
     fn burn_quantized_bits() -> &'static [u32] {
         &[8]
+    }
+
+    fn int8_activations() -> bool {
+        true
     }
 
     fn fake_quantize(
@@ -57,6 +62,9 @@ where
         let shape = w.shape();
         let out_shape = matmul_output_shape(x.shape().as_slice(), shape.rows, shape.row_len)?;
         let (words, scales, zero_points) = w.primitives();
+        if let Some(y) = int8_matmul(&x, &words, w, &out_shape)? {
+            return Ok(NdArrayTensor::from_data(TensorData::new(y, out_shape)));
+        }
         let parts = Parts {
             scales: &scales,
             zero_points: &zero_points,
@@ -74,6 +82,79 @@ where
         };
         Ok(NdArrayTensor::from_data(TensorData::new(y, out_shape)))
     }
+}
+
+/// `x · dequant(W)` with int8 activations, or `None` when the weight has no tiles, its tiles
+/// were built from other words than it holds now, or `x` is not f32 (then the f32 path runs).
+fn int8_matmul<E, I, Q>(
+    x: &NdArrayTensor,
+    words: &NdArrayTensor,
+    w: &PackedWeight<NdArray<E, I, Q>>,
+    out_shape: &Shape,
+) -> Result<Option<Vec<f32>>>
+where
+    E: FloatNdArrayElement,
+    I: IntNdArrayElement,
+    Q: QuantElement,
+    NdArrayTensor: From<SharedArray<E>>,
+    NdArrayTensor: From<SharedArray<I>>,
+{
+    let (Some(int8), NdArrayTensor::F32(xs)) = (w.int8(), x) else {
+        return Ok(None);
+    };
+    if !int8
+        .words::<NdArrayTensor>()
+        .is_some_and(|built| same_storage(built, words))
+    {
+        return Ok(None);
+    }
+    let xs = xs.view();
+    let xs = xs.as_standard_layout();
+    let xs = xs
+        .as_slice()
+        .expect("a standard-layout array is contiguous");
+    let mut y = vec![0.0f32; out_shape.num_elements()];
+    matmul_i8(xs, int8.tiles(), &mut y)?;
+    Ok(Some(y))
+}
+
+/// Whether two int tensors are views of the same buffer with the same shape: the words a
+/// weight's tiles were built from (whose reference the tiles hold, so the buffer is not reused).
+fn same_storage(a: &NdArrayTensor, b: &NdArrayTensor) -> bool {
+    let ((a_ptr, a_shape, a_strides), (b_ptr, b_shape, b_strides)) = match (a, b) {
+        (NdArrayTensor::I32(a), NdArrayTensor::I32(b)) => {
+            let (a, b) = (a.view(), b.view());
+            (
+                (
+                    a.as_ptr() as usize,
+                    a.shape().to_vec(),
+                    a.strides().to_vec(),
+                ),
+                (
+                    b.as_ptr() as usize,
+                    b.shape().to_vec(),
+                    b.strides().to_vec(),
+                ),
+            )
+        }
+        (NdArrayTensor::I64(a), NdArrayTensor::I64(b)) => {
+            let (a, b) = (a.view(), b.view());
+            (
+                (
+                    a.as_ptr() as usize,
+                    a.shape().to_vec(),
+                    a.strides().to_vec(),
+                ),
+                (
+                    b.as_ptr() as usize,
+                    b.shape().to_vec(),
+                    b.strides().to_vec(),
+                ),
+            )
+        }
+        _ => return false,
+    };
+    a_ptr == b_ptr && a_shape == b_shape && a_strides == b_strides
 }
 
 /// A weight's scales and zero points as NdArray holds them, and its geometry.

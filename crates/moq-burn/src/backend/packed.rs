@@ -9,6 +9,7 @@ use burn::tensor::{DType, ElementConversion, Int, Shape, Tensor, TensorData, Ten
 use moq_core::export::Exported;
 use moq_core::{CodeLayout, MoqError, PackedScales, PackedShape, PackedTensor, QuantType};
 
+use super::int8::Int8Layout;
 use crate::error::{MoqBurnError, Result};
 
 /// A low-bit matmul `x · dequant(W)`: [`super::MoqBackend::quantized_matmul`] of the backend
@@ -36,6 +37,10 @@ pub struct PackedWeight<B: Backend> {
     zero_points: Param<Tensor<B, 1, Int>>,
     /// The geometry: `k` rows of `n` codes, bits, grid, groups.
     shape: PackedShape,
+    /// The codes in the int8-activation kernel's tiles, when asked for
+    /// ([`Self::with_activations`]); not part of the record.
+    #[module(skip)]
+    int8: Option<Int8Layout>,
 }
 
 impl<B: Backend> PackedWeight<B> {
@@ -97,6 +102,7 @@ impl<B: Backend> PackedWeight<B> {
                 Tensor::from_data(zero_points, (device, DType::I32)),
             ),
             shape,
+            int8: None,
         })
     }
 
@@ -157,7 +163,18 @@ impl<B: Backend> PackedWeight<B> {
             .set_require_grad(false),
             zero_points: Param::initialized(ParamId::new(), Tensor::from_primitive(zero_points)),
             shape,
+            int8: None,
         }
+    }
+
+    /// The codes in the int8-activation kernel's tiles, if the weight was asked for them.
+    pub fn int8(&self) -> Option<&Int8Layout> {
+        self.int8.as_ref()
+    }
+
+    /// The weight with `int8` as its tiles.
+    pub(super) fn with_int8(self, int8: Option<Int8Layout>) -> Self {
+        Self { int8, ..self }
     }
 
     /// The geometry, checked when the weight was built.

@@ -15,7 +15,7 @@ use moq_hessian::path::{NamedMapper, map_named};
 use super::burn_quant::{burn_scheme, to_burn_data};
 use super::pending;
 use super::report::{Held, LoadReport, LoadedTensor};
-use crate::backend::{Matmul, MoqBackend, PackedWeight};
+use crate::backend::{Activations, Matmul, MoqBackend, PackedWeight};
 use crate::error::{MoqBurnError, Result};
 
 /// What a load does with a quantized tensor it cannot serve as asked (a width or grouping
@@ -41,9 +41,32 @@ pub fn load_codes<B: MoqBackend, M: Module<B>>(
     file: &MoqFile,
     unservable: Unservable,
 ) -> Result<LoadReport> {
-    replace_on_success(model, |m| {
-        load(m, file, Mode::Codes(B::quantized_matmul), unservable)
-    })
+    load_codes_with(model, file, unservable, Activations::F32)
+}
+
+/// [`load_codes`] with the activations the CPU low-bit matmul takes: with
+/// [`Activations::Int8`], on a backend that runs it ([`MoqBackend::int8_activations`]: NdArray),
+/// each weight's codes are also repacked into the int8 kernel's tiles (a second copy of the
+/// codes, counted in the report's bytes), and its matmul rounds the activations to int8 per
+/// block of 32 inputs (about 0.5% error, faster). A weight whose groups split the kernel's
+/// tiles of 8 columns, or any weight on another backend, keeps f32 activations; the report
+/// says per tensor which it has ([`Held::Codes`]).
+pub fn load_codes_with<B: MoqBackend, M: Module<B>>(
+    model: &mut M,
+    file: &MoqFile,
+    unservable: Unservable,
+    activations: Activations,
+) -> Result<LoadReport> {
+    let codes = Codes {
+        matmul: B::quantized_matmul,
+        prepare: |w, activations| match w.clone().with_activations(activations) {
+            Ok(w) => w,
+            // Groups that split the kernel's tiles: this weight keeps f32 activations.
+            Err(_) => w,
+        },
+        activations,
+    };
+    replace_on_success(model, |m| load(m, file, Mode::Codes(codes), unservable))
 }
 
 /// `model` with the export `file` in it, each quantized weight that burn can hold put in as
@@ -80,12 +103,29 @@ pub fn load_dequantized<B: Backend, M: Module<B>>(model: M, file: &MoqFile) -> R
 }
 
 enum Mode<B: Backend> {
-    /// Packed codes in `MoqLinear`s, multiplied by this matmul.
-    Codes(Matmul<B>),
+    /// Packed codes in `MoqLinear`s.
+    Codes(Codes<B>),
     /// burn's quantized tensors at these widths.
     Burn(&'static [u32]),
     Dequantized,
 }
+
+/// How packed codes are served: the matmul, and the weight prepared for the activations asked
+/// for ([`PackedWeight::with_activations`], which needs the [`MoqBackend`] bound the loader
+/// does not have).
+struct Codes<B: Backend> {
+    matmul: Matmul<B>,
+    prepare: fn(PackedWeight<B>, Activations) -> PackedWeight<B>,
+    activations: Activations,
+}
+
+impl<B: Backend> Clone for Codes<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for Codes<B> {}
 
 impl<B: Backend> Clone for Mode<B> {
     fn clone(&self) -> Self {
@@ -290,13 +330,17 @@ impl<'a, B: Backend> Loader<'a, B> {
             Mode::Codes(_) if D != 2 => {
                 unservable(format!("a {D}-d tensor: codes serve 2-d linear weights"))?
             }
-            Mode::Codes(matmul) => {
+            Mode::Codes(codes) => {
                 let weight = PackedWeight::<B>::from_export(e, device)?;
-                let bytes = weight.shape().device_bytes(float_bytes);
-                pending::put(id, weight, matmul);
+                let weight = (codes.prepare)(weight, codes.activations);
+                let tiles = weight.int8().map_or(0, |l| l.tiles().bytes());
+                let bytes = weight.shape().device_bytes(float_bytes) + tiles;
+                let activations = weight.activations();
+                pending::put(id, weight, codes.matmul);
                 self.waiting.push((id, path.to_string()));
+                let held = Held::Codes { activations };
                 self.report
-                    .push(loaded(path, &e.shape, Held::Codes, Some(bits), bytes));
+                    .push(loaded(path, &e.shape, held, Some(bits), bytes));
                 return Ok(None);
             }
             // The layouts are compared first (cheap); the codes are converted only to be held.

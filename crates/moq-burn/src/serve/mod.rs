@@ -30,9 +30,9 @@ mod quantized_linear;
 mod report;
 mod weight;
 
-pub use crate::backend::{Matmul, PackedWeight};
+pub use crate::backend::{Activations, Matmul, PackedWeight};
 pub use burn_quant::{burn_scheme, to_burn_data};
-pub use load::{Unservable, load_burn_quantized, load_codes, load_dequantized};
+pub use load::{Unservable, load_burn_quantized, load_codes, load_codes_with, load_dequantized};
 pub use moq_linear::MoqLinear;
 pub use quantized_linear::QuantizedLinear;
 pub use report::{DeviceBytes, Held, LoadReport, LoadedTensor};

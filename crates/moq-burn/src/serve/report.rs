@@ -2,11 +2,18 @@
 
 use std::fmt;
 
+use crate::backend::Activations;
+
 /// How a tensor of the file is held by the loaded model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Held {
-    /// Packed codes in a [`super::MoqLinear`], multiplied by the low-bit matmul.
-    Codes,
+    /// Packed codes in a [`super::MoqLinear`], multiplied by the low-bit matmul with these
+    /// activations ([`Activations::Int8`] only where the backend runs it and the weight's
+    /// groups allow it, see [`super::load_codes_with`]).
+    Codes {
+        /// The activations the matmul takes.
+        activations: Activations,
+    },
     /// burn's own quantized tensor (`Q8S` or `Q4S`), multiplied by burn's quantized matmul.
     BurnQuantized,
     /// Dequantized into a float parameter, and why it was not served as codes.
@@ -30,8 +37,9 @@ pub struct LoadedTensor {
     /// How the model holds it.
     pub held: Held,
     /// The bytes it takes on the device: codes, scales and zero points (`i32` words, f32
-    /// scales, one `i32` zero point per group, zeros for symmetric grids), burn's packed
-    /// values and scales, or the float elements.
+    /// scales, one `i32` zero point per group, zeros for symmetric grids; with int8
+    /// activations also the codes' copy in the int8 kernel's tiles), burn's packed values and
+    /// scales, or the float elements.
     pub device_bytes: usize,
 }
 
@@ -131,7 +139,10 @@ impl fmt::Display for LoadReport {
                 .map(|t| {
                     let leaf = t.name.rsplit('.').next().unwrap_or(&t.name);
                     match (&t.held, t.bits) {
-                        (Held::Codes, Some(b)) => format!("{leaf}: {b}-bit codes"),
+                        (Held::Codes { activations }, Some(b)) => match activations {
+                            Activations::F32 => format!("{leaf}: {b}-bit codes"),
+                            Activations::Int8 => format!("{leaf}: {b}-bit codes, int8 activations"),
+                        },
                         (Held::BurnQuantized, Some(b)) => format!("{leaf}: burn Q{b}S"),
                         (Held::Dequantized { reason }, _) => {
                             format!("{leaf}: dequantized ({reason})")

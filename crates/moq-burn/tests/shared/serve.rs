@@ -186,7 +186,13 @@ pub fn check_codes<B: MoqBackend>() {
         let t = report.tensors.iter().find(|t| t.name == name).unwrap();
         assert_eq!(t.bits, Some(bits), "{name}");
         if bits <= 8 {
-            assert_eq!(t.held, Held::Codes, "{name}");
+            assert_eq!(
+                t.held,
+                Held::Codes {
+                    activations: moq_burn::Activations::F32
+                },
+                "{name}"
+            );
         } else {
             assert!(
                 matches!(&t.held, Held::Dequantized { reason } if reason.contains("12-bit")),

@@ -152,7 +152,12 @@ fn a_12_bit_layer_is_exported_inspected_and_served() {
     let file = moq_core::export::MoqFile::load(&path).unwrap();
     let mut served = MoqNet::<Inner>::new(&device);
     let report = load_codes(&mut served, &file, Unservable::Dequantize).unwrap();
-    assert_eq!(report.count(&Held::Codes), 0);
+    assert_eq!(
+        report.count(&Held::Codes {
+            activations: moq_burn::Activations::F32
+        }),
+        0
+    );
     assert_eq!(
         report.count(&Held::Dequantized {
             reason: String::new()

@@ -1,0 +1,126 @@
+//! Int8 activations, the opt-in fast path of the CPU low-bit matmul: [`Activations`], and the
+//! weight's second layout that path reads ([`Int8Layout`], a [`TiledWeight`] built once when a
+//! weight is asked for it, [`PackedWeight::with_activations`]).
+//!
+//! The f32 path stays the default: exact to float rounding. With int8 activations each row of
+//! `x` is rounded to int8 per block of 32 inputs before the integer dot products (the way
+//! llama.cpp's Q8 activations and onnxruntime's `MatMulNBits` at accuracy level 4 work), an
+//! error of about 0.5% of the output's norm (the guide's "Inside moq"). Only backends whose
+//! [`MoqBackend::int8_activations`] says so run it (NdArray); on the others a weight asked for
+//! int8 activations keeps float ones, and [`PackedWeight::activations`] says which it has.
+//!
+//! The tiles are a copy of the codes, kept beside the packed words (which every other path and
+//! the record read). They remember the words tensor they were built from (a reference to it,
+//! so its storage cannot be reused): a mapper or a record that gives the weight other words
+//! leaves tiles that no longer match, and the matmul then takes the f32 path.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{TensorData, try_read_sync};
+use moq_core::matmul::{PackedMatrix, Scales, TiledWeight};
+
+use super::MoqBackend;
+use super::packed::PackedWeight;
+use crate::error::{MoqBurnError, Result};
+
+/// How the CPU low-bit matmul takes its activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activations {
+    /// As they come (f32): exact to float rounding. The default.
+    #[default]
+    F32,
+    /// Rounded to int8 per block of 32 inputs, multiplied in integers: faster on the CPU, about
+    /// 0.5% error.
+    Int8,
+}
+
+/// A weight's codes in the tiles of the int8-activation kernel, and the words they came from.
+#[derive(Clone)]
+pub struct Int8Layout {
+    tiles: Arc<TiledWeight>,
+    /// The words primitive the tiles were built from (`IntTensor<B>`).
+    words: Arc<dyn Any + Send + Sync>,
+}
+
+impl fmt::Debug for Int8Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Int8Layout")
+            .field("shape", &self.tiles.shape())
+            .field("bytes", &self.tiles.bytes())
+            .finish()
+    }
+}
+
+impl Int8Layout {
+    /// The tiles.
+    pub fn tiles(&self) -> &TiledWeight {
+        &self.tiles
+    }
+
+    /// The words primitive the tiles were built from, as type `T` (`None` for another type).
+    pub fn words<T: 'static>(&self) -> Option<&T> {
+        self.words.downcast_ref()
+    }
+}
+
+impl<B: MoqBackend> PackedWeight<B> {
+    /// The weight with its activations taken as `activations` by the CPU matmul: for
+    /// [`Activations::Int8`], on a backend that runs it, the codes are repacked once into the
+    /// int8 kernel's tiles (an error when its groups split a tile of 8 columns: groups of a
+    /// multiple of 8 along a row, or of whole rows, are needed); elsewhere the weight is
+    /// returned as it is.
+    pub fn with_activations(self, activations: Activations) -> Result<Self> {
+        if activations == Activations::F32 || !B::int8_activations() {
+            return Ok(self.with_int8(None));
+        }
+        let (words, scales, zero_points) = self.primitives();
+        let word_data = read("words", B::int_into_data(words.clone()))?.convert::<i32>();
+        let scales = read("scales", B::float_into_data(scales))?.convert::<f32>();
+        let zeros = read("zero points", B::int_into_data(zero_points))?.convert::<i32>();
+        let (Ok(w), Ok(z), Ok(s)) = (
+            word_data.as_slice::<i32>(),
+            zeros.as_slice::<i32>(),
+            scales.as_slice::<f32>(),
+        ) else {
+            return Err(MoqBurnError::Read {
+                tensor: "packed weight".into(),
+                message: "its parts did not convert to i32 words and f32 scales".into(),
+            });
+        };
+        let shape = self.shape();
+        let z: &[i32] = if shape.zero_points() == 0 { &[] } else { z };
+        let w: Vec<u32> = w.iter().map(|&v| v as u32).collect();
+        let tiles = TiledWeight::new(&PackedMatrix::new(shape, &w, Scales::F32(s), z)?)?;
+        Ok(self.with_int8(Some(Int8Layout {
+            tiles: Arc::new(tiles),
+            words: Arc::new(words),
+        })))
+    }
+}
+
+impl<B: Backend> PackedWeight<B> {
+    /// The activations the CPU matmul takes for this weight.
+    pub fn activations(&self) -> Activations {
+        match self.int8() {
+            Some(_) => Activations::Int8,
+            None => Activations::F32,
+        }
+    }
+}
+
+/// A part of the weight read to the host, or an error naming it.
+fn read<E: fmt::Debug>(
+    what: &str,
+    data: impl Future<Output = std::result::Result<TensorData, E>> + Send,
+) -> Result<TensorData> {
+    let error = |message: String| MoqBurnError::Read {
+        tensor: format!("packed weight {what}"),
+        message,
+    };
+    try_read_sync(data)
+        .ok_or_else(|| error("this platform cannot read tensors synchronously".into()))?
+        .map_err(|e| error(format!("{e:?}")))
+}
