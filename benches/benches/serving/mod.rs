@@ -3,17 +3,18 @@
 //! least 4× the L3, called in turn as a decoder step calls its layers; `memory`), beside the
 //! read bandwidth of the same machine in the same run. Contenders at M rows of `x`:
 //! numpy's f32 `x @ W` (the baseline of every ratio), our W4 and W8 as a user calls them
-//! (`QuantizedLinear` on NdArray, f32 activations), our int8-activation path
-//! (`moq_core::matmul::matmul_i8` on a `TiledWeight`; not reachable from `MoqLinear` yet), and
+//! (`QuantizedLinear` on NdArray, f32 activations), the same layers with int8 activations
+//! (`PackedWeight::with_activations`, as `load_codes_with` serves them; up to
+//! `INT8_MAX_ROWS` rows, above which the layer takes the f32 path and the row is left out), and
 //! onnxruntime's `MatMulNBits` at accuracy level 1 (f32 activations) and 4 (int8 activations).
 
 use std::time::Duration;
 
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
-use moq_burn::QuantizedLinear;
+use moq_burn::{Activations, QuantizedLinear};
 use moq_core::export::Exported;
-use moq_core::matmul::{PackedMatrix, TiledWeight, matmul, matmul_i8};
+use moq_core::matmul::INT8_MAX_ROWS;
 use moq_core::{CodeLayout, PackedTensor, QuantSpec, QuantType, Rng, ScaleFormat, pack, quantize};
 
 use crate::memory::{copies, stream_read, timed_in_turn};
@@ -113,7 +114,7 @@ fn ours(k: usize, n: usize, m: usize, group: usize, rounds: usize) -> (Vec<Timin
     let w = rng.normal_vec(k * n, 0.02);
     let xv = rng.normal_vec(m * k, 1.0);
     let device = Default::default();
-    let x = Tensor::<B, 2>::from_data(TensorData::new(xv.clone(), [m, k]), &device);
+    let x = Tensor::<B, 2>::from_data(TensorData::new(xv, [m, k]), &device);
     let mut out = Vec::new();
     let mut worst = 0.0f64;
     for bits in [4u32, 8] {
@@ -123,29 +124,31 @@ fn ours(k: usize, n: usize, m: usize, group: usize, rounds: usize) -> (Vec<Timin
         let bytes = packed.size_bytes();
         let stack: Vec<QuantizedLinear<B>> =
             (0..copies(bytes)).map(|_| layer(&packed, k, n)).collect();
-        let f32_acts = |l: &QuantizedLinear<B>| l.forward(x.clone());
+        let forward = |l: &QuantizedLinear<B>| l.forward(x.clone());
+        let exact = crate::stats::values(forward(&stack[0]));
         out.push(Timing {
             name: format!("moq W{bits} (QuantizedLinear, f32 activations)"),
-            time: both(rounds, &stack, f32_acts),
+            time: both(rounds, &stack, forward),
             bytes: Some(bytes),
         });
-        drop(stack);
-        let matrix = PackedMatrix::from_packed(&packed).expect("a packed weight");
-        let tiled = TiledWeight::new(&matrix).expect("groups of whole tiles");
-        let tiled_bytes = tiled.bytes();
-        let mut y = vec![0.0f32; m * n];
-        let mut exact = vec![0.0f32; m * n];
-        matmul(&xv, &matrix, &mut exact).expect("fits");
-        matmul_i8(&xv, &tiled, &mut y).expect("fits");
-        let error = relative_l2(&y, &exact);
+        if m > INT8_MAX_ROWS {
+            continue;
+        }
+        let stack: Vec<QuantizedLinear<B>> = stack
+            .into_iter()
+            .map(|mut l| {
+                l.weight = l.weight.with_activations(Activations::Int8).expect("tiles");
+                l
+            })
+            .collect();
+        let tiled_bytes = stack[0].weight.int8().map_or(0, |t| t.tiles().bytes());
+        let error = relative_l2(&crate::stats::values(forward(&stack[0])), &exact);
         worst = worst.max(error);
-        let stack: Vec<TiledWeight> = (0..copies(tiled_bytes)).map(|_| tiled.clone()).collect();
-        let int8 = |t: &TiledWeight| matmul_i8(&xv, t, &mut y).expect("fits");
         out.push(Timing {
-            name: format!("moq W{bits} int8 activations (matmul_i8)"),
+            name: format!("moq W{bits} (QuantizedLinear, int8 activations)"),
             time: PeerTime {
                 error: Some(error),
-                ..both(rounds, &stack, int8)
+                ..both(rounds, &stack, forward)
             },
             bytes: Some(tiled_bytes),
         });

@@ -3,7 +3,9 @@
 //! weight is asked for it, [`PackedWeight::with_activations`]).
 //!
 //! The f32 path stays the default: exact to float rounding. With int8 activations each row of
-//! `x` is rounded to int8 per block of 32 inputs before the integer dot products (the way
+//! `x` is rounded to int8 per block of 32 inputs before the integer dot products, for inputs
+//! of up to [`moq_core::matmul::INT8_MAX_ROWS`] rows (a decoder step, a few sentences' tokens
+//! at a time: where it is faster; larger inputs take the exact f32 path) (the way
 //! llama.cpp's Q8 activations and onnxruntime's `MatMulNBits` at accuracy level 4 work), an
 //! error of about 0.5% of the output's norm (the guide's "Inside moq"). Only backends whose
 //! [`MoqBackend::int8_activations`] says so run it (NdArray); on the others a weight asked for
@@ -32,8 +34,9 @@ pub enum Activations {
     /// As they come (f32): exact to float rounding. The default.
     #[default]
     F32,
-    /// Rounded to int8 per block of 32 inputs, multiplied in integers: faster on the CPU, about
-    /// 0.5% error.
+    /// Rounded to int8 per block of 32 inputs, multiplied in integers: faster on the CPU for
+    /// inputs of up to [`moq_core::matmul::INT8_MAX_ROWS`] rows (larger ones take the f32
+    /// path), about 0.5% error.
     Int8,
 }
 

@@ -10,7 +10,7 @@ use burn::backend::ndarray::{
 };
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, TensorData, TensorMetadata};
-use moq_core::matmul::{PackedMatrix, Scales, Word, matmul, matmul_i8};
+use moq_core::matmul::{INT8_MAX_ROWS, PackedMatrix, Scales, Word, matmul, matmul_i8};
 use moq_core::{PackedShape, QuantSpec, QuantType};
 
 use super::MoqBackend;
@@ -85,7 +85,8 @@ where
 }
 
 /// `x · dequant(W)` with int8 activations, or `None` when the weight has no tiles, its tiles
-/// were built from other words than it holds now, or `x` is not f32 (then the f32 path runs).
+/// were built from other words than it holds now, `x` is not f32, or `x` has more rows than
+/// int8 activations pay for ([`INT8_MAX_ROWS`]): then the f32 path runs.
 fn int8_matmul<E, I, Q>(
     x: &NdArrayTensor,
     words: &NdArrayTensor,
@@ -102,6 +103,10 @@ where
     let (Some(int8), NdArrayTensor::F32(xs)) = (w.int8(), x) else {
         return Ok(None);
     };
+    let rows = out_shape.num_elements() / w.shape().row_len.max(1);
+    if rows > INT8_MAX_ROWS {
+        return Ok(None);
+    }
     if !int8
         .words::<NdArrayTensor>()
         .is_some_and(|built| same_storage(built, words))

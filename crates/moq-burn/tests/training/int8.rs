@@ -1,6 +1,7 @@
 //! Int8 activations on NdArray ([`moq_burn::Activations`]): a weight asked for them multiplies
 //! through `moq-core`'s int8 kernel, close to the exact f32 path for every width and grid; words
-//! replaced by a mapper or a record leave the old tiles unused; groups that split the kernel's
+//! replaced by a mapper or a record leave the old tiles unused; inputs of more rows than int8
+//! pays for take the f32 path; groups that split the kernel's
 //! tiles keep f32 activations; `load_codes_with` serves a model so and reports it.
 
 use burn::module::ModuleMapper;
@@ -67,6 +68,13 @@ fn int8_activations_stay_close_to_the_f32_path_for_every_width_and_grid() {
                 // The int8 kernel ran: its rounding shows.
                 assert!(a != b, "{case}: the same output as the f32 path");
             }
+            // More rows than int8 activations pay for: the exact f32 path.
+            let m = moq_core::matmul::INT8_MAX_ROWS + 1;
+            assert_eq!(
+                values(fast.forward(input(m, k))),
+                values(exact.forward(input(m, k))),
+                "{bits} bits {quant_type:?}, {m} rows"
+            );
         }
     }
 }

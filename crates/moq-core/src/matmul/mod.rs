@@ -52,7 +52,7 @@ use crate::layout::PackedShape;
 use crate::pack::{PackedCodes, PackedScales, PackedTensor};
 use crate::simd::{self, Isa};
 
-pub use int8::{TiledWeight, matmul_i8, matmul_i8_with};
+pub use int8::{INT8_MAX_ROWS, TiledWeight, matmul_i8, matmul_i8_with};
 pub use word::Word;
 
 /// Per-group scales, borrowed.
