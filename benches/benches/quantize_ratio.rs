@@ -57,26 +57,37 @@ fn main() {
         })
         .collect();
     let mut dst = vec![0.0f32; n];
-    let spec = QuantSpec::new(8, QuantType::Symmetric, 1);
     let bytes = (n * 4) as f64;
-    println!(
-        "fake quantization, symmetric 8-bit nearest, 1 group, {n} f32 elements ({:.0} MiB)",
-        bytes / (1 << 20) as f64
-    );
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let mut configs = vec![1];
     if cores > 1 {
         configs.push(cores);
     }
-    for threads in configs {
-        let (copy, quant) = measure(threads, &src, &mut dst, &spec, 7);
+    for group_len in [n, 512, 128] {
+        if !n.is_multiple_of(group_len) {
+            println!("(groups of {group_len} skipped: they do not divide {n} elements)");
+            continue;
+        }
+        let spec = QuantSpec::new(8, QuantType::Symmetric, n / group_len);
+        let groups = match group_len == n {
+            true => "1 group".to_string(),
+            false => format!("groups of {group_len}"),
+        };
         println!(
-            "{threads} thread(s): copy {:.1} ms ({:.1} GB/s)  quantize {:.1} ms ({:.1} GB/s)  quantize/copy = {:.2}",
-            copy.as_secs_f64() * 1e3,
-            2.0 * bytes / copy.as_secs_f64() / 1e9,
-            quant.as_secs_f64() * 1e3,
-            2.0 * bytes / quant.as_secs_f64() / 1e9,
-            quant.as_secs_f64() / copy.as_secs_f64()
+            "fake quantization, symmetric 8-bit nearest, {groups}, {n} f32 elements ({:.0} MiB)",
+            bytes / (1 << 20) as f64
         );
+        for &threads in &configs {
+            let (copy, quant) = measure(threads, &src, &mut dst, &spec, 7);
+            println!(
+                "{threads} thread(s): copy {:.1} ms ({:.1} GB/s)  quantize {:.1} ms ({:.1} GB/s)  \
+                 quantize/copy = {:.2}",
+                copy.as_secs_f64() * 1e3,
+                2.0 * bytes / copy.as_secs_f64() / 1e9,
+                quant.as_secs_f64() * 1e3,
+                2.0 * bytes / quant.as_secs_f64() / 1e9,
+                quant.as_secs_f64() / copy.as_secs_f64()
+            );
+        }
     }
 }

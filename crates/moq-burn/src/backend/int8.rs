@@ -1,15 +1,16 @@
 //! Int8 activations, the opt-in fast path of the CPU low-bit matmul: [`Activations`], and the
 //! weight's second layout that path reads ([`Int8Layout`], a [`TiledWeight`] built once when a
-//! weight is asked for it, [`PackedWeight::with_activations`]).
+//! weight is asked for it, [`super::PackedWeight::with_activations`]).
 //!
-//! The f32 path stays the default: exact to float rounding. With int8 activations each row of
-//! `x` is rounded to int8 per block of 32 inputs before the integer dot products, for inputs
-//! of up to [`moq_core::matmul::INT8_MAX_ROWS`] rows (a decoder step, a few sentences' tokens
-//! at a time: where it is faster; larger inputs take the exact f32 path) (the way
-//! llama.cpp's Q8 activations and onnxruntime's `MatMulNBits` at accuracy level 4 work), an
-//! error of about 0.5% of the output's norm (the guide's "Inside moq"). Only backends whose
-//! [`MoqBackend::int8_activations`] says so run it (NdArray); on the others a weight asked for
-//! int8 activations keeps float ones, and [`PackedWeight::activations`] says which it has.
+//! The f32 path stays the default: exact to float rounding. With int8 activations, the way
+//! llama.cpp's Q8 activations and onnxruntime's `MatMulNBits` at accuracy level 4 work, each
+//! row of `x` is rounded to int8 per block of 32 inputs before the integer dot products: about
+//! 0.5% of the output's norm (the guide's "Inside moq"). It runs for inputs of up to
+//! [`moq_core::matmul::INT8_MAX_ROWS`] rows (a decoder step: where it is faster); larger
+//! inputs take the exact f32 path. Only backends whose
+//! [`super::MoqBackend::int8_activations`] says so run it (NdArray); on the others a weight
+//! asked for int8 activations keeps float ones, and [`super::PackedWeight::activations`] says
+//! which it has.
 //!
 //! The tiles are a copy of the codes, kept beside the packed words (which every other path and
 //! the record read). They remember the words tensor they were built from (a reference to it,
@@ -21,11 +22,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{TensorData, try_read_sync};
+use moq_core::PackedShape;
 use moq_core::matmul::{PackedMatrix, Scales, TiledWeight};
 
-use super::MoqBackend;
-use super::packed::PackedWeight;
 use crate::error::{MoqBurnError, Result};
 
 /// How the CPU low-bit matmul takes its activations.
@@ -69,49 +70,34 @@ impl Int8Layout {
     }
 }
 
-impl<B: MoqBackend> PackedWeight<B> {
-    /// The weight with its activations taken as `activations` by the CPU matmul: for
-    /// [`Activations::Int8`], on a backend that runs it, the codes are repacked once into the
-    /// int8 kernel's tiles (an error when its groups split a tile of 8 columns: groups of a
-    /// multiple of 8 along a row, or of whole rows, are needed); elsewhere the weight is
-    /// returned as it is.
-    pub fn with_activations(self, activations: Activations) -> Result<Self> {
-        if activations == Activations::F32 || !B::int8_activations() {
-            return Ok(self.with_int8(None));
-        }
-        let (words, scales, zero_points) = self.primitives();
-        let word_data = read("words", B::int_into_data(words.clone()))?.convert::<i32>();
-        let scales = read("scales", B::float_into_data(scales))?.convert::<f32>();
-        let zeros = read("zero points", B::int_into_data(zero_points))?.convert::<i32>();
-        let (Ok(w), Ok(z), Ok(s)) = (
-            word_data.as_slice::<i32>(),
-            zeros.as_slice::<i32>(),
-            scales.as_slice::<f32>(),
-        ) else {
-            return Err(MoqBurnError::Read {
-                tensor: "packed weight".into(),
-                message: "its parts did not convert to i32 words and f32 scales".into(),
-            });
-        };
-        let shape = self.shape();
-        let z: &[i32] = if shape.zero_points() == 0 { &[] } else { z };
-        let w: Vec<u32> = w.iter().map(|&v| v as u32).collect();
-        let tiles = TiledWeight::new(&PackedMatrix::new(shape, &w, Scales::F32(s), z)?)?;
-        Ok(self.with_int8(Some(Int8Layout {
-            tiles: Arc::new(tiles),
-            words: Arc::new(words),
-        })))
-    }
-}
-
-impl<B: Backend> PackedWeight<B> {
-    /// The activations the CPU matmul takes for this weight.
-    pub fn activations(&self) -> Activations {
-        match self.int8() {
-            Some(_) => Activations::Int8,
-            None => Activations::F32,
-        }
-    }
+/// The tiles of a weight's parts (read to the host) of geometry `shape`, remembering `words`.
+/// An error when its groups split a tile of 8 columns, or a part cannot be read.
+pub(super) fn layout<B: Backend>(
+    words: IntTensor<B>,
+    scales: FloatTensor<B>,
+    zero_points: IntTensor<B>,
+    shape: PackedShape,
+) -> Result<Int8Layout> {
+    let word_data = read("words", B::int_into_data(words.clone()))?.convert::<i32>();
+    let scales = read("scales", B::float_into_data(scales))?.convert::<f32>();
+    let zeros = read("zero points", B::int_into_data(zero_points))?.convert::<i32>();
+    let (Ok(w), Ok(z), Ok(s)) = (
+        word_data.as_slice::<i32>(),
+        zeros.as_slice::<i32>(),
+        scales.as_slice::<f32>(),
+    ) else {
+        return Err(MoqBurnError::Read {
+            tensor: "packed weight".into(),
+            message: "its parts did not convert to i32 words and f32 scales".into(),
+        });
+    };
+    let z: &[i32] = if shape.zero_points() == 0 { &[] } else { z };
+    let w: Vec<u32> = w.iter().map(|&v| v as u32).collect();
+    let tiles = TiledWeight::new(&PackedMatrix::new(shape, &w, Scales::F32(s), z)?)?;
+    Ok(Int8Layout {
+        tiles: Arc::new(tiles),
+        words: Arc::new(words),
+    })
 }
 
 /// A part of the weight read to the host, or an error naming it.

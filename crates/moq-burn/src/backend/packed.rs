@@ -9,7 +9,8 @@ use burn::tensor::{DType, ElementConversion, Int, Shape, Tensor, TensorData, Ten
 use moq_core::export::Exported;
 use moq_core::{CodeLayout, MoqError, PackedScales, PackedShape, PackedTensor, QuantType};
 
-use super::int8::Int8Layout;
+use super::MoqBackend;
+use super::int8::{self, Activations, Int8Layout};
 use crate::error::{MoqBurnError, Result};
 
 /// A low-bit matmul `x · dequant(W)`: [`super::MoqBackend::quantized_matmul`] of the backend
@@ -172,9 +173,12 @@ impl<B: Backend> PackedWeight<B> {
         self.int8.as_ref()
     }
 
-    /// The weight with `int8` as its tiles.
-    pub(super) fn with_int8(self, int8: Option<Int8Layout>) -> Self {
-        Self { int8, ..self }
+    /// The activations the CPU matmul takes for this weight.
+    pub fn activations(&self) -> Activations {
+        match self.int8 {
+            Some(_) => Activations::Int8,
+            None => Activations::F32,
+        }
     }
 
     /// The geometry, checked when the weight was built.
@@ -256,6 +260,25 @@ impl<B: Backend> PackedWeight<B> {
         };
         let scales = self.scales().reshape([groups, 1]);
         (codes.float() * scales).reshape([k, n])
+    }
+}
+
+impl<B: MoqBackend> PackedWeight<B> {
+    /// The weight with its activations taken as `activations` by the CPU matmul (`int8.rs`):
+    /// for [`Activations::Int8`], on a backend that runs it
+    /// ([`MoqBackend::int8_activations`]), the codes are repacked once into the int8 kernel's
+    /// tiles (an error when its groups split a tile of 8 columns: groups of a multiple of 8
+    /// along a row, or of whole rows, are needed); otherwise the weight keeps f32 activations.
+    pub fn with_activations(self, activations: Activations) -> Result<Self> {
+        if activations == Activations::F32 || !B::int8_activations() {
+            return Ok(Self { int8: None, ..self });
+        }
+        let (words, scales, zero_points) = self.primitives();
+        let layout = int8::layout::<B>(words, scales, zero_points, self.shape)?;
+        Ok(Self {
+            int8: Some(layout),
+            ..self
+        })
     }
 }
 
