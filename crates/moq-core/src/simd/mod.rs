@@ -7,6 +7,8 @@
 //! - [`vector`]: the vector operations of the CPU matmul's block code, three ways (AVX-512,
 //!   AVX2 + FMA, plain arrays), each intrinsic with its SAFETY note;
 //! - [`matmul`]: the matmul's block code instantiated per instruction set, and its dispatch;
+//! - [`activations`]: the int8-activation matmul's activation quantization per instruction
+//!   set, and its dispatch;
 //! - [`dot`]: the int8-activation matmul's integer-dot kernel, AVX2 and portable, and its
 //!   dispatch;
 //! - [`quantize`]: the quantizer's two hot loops (a group's min/max, a grid applied) per
@@ -16,6 +18,7 @@
 //! found on this CPU before it is called; the intrinsics read and write through slices whose
 //! lengths the caller checked.
 
+pub(crate) mod activations;
 pub(crate) mod dot;
 pub(crate) mod matmul;
 pub(crate) mod quantize;

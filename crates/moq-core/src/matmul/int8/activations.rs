@@ -9,8 +9,14 @@
 //! What the integers leave out is one number per lane, [`Quantized::offset`]: the zero points'
 //! `−Σ x'_k z_g` and, for nibble codes (stored `c + 8`), `−8 Σ t · q_k`.
 
+use rayon::prelude::*;
+
 use super::TiledWeight;
 use super::job::{BLOCK, Lane, Storage};
+use crate::simd::{self, Isa};
+
+/// Below this many values (lanes × rows) a row is quantized on the calling thread.
+const PAR_MIN_VALUES: usize = 1 << 15;
 
 /// One row of `x`, quantized for every lane of a weight.
 pub(crate) struct Quantized {
@@ -24,42 +30,35 @@ pub(crate) struct Quantized {
 }
 
 impl Quantized {
-    /// Quantizes `x` (one row, `k` values) for `w`'s lanes.
-    pub(crate) fn new(x: &[f32], w: &TiledWeight) -> Self {
+    /// Quantizes `x` (one row, `k` values) for `w`'s lanes on `isa` (lanes in parallel when
+    /// there are many values).
+    pub(crate) fn new(isa: Isa, x: &[f32], w: &TiledWeight) -> Self {
         let (k, k_pad, lanes) = (x.len(), w.k_pad, w.lanes);
         let blocks = k_pad / BLOCK;
-        let mut out = Self {
-            q: vec![0; lanes * k_pad],
-            t: vec![0.0; lanes * blocks],
-            offset: vec![0.0; lanes],
-            k_pad,
+        let mut q = vec![0i8; lanes * k_pad];
+        let mut t = vec![0.0f32; lanes * blocks];
+        let one = |(a, (q, t)): (usize, (&mut [i8], &mut [f32]))| {
+            let input = LaneInput {
+                x,
+                scales: &w.scales[a * k..(a + 1) * k],
+                zeros: w.zero_points.get(a * k..(a + 1) * k).unwrap_or(&[]),
+                nibbles: w.storage == Storage::Nibbles,
+            };
+            simd::activations::lane(isa, &input, q, t)
         };
-        for a in 0..lanes {
-            let scales = &w.scales[a * k..(a + 1) * k];
-            let zeros = w.zero_points.get(a * k..(a + 1) * k).unwrap_or(&[]);
-            let mut offset = 0.0f32;
-            let (q, t) = (
-                out.q[a * k_pad..(a + 1) * k_pad].chunks_exact_mut(BLOCK),
-                &mut out.t[a * blocks..(a + 1) * blocks],
-            );
-            for (b, (q, t)) in q.zip(t).enumerate() {
-                let rows = b * BLOCK..k.min((b + 1) * BLOCK);
-                let block = Block::scale(&x[rows.clone()], &scales[rows.clone()]);
-                if !zeros.is_empty() {
-                    offset -= dot(&block.values, &zeros[rows]);
-                }
-                let sum = block.quantize(q, t);
-                if w.storage == Storage::Nibbles {
-                    offset -= 8.0 * sum as f32 * *t;
-                }
-                if !block.finite {
-                    // A NaN or infinite input makes the outputs NaN, as in f32.
-                    offset = f32::NAN;
-                }
-            }
-            out.offset[a] = offset;
+        let offset: Vec<f32> = if lanes * k_pad >= PAR_MIN_VALUES && lanes > 1 {
+            let lanes = q.par_chunks_mut(k_pad).zip(t.par_chunks_mut(blocks));
+            lanes.enumerate().map(one).collect()
+        } else {
+            let lanes = q.chunks_mut(k_pad).zip(t.chunks_mut(blocks));
+            lanes.enumerate().map(one).collect()
+        };
+        Self {
+            q,
+            t,
+            offset,
+            k_pad,
         }
-        out
     }
 
     /// Lane `a`'s activations.
@@ -77,6 +76,40 @@ impl Quantized {
     }
 }
 
+/// What one lane's quantization reads: the row of `x`, the lane's scales (and zero points)
+/// down `k`, and whether the codes are nibbles (`c + 8`).
+pub(crate) struct LaneInput<'a> {
+    pub x: &'a [f32],
+    pub scales: &'a [f32],
+    pub zeros: &'a [f32],
+    pub nibbles: bool,
+}
+
+/// Writes one lane's int8 activations `q` (`k_pad`) and block scales `t`, and returns what the
+/// lane's columns add to their integer sums (NaN when an input is not finite). Inlined into
+/// each instruction set's wrapper (`simd/activations.rs`).
+#[inline(always)]
+pub(crate) fn quantize_lane(input: &LaneInput, q: &mut [i8], t: &mut [f32]) -> f32 {
+    let k = input.x.len();
+    let mut offset = 0.0f32;
+    for (b, (q, t)) in q.chunks_exact_mut(BLOCK).zip(t).enumerate() {
+        let rows = b * BLOCK..k.min((b + 1) * BLOCK);
+        let block = Block::scale(&input.x[rows.clone()], &input.scales[rows.clone()]);
+        if !input.zeros.is_empty() {
+            offset -= dot(&block.values, &input.zeros[rows]);
+        }
+        let sum = block.quantize(q, t);
+        if input.nibbles {
+            offset -= 8.0 * sum as f32 * *t;
+        }
+        if !block.finite {
+            // A NaN or infinite input makes the outputs NaN, as in f32.
+            offset = f32::NAN;
+        }
+    }
+    offset
+}
+
 /// One block of `x'` (`x · s`), zero past the row's end.
 struct Block {
     values: [f32; BLOCK],
@@ -85,7 +118,7 @@ struct Block {
 
 impl Block {
     /// `x_k · s_k` for the block's rows (at most [`BLOCK`]).
-    #[inline]
+    #[inline(always)]
     fn scale(x: &[f32], scales: &[f32]) -> Self {
         let mut values = [0.0f32; BLOCK];
         for ((v, &x), &s) in values.iter_mut().zip(x).zip(scales) {
@@ -98,7 +131,7 @@ impl Block {
     /// Writes `q = round(v / t)` with `t = max |v| / 127` (0 for a block of zeros) and
     /// returns `Σ q`. Rounds half to even by adding and taking off 1.5 · 2²³ (exact below
     /// 2²², so for every |v / t| ≤ 127), which vectorises where `round` is a library call.
-    #[inline]
+    #[inline(always)]
     fn quantize(&self, q: &mut [i8], t: &mut f32) -> i32 {
         const MAGIC: f32 = 12_582_912.0;
         let max = self
@@ -118,6 +151,7 @@ impl Block {
 }
 
 /// `Σ a_i · b_i`.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }

@@ -32,7 +32,7 @@
 //! assert!(norm(&diff) < 0.02 * norm(&exact));
 //! ```
 
-mod activations;
+pub(crate) mod activations;
 pub(crate) mod job;
 mod repack;
 #[cfg(test)]
@@ -74,7 +74,7 @@ pub fn matmul_i8_with(isa: Isa, x: &[f32], w: &TiledWeight, y: &mut [f32]) -> Re
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let rows: Vec<Quantized> = x.chunks(k).map(|x| Quantized::new(x, w)).collect();
+    let rows: Vec<Quantized> = x.chunks(k).map(|x| Quantized::new(isa, x, w)).collect();
     let job = DotJob {
         storage: w.storage,
         k_pad: w.k_pad,
