@@ -51,7 +51,7 @@ mod chunks;
 pub(crate) mod element;
 pub(crate) mod grid;
 
-use crate::simd::quantize::apply_grid_best;
+use crate::simd::quantize::apply_each_best;
 use apply::Grid;
 use apply::{Codes, InPlace, Values};
 use chunks::{PARALLEL_MIN, run, split_mut};
@@ -194,18 +194,13 @@ pub fn fake_quantize_in_place<T: Element>(
     let keys = spec.noise.keys();
     let mut pieces = split_mut(data, &grids.items);
     run(&grids.items, &mut pieces, |item, piece| {
-        for (seg_start, seg_end, group) in item.segments(grids.group_len) {
-            let data = &mut piece[seg_start - item.start..seg_end - item.start];
-            apply_grid_best(
-                grids.grids[group],
-                spec.rounding,
-                keys,
-                InPlace {
-                    start: seg_start,
-                    data,
-                },
-            );
-        }
+        let mut rest = &mut piece[..];
+        let work = item.segments(grids.group_len).map(|(start, end, group)| {
+            let (data, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+            rest = tail;
+            (grids.grids[group], InPlace { start, data })
+        });
+        apply_each_best(spec.rounding, keys, work);
     });
     Ok(())
 }
@@ -236,17 +231,20 @@ pub fn fake_quantize_mixed<T: Element>(
     let keys = spec.noise.keys();
     let mut pieces = split_mut(output, &grids.items);
     run(&grids.items, &mut pieces, |item, piece| {
-        for (seg_start, seg_end, group) in item.segments(grids.group_len) {
-            let src = &input[seg_start..seg_end];
-            let dst = &mut piece[seg_start - item.start..seg_end - item.start];
+        let mut rest = &mut piece[..];
+        let work = item.segments(grids.group_len).map(|(start, end, group)| {
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+            rest = tail;
+            let src = &input[start..end];
             let sink = Values {
-                start: seg_start,
+                start,
                 src,
                 dst,
                 mix: mix_ratio,
             };
-            apply_grid_best(grids.grids[group], spec.rounding, keys, sink);
-        }
+            (grids.grids[group], sink)
+        });
+        apply_each_best(spec.rounding, keys, work);
     });
     Ok(())
 }
@@ -262,20 +260,14 @@ pub fn quantize<T: Element>(
     let mut codes = vec![0i32; input.len()];
     let mut pieces = split_mut(&mut codes, &grids.items);
     run(&grids.items, &mut pieces, |item, piece| {
-        for (seg_start, seg_end, group) in item.segments(grids.group_len) {
-            let src = &input[seg_start..seg_end];
-            let dst = &mut piece[seg_start - item.start..seg_end - item.start];
-            apply_grid_best(
-                grids.grids[group],
-                spec.rounding,
-                keys,
-                Codes {
-                    start: seg_start,
-                    src,
-                    dst,
-                },
-            );
-        }
+        let mut rest = &mut piece[..];
+        let work = item.segments(grids.group_len).map(|(start, end, group)| {
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+            rest = tail;
+            let src = &input[start..end];
+            (grids.grids[group], Codes { start, src, dst })
+        });
+        apply_each_best(spec.rounding, keys, work);
     });
     let scales = grids.grids.iter().map(Grid::scale).collect();
     let zero_points = match spec.quant_type {
@@ -491,7 +483,8 @@ mod tests {
                     dst: &mut small,
                     mix: 0.0,
                 };
-                apply_grid_best(grids.grids[g], spec.rounding, spec.noise.keys(), sink);
+                let work = std::iter::once((grids.grids[g], sink));
+                apply_each_best(spec.rounding, spec.noise.keys(), work);
                 assert_eq!(&big[range], &small[..]);
             }
             let pool = rayon::ThreadPoolBuilder::new()

@@ -1,7 +1,9 @@
 //! The quantizer's two hot loops (written in `quantizer/apply.rs`), a group's statistics
-//! ([`min_max`]) and a group's values or codes ([`apply_grid`] into a [`Sink`]), compiled for the widest vector unit of this CPU
-//! ([`Isa::best`]): both are `#[inline(always)]`, so each wrapper below compiles their whole
-//! loop with its target features (16 f32 lanes with AVX-512, 8 with AVX2, 4 with SSE2).
+//! ([`min_max`]) and a group's values or codes ([`apply_grid`] into a [`Sink`]), compiled for
+//! the widest vector unit of this CPU ([`Isa::best`]): both are `#[inline(always)]`, so each
+//! wrapper below compiles their whole loop with its target features (16 f32 lanes with
+//! AVX-512, 8 with AVX2, 4 with SSE2). The grid is applied to a work item's group pieces in
+//! one call (`apply_each`), so a group of 128 costs its loop, not a call and a dispatch too.
 
 use super::Isa;
 use crate::config::Rounding;
@@ -16,11 +18,25 @@ pub(crate) fn min_max_best<T: Element>(xs: &[T]) -> (f32, f32, bool) {
     unsafe { min_max_on(Isa::best(), xs) }
 }
 
-/// [`apply_grid`] on the best instruction set of this CPU.
+/// [`apply_grid`] on each `(grid, sink)` of `work` (the group pieces of one work item), on the
+/// best instruction set of this CPU: one call for the whole item, so a short group costs its
+/// loop and not a call, a dispatch and the loop's set-up each.
 #[allow(unsafe_code)]
-pub(crate) fn apply_grid_best(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
+pub(crate) fn apply_each_best<S: Sink>(
+    rounding: Rounding,
+    keys: NoiseKeys,
+    work: impl Iterator<Item = (Grid, S)>,
+) {
     // SAFETY: `Isa::best` only names an instruction set this CPU has.
-    unsafe { apply_grid_on(Isa::best(), grid, rounding, keys, sink) }
+    unsafe { apply_each_on(Isa::best(), rounding, keys, work) }
+}
+
+/// [`apply_grid`] on each `(grid, sink)`, inlined into each instruction set's wrapper.
+#[inline(always)]
+fn apply_each<S: Sink>(rounding: Rounding, keys: NoiseKeys, work: impl Iterator<Item = (Grid, S)>) {
+    for (grid, sink) in work {
+        apply_grid(grid, rounding, keys, sink);
+    }
 }
 
 /// [`min_max`] compiled for `isa`. Called once per group piece, so it does not look the CPU's
@@ -40,25 +56,24 @@ unsafe fn min_max_on<T: Element>(isa: Isa, xs: &[T]) -> (f32, f32, bool) {
     }
 }
 
-/// [`apply_grid`] compiled for `isa`.
+/// [`apply_grid`] on each `(grid, sink)` compiled for `isa`.
 ///
 /// # Safety
 /// This CPU must have `isa` ([`Isa::available`]).
 #[allow(unsafe_code)]
-unsafe fn apply_grid_on(
+unsafe fn apply_each_on<S: Sink>(
     isa: Isa,
-    grid: Grid,
     rounding: Rounding,
     keys: NoiseKeys,
-    sink: impl Sink,
+    work: impl Iterator<Item = (Grid, S)>,
 ) {
     match isa {
         // SAFETY (both arms): the caller guarantees this CPU has `isa`'s instructions.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::apply_avx512(grid, rounding, keys, sink) },
+        Isa::Avx512 => unsafe { x86::apply_each_avx512(rounding, keys, work) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::apply_avx2(grid, rounding, keys, sink) },
-        _ => apply_grid(grid, rounding, keys, sink),
+        Isa::Avx2 => unsafe { x86::apply_each_avx2(rounding, keys, work) },
+        _ => apply_each(rounding, keys, work),
     }
 }
 
@@ -77,13 +92,21 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-    pub(super) fn apply_avx512(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
-        apply_grid(grid, rounding, keys, sink)
+    pub(super) fn apply_each_avx512<S: Sink>(
+        rounding: Rounding,
+        keys: NoiseKeys,
+        work: impl Iterator<Item = (Grid, S)>,
+    ) {
+        apply_each(rounding, keys, work)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn apply_avx2(grid: Grid, rounding: Rounding, keys: NoiseKeys, sink: impl Sink) {
-        apply_grid(grid, rounding, keys, sink)
+    pub(super) fn apply_each_avx2<S: Sink>(
+        rounding: Rounding,
+        keys: NoiseKeys,
+        work: impl Iterator<Item = (Grid, S)>,
+    ) {
+        apply_each(rounding, keys, work)
     }
 }
 
@@ -130,14 +153,18 @@ mod tests {
                             dst: &mut values,
                             mix: 0.0,
                         };
-                        unsafe { apply_grid_on(isa, grid, rounding, keys, sink) };
+                        unsafe {
+                            apply_each_on(isa, rounding, keys, std::iter::once((grid, sink)))
+                        };
                         let mut codes = vec![0i32; x.len()];
                         let sink = Codes {
                             start: 0,
                             src: &x,
                             dst: &mut codes,
                         };
-                        unsafe { apply_grid_on(isa, grid, rounding, keys, sink) };
+                        unsafe {
+                            apply_each_on(isa, rounding, keys, std::iter::once((grid, sink)))
+                        };
                         (
                             values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                             codes,
