@@ -27,7 +27,10 @@
 //! skipped with a line when `scripts/fetch-minilm` has not been run).
 //! candle is built as a dependency is by default: its quantized dot products choose their SIMD
 //! code at compile time (`cfg(target_feature = "avx2")`), so without `-C target-cpu` flags it
-//! runs its portable code; ours picks AVX-512 / AVX2 at run time.
+//! runs its portable code; ours picks AVX-512 / AVX2 at run time. The fair candle column comes
+//! from a build for this CPU in a target directory of its own:
+//! `CARGO_TARGET_DIR=/tmp/native-target RUSTFLAGS="-C target-cpu=native" cargo bench -p
+//! moq-benches --bench cpu_matmul -- --shape 4096x4096` (docs/benchmarks.md has its figures).
 
 mod memory;
 mod peers;
