@@ -26,7 +26,7 @@ use moq_examples::minilm::{
     Bert, BertConfig, Encoded, ModelDir, Probe, TextClassifier, accuracy, labels, serve,
 };
 use moq_examples::study::{Grid, Outcome, StudyRun};
-use moq_examples::{EigenCache, Experiment, Rng, Run, Variant, eigen_provider, train};
+use moq_examples::{EigenCache, Experiment, Rng, Run, Trained, Variant, eigen_provider, train};
 
 use crate::run::{self, Report};
 use crate::{Args, Task};
@@ -277,19 +277,45 @@ where
         ))
     }
 
+    /// `seed`'s full-precision run: `steps` steps at `lr` from the pretrained encoder.
+    fn train_full_precision(
+        &self,
+        seed: u64,
+        steps: u64,
+        lr: f64,
+    ) -> Result<Trained<TextClassifier<B>>> {
+        let r = Run {
+            steps,
+            lr,
+            eigenvalues: None,
+            evaluate: None,
+            export: None,
+        };
+        train(self.start(seed)?, None, |m| m, r, self.loss(seed))
+    }
+
+    /// The full-precision model of `seed` (PTQ rounds it): from this process, or trained again
+    /// when its cell came from an earlier one (a seed trains the same model every time).
+    fn full_precision_of(&mut self, seed: u64) -> Result<TextClassifier<B>> {
+        if let Some(m) = self.full_precision.get(&seed) {
+            return Ok(m.clone());
+        }
+        println!(
+            "    PTQ of seed {seed}: its full-precision cell is from an earlier process, so its \
+             model is trained again"
+        );
+        let s = &self.study.settings;
+        let trained = self.train_full_precision(seed, s.steps, s.lr)?;
+        self.full_precision.insert(seed, trained.model.clone());
+        Ok(trained.model)
+    }
+
     fn run_cell(&mut self, run: &StudyRun) -> Result<Outcome> {
         let s = self.study.settings.clone();
         let steps = s.steps * run.budget;
         let lr = s.lr * run.lr_factor;
         let Some(width) = run.width else {
-            let r = Run {
-                steps,
-                lr,
-                eigenvalues: None,
-                evaluate: None,
-                export: None,
-            };
-            let trained = train(self.start(run.seed)?, None, |m| m, r, self.loss(run.seed))?;
+            let trained = self.train_full_precision(run.seed, steps, lr)?;
             self.full_precision.insert(run.seed, trained.model.clone());
             let (quality, secondary) = self.score(&trained.model.valid());
             let bytes = 4 * self.study.config.linear_weights() as u64;
@@ -309,13 +335,7 @@ where
         let variant = run.variant;
         if variant == Variant::Ptq {
             let timer = std::time::Instant::now();
-            let Some(fp) = self.full_precision.get(&run.seed).cloned() else {
-                bail!(
-                    "PTQ of seed {} needs its full-precision run in this process: delete its \
-                       FullPrecision cell to rerun both",
-                    run.seed
-                );
-            };
+            let fp = self.full_precision_of(run.seed)?;
             let optim = customize(Moq::new(cfg)).init(AdamConfig::new().init(), &fp)?;
             let file = optim.export_at_target(&fp)?;
             return self.served(&file, Vec::new(), timer.elapsed().as_secs_f64(), None);
