@@ -15,6 +15,7 @@ use moq_core::{PackedShape, QuantSpec, QuantType};
 
 use super::MoqBackend;
 use super::host::{fake_quantize_on_host, on_slice};
+use super::int8::Int8Layout;
 use super::packed::{PackedWeight, matmul_output_shape};
 use super::tensor_ops::quantized_matmul_tensor_ops;
 use crate::error::Result;
@@ -62,7 +63,7 @@ where
         let shape = w.shape();
         let out_shape = matmul_output_shape(x.shape().as_slice(), shape.rows, shape.row_len)?;
         let (words, scales, zero_points) = w.primitives();
-        if let Some(y) = int8_matmul(&x, &words, w, &out_shape)? {
+        if let Some(y) = int8_matmul(&x, &words, w.int8(), &out_shape)? {
             return Ok(NdArrayTensor::from_data(TensorData::new(y, out_shape)));
         }
         let parts = Parts {
@@ -87,23 +88,16 @@ where
 /// `x · dequant(W)` with int8 activations, or `None` when the weight has no tiles, its tiles
 /// were built from other words than it holds now, `x` is not f32, or `x` has more rows than
 /// int8 activations pay for ([`INT8_MAX_ROWS`]): then the f32 path runs.
-fn int8_matmul<E, I, Q>(
+fn int8_matmul(
     x: &NdArrayTensor,
     words: &NdArrayTensor,
-    w: &PackedWeight<NdArray<E, I, Q>>,
+    int8: Option<&Int8Layout>,
     out_shape: &Shape,
-) -> Result<Option<Vec<f32>>>
-where
-    E: FloatNdArrayElement,
-    I: IntNdArrayElement,
-    Q: QuantElement,
-    NdArrayTensor: From<SharedArray<E>>,
-    NdArrayTensor: From<SharedArray<I>>,
-{
-    let (Some(int8), NdArrayTensor::F32(xs)) = (w.int8(), x) else {
+) -> Result<Option<Vec<f32>>> {
+    let Some(int8) = int8 else {
         return Ok(None);
     };
-    let rows = out_shape.num_elements() / w.shape().row_len.max(1);
+    let rows = out_shape.num_elements() / int8.tiles().shape()[1].max(1);
     if rows > INT8_MAX_ROWS {
         return Ok(None);
     }
@@ -113,53 +107,48 @@ where
     {
         return Ok(None);
     }
+    on_rows(x, out_shape, |xs, y| matmul_i8(xs, int8.tiles(), y))
+}
+
+/// `f(x, y)` on the values of `x` in row order (an f32 tensor; `None` for another dtype) into
+/// a new output of `out_shape`.
+fn on_rows(
+    x: &NdArrayTensor,
+    out_shape: &Shape,
+    f: impl FnOnce(&[f32], &mut [f32]) -> moq_core::Result<()>,
+) -> Result<Option<Vec<f32>>> {
+    let NdArrayTensor::F32(xs) = x else {
+        return Ok(None);
+    };
+    // Activations are small next to the weight: a strided view is copied in row order.
     let xs = xs.view();
     let xs = xs.as_standard_layout();
     let xs = xs
         .as_slice()
         .expect("a standard-layout array is contiguous");
     let mut y = vec![0.0f32; out_shape.num_elements()];
-    matmul_i8(xs, int8.tiles(), &mut y)?;
+    f(xs, &mut y)?;
     Ok(Some(y))
 }
 
 /// Whether two int tensors are views of the same buffer with the same shape: the words a
 /// weight's tiles were built from (whose reference the tiles hold, so the buffer is not reused).
 fn same_storage(a: &NdArrayTensor, b: &NdArrayTensor) -> bool {
-    let ((a_ptr, a_shape, a_strides), (b_ptr, b_shape, b_strides)) = match (a, b) {
-        (NdArrayTensor::I32(a), NdArrayTensor::I32(b)) => {
-            let (a, b) = (a.view(), b.view());
-            (
-                (
-                    a.as_ptr() as usize,
-                    a.shape().to_vec(),
-                    a.strides().to_vec(),
-                ),
-                (
-                    b.as_ptr() as usize,
-                    b.shape().to_vec(),
-                    b.strides().to_vec(),
-                ),
-            )
-        }
-        (NdArrayTensor::I64(a), NdArrayTensor::I64(b)) => {
-            let (a, b) = (a.view(), b.view());
-            (
-                (
-                    a.as_ptr() as usize,
-                    a.shape().to_vec(),
-                    a.strides().to_vec(),
-                ),
-                (
-                    b.as_ptr() as usize,
-                    b.shape().to_vec(),
-                    b.strides().to_vec(),
-                ),
-            )
-        }
-        _ => return false,
+    place(a).is_some_and(|a| Some(a) == place(b))
+}
+
+/// An int tensor's place: its element width, first element's address, shape and strides.
+fn place(t: &NdArrayTensor) -> Option<(usize, usize, Vec<usize>, Vec<isize>)> {
+    let (v32, v64) = match t {
+        NdArrayTensor::I32(a) => (Some(a.view()), None),
+        NdArrayTensor::I64(a) => (None, Some(a.view())),
+        _ => return None,
     };
-    a_ptr == b_ptr && a_shape == b_shape && a_strides == b_strides
+    let at = |ptr: usize, shape: &[usize], strides: &[isize], width| {
+        (width, ptr, shape.to_vec(), strides.to_vec())
+    };
+    v32.map(|v| at(v.as_ptr() as usize, v.shape(), v.strides(), 4))
+        .or_else(|| v64.map(|v| at(v.as_ptr() as usize, v.shape(), v.strides(), 8)))
 }
 
 /// A weight's scales and zero points as NdArray holds them, and its geometry.
@@ -178,7 +167,7 @@ fn run<W: Word>(
     w: Parts<'_>,
     out_shape: &Shape,
 ) -> Result<Option<Vec<f32>>> {
-    let (NdArrayTensor::F32(xs), NdArrayTensor::F32(scales)) = (x, w.scales) else {
+    let (NdArrayTensor::F32(_), NdArrayTensor::F32(scales)) = (x, w.scales) else {
         return Ok(None);
     };
     let shape = w.shape;
@@ -207,13 +196,5 @@ fn run<W: Word>(
         return Ok(None);
     };
     let matrix = PackedMatrix::new(shape, words, Scales::F32(scales), zero_points)?;
-    // Activations are small next to the weight: a strided view is copied in row order.
-    let xs = xs.view();
-    let xs = xs.as_standard_layout();
-    let xs = xs
-        .as_slice()
-        .expect("a standard-layout array is contiguous");
-    let mut y = vec![0.0f32; out_shape.num_elements()];
-    matmul(xs, &matrix, &mut y)?;
-    Ok(Some(y))
+    on_rows(x, out_shape, |xs, y| matmul(xs, &matrix, y))
 }
