@@ -19,9 +19,9 @@
 //! After the grid, the serving table (module `serving`) times the same shapes warm and **from
 //! DRAM** (a stack of distinct copies of each layer, at least 4× the L3, called in turn), beside
 //! the machine's DRAM read bandwidth: numpy f32, our W4 / W8 with f32 activations and with int8
-//! activations (`PackedWeight::with_activations`, up to `INT8_MAX_ROWS` rows), and onnxruntime's `MatMulNBits` at accuracy levels 1 and 4
-//! (`benches/ort_matmul_nbits.py`; skipped with the reason when `pip install onnxruntime onnx`
-//! has not been run); it exits 1 if the int8 path's relative error passes 2%. Then the same
+//! activations (`PackedWeight::with_activations`, up to `INT8_MAX_ROWS` rows), and
+//! onnxruntime's `MatMulNBits` at accuracy levels 1 and 4 (`benches/ort_matmul_nbits.py`;
+//! skipped with the reason when `pip install onnxruntime onnx` has not been run); it exits 1 if the int8 path's relative error passes 2%. Then the same
 //! run times all-MiniLM-L6-v2's sentence embeddings in f32, W8 and W4, the quantized ones with
 //! f32 and with int8 activations (module `sentences`;
 //! skipped with a line when `scripts/fetch-minilm` has not been run).

@@ -3,8 +3,9 @@
 //! to W8 and W4 (symmetric, groups of 128, round to nearest) and served by the same model's
 //! `MoqLinear` layers (`moq_burn::load_codes_with`), as a user serves a MoQ export: with f32
 //! activations (the default) and with int8 activations. The sentences are SpamAssassin mails
-//! (subject and body), cut at 16 tokens (a sentence) and at 128 (a paragraph); `scripts/fetch-minilm` fetches model and corpus, and
-//! without them this part is skipped with a line saying so.
+//! (subject and body), cut at 16 tokens (a sentence) and at 128 (a paragraph);
+//! `scripts/fetch-minilm` fetches model and corpus, and without them this part is skipped with
+//! a line saying so.
 //!
 //! Besides the times it prints how far each quantized encoder's sentence embeddings are from
 //! the f32 ones (the smallest cosine over the batch), and fails when one is not finite.

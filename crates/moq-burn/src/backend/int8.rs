@@ -92,8 +92,7 @@ pub(super) fn layout<B: Backend>(
         });
     };
     let z: &[i32] = if shape.zero_points() == 0 { &[] } else { z };
-    let w: Vec<u32> = w.iter().map(|&v| v as u32).collect();
-    let tiles = TiledWeight::new(&PackedMatrix::new(shape, &w, Scales::F32(s), z)?)?;
+    let tiles = TiledWeight::new(&PackedMatrix::new(shape, w, Scales::F32(s), z)?)?;
     Ok(Int8Layout {
         tiles: Arc::new(tiles),
         words: Arc::new(words),

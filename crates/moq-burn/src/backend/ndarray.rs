@@ -2,7 +2,8 @@
 //! quantized matmul through `moq-core`'s CPU kernel ([`moq_core::matmul`]), which reads the
 //! packed words, scales and zero points where the tensors hold them (no copy) and never builds
 //! `dequant(W)`; a weight asked for int8 activations through [`moq_core::matmul::matmul_i8`]
-//! on its tiles (`int8.rs`). Tensors in other dtypes (f64 activations, i64 words) take the tensor-ops path.
+//! on its tiles (`int8.rs`). Tensors in other dtypes (f64 activations, i64 words) take the
+//! tensor-ops path.
 
 use burn::backend::NdArray;
 use burn::backend::ndarray::{

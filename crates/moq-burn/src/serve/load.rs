@@ -49,9 +49,9 @@ pub fn load_codes<B: MoqBackend, M: Module<B>>(
 /// each weight's codes are also repacked into the int8 kernel's tiles (a second copy of the
 /// codes, counted in the report's bytes), and its matmul rounds the activations to int8 per
 /// block of 32 inputs (about 0.5% error, faster) for inputs of up to
-/// [`moq_core::matmul::INT8_MAX_ROWS`] rows; larger inputs take the exact f32 path. A weight whose groups split the kernel's
-/// tiles of 8 columns, or any weight on another backend, keeps f32 activations; the report
-/// says per tensor which it has ([`Held::Codes`]).
+/// [`moq_core::matmul::INT8_MAX_ROWS`] rows; larger inputs take the exact f32 path. A weight
+/// whose groups split the kernel's tiles of 8 columns, or any weight on another backend, keeps
+/// f32 activations; the report says per tensor which it has ([`Held::Codes`]).
 pub fn load_codes_with<B: MoqBackend, M: Module<B>>(
     model: &mut M,
     file: &MoqFile,

@@ -2,8 +2,8 @@
 //! follows ([`schedule`]), save and resume ([`record`]), setup errors ([`setup`]), replicas and
 //! the `Learner` ([`parallel`], [`metrics`]), the tensor-ops path ([`tensor_ops`]), Hessian
 //! eigenvalues ([`eigen`]), second-order bit allocation ([`auto_bits`]), export and
-//! inference ([`export`]), int8 activations ([`int8`]) and serving in the model's own type ([`serve`]). One test binary, so the
-//! workspace links few.
+//! inference ([`export`]), int8 activations ([`int8`]) and serving in the model's own type
+//! ([`serve`]). One test binary, so the workspace links few.
 
 mod auto_bits;
 mod common;

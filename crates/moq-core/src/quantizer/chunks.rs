@@ -16,7 +16,7 @@ pub(super) struct Item {
 
 impl Item {
     /// `(start, end, group)` for each group-piece in the item.
-    pub(super) fn segments(&self, group_len: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    pub(super) fn segments(self, group_len: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         let end = self.end;
         let mut s = self.start;
         std::iter::from_fn(move || {
@@ -29,6 +29,20 @@ impl Item {
             })
         })
     }
+}
+
+/// Each group piece of `item` with its part of the item's output `piece`:
+/// `(start, end, group, part)`.
+pub(super) fn parts<O>(
+    item: Item,
+    group_len: usize,
+    mut piece: &mut [O],
+) -> impl Iterator<Item = (usize, usize, usize, &mut [O])> {
+    item.segments(group_len).map(move |(start, end, group)| {
+        let (part, tail) = std::mem::take(&mut piece).split_at_mut(end - start);
+        piece = tail;
+        (start, end, group, part)
+    })
 }
 
 pub(super) fn items(len: usize, group_len: usize) -> Vec<Item> {

@@ -54,7 +54,7 @@ pub(crate) mod grid;
 use crate::simd::quantize::apply_each_best;
 use apply::Grid;
 use apply::{Codes, InPlace, Values};
-use chunks::{PARALLEL_MIN, run, split_mut};
+use chunks::{PARALLEL_MIN, parts, run, split_mut};
 pub use element::Element;
 use grid::find_grids;
 
@@ -194,12 +194,8 @@ pub fn fake_quantize_in_place<T: Element>(
     let keys = spec.noise.keys();
     let mut pieces = split_mut(data, &grids.items);
     run(&grids.items, &mut pieces, |item, piece| {
-        let mut rest = &mut piece[..];
-        let work = item.segments(grids.group_len).map(|(start, end, group)| {
-            let (data, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
-            rest = tail;
-            (grids.grids[group], InPlace { start, data })
-        });
+        let work = parts(*item, grids.group_len, piece)
+            .map(|(start, _, group, data)| (grids.grids[group], InPlace { start, data }));
         apply_each_best(spec.rounding, keys, work);
     });
     Ok(())
@@ -231,10 +227,7 @@ pub fn fake_quantize_mixed<T: Element>(
     let keys = spec.noise.keys();
     let mut pieces = split_mut(output, &grids.items);
     run(&grids.items, &mut pieces, |item, piece| {
-        let mut rest = &mut piece[..];
-        let work = item.segments(grids.group_len).map(|(start, end, group)| {
-            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
-            rest = tail;
+        let work = parts(*item, grids.group_len, piece).map(|(start, end, group, dst)| {
             let src = &input[start..end];
             let sink = Values {
                 start,
@@ -260,10 +253,7 @@ pub fn quantize<T: Element>(
     let mut codes = vec![0i32; input.len()];
     let mut pieces = split_mut(&mut codes, &grids.items);
     run(&grids.items, &mut pieces, |item, piece| {
-        let mut rest = &mut piece[..];
-        let work = item.segments(grids.group_len).map(|(start, end, group)| {
-            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
-            rest = tail;
+        let work = parts(*item, grids.group_len, piece).map(|(start, end, group, dst)| {
             let src = &input[start..end];
             (grids.grids[group], Codes { start, src, dst })
         });

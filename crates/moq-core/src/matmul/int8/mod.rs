@@ -48,8 +48,8 @@ use job::{DotJob, TILE};
 
 pub use repack::TiledWeight;
 
-/// The most rows of `x` for which int8 activations pay: above it the f32 path ([`super::matmul`])
-/// is faster, and exact. Measured on a 2-core AMD EPYC (AVX2), symmetric groups of 128, W4
+/// The most rows of `x` for which int8 activations pay: above it the f32 path
+/// ([`super::matmul`]) is faster, and exact. Measured on a 2-core AMD EPYC (AVX2), symmetric groups of 128, W4
 /// and W8: int8 is 1.1–5× faster at 1–4 rows, 0.76–2.1× at 8 (slower on MiniLM's 384×1536 and
 /// 1536×384, faster at 4096²), 0.53–1.3× at 16 and slower at 32 (docs/benchmarks.md). Callers
 /// that choose a path per call (moq-burn's NdArray backend) take int8 up to this many rows.
